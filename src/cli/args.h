@@ -2,6 +2,7 @@
 // from them and anything undeclared is rejected with one clear line.
 #pragma once
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
