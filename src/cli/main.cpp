@@ -3,6 +3,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -17,12 +18,7 @@ struct Command {
 };
 
 // clang-format off
-const Command kCommands[] = {
-    {"inspect",  bd::run_inspect,  "show a checkpoint's or adapter's tensors, metadata and fingerprint"},
-    {"tokenize", bd::run_tokenize, "text to token ids and back with a model's tokenizer"},
-    {"eval",     bd::run_eval,     "mean NLL and perplexity of a model on text or token ids"},
-    {"generate", bd::run_generate, "generate text from a prompt"},
-    {"train",    bd::run_train,    "train or fine-tune a model on a text file"},
+const std::vector<Command> kCommands = {
 };
 // clang-format on
 
