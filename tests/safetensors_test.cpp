@@ -1,0 +1,444 @@
+// safetensors reader and writer: round trips, a cross-check against an independent Python
+// reader/writer (tests/reference/safetensors_ref.py), and one test per kind of bad file.
+#include "io/safetensors.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace bd {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "bd_safetensors_XXXXXX").string();
+    path = ::mkdtemp(pattern.data());
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string file(const std::string& name) const { return path + "/" + name; }
+  std::vector<std::string> entries() const {
+    std::vector<std::string> names;
+    for (const auto& entry : fs::directory_iterator(path)) names.push_back(entry.path().filename());
+    return names;
+  }
+};
+
+// Owns the bytes behind a TensorView.
+struct OwnedTensor {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  std::vector<uint8_t> bytes;
+  NamedTensor named() const { return {name, TensorView{dtype, shape, bytes.data()}}; }
+};
+
+// The value patterns shared with safetensors_ref.py: floats (i - n/2) / 4, signed ints 3i - 7,
+// unsigned ints 5i (all exact in every dtype at the sizes used here).
+double pattern_value(DType dtype, int64_t i, int64_t count) {
+  if (is_float(dtype)) return (double(i) - double(count) / 2) / 4.0;
+  if (dtype == DType::I8 || dtype == DType::I32) return double(i * 3 - 7);
+  return double(i * 5);
+}
+
+OwnedTensor make_pattern(const std::string& name, DType dtype, Shape shape) {
+  OwnedTensor tensor{name, dtype, shape, {}};
+  int64_t count = shape_numel(shape);
+  tensor.bytes.resize(size_t(count) * dtype_size(dtype));
+  for (int64_t i = 0; i < count; ++i) {
+    double value = pattern_value(dtype, i, count);
+    uint8_t* out = tensor.bytes.data() + i * dtype_size(dtype);
+    float f = float(value);
+    uint16_t half;
+    int8_t i8 = int8_t(value);
+    uint8_t u8 = uint8_t(value);
+    int32_t i32 = int32_t(value);
+    uint32_t u32 = uint32_t(value);
+    switch (dtype) {
+      case DType::F32:
+        std::memcpy(out, &f, 4);
+        break;
+      case DType::F16:
+        half = f32_to_f16(f);
+        std::memcpy(out, &half, 2);
+        break;
+      case DType::BF16:
+        half = f32_to_bf16(f);
+        std::memcpy(out, &half, 2);
+        break;
+      case DType::U8:
+        std::memcpy(out, &u8, 1);
+        break;
+      case DType::I8:
+        std::memcpy(out, &i8, 1);
+        break;
+      case DType::I32:
+        std::memcpy(out, &i32, 4);
+        break;
+      case DType::U32:
+        std::memcpy(out, &u32, 4);
+        break;
+    }
+  }
+  return tensor;
+}
+
+double element(const TensorView& view, int64_t i) {
+  switch (view.dtype) {
+    case DType::F32:
+      return view.as<float>()[i];
+    case DType::F16:
+      return f16_to_f32(view.as<uint16_t>()[i]);
+    case DType::BF16:
+      return bf16_to_f32(view.as<uint16_t>()[i]);
+    case DType::U8:
+      return view.as<uint8_t>()[i];
+    case DType::I8:
+      return view.as<int8_t>()[i];
+    case DType::I32:
+      return view.as<int32_t>()[i];
+    case DType::U32:
+      return view.as<uint32_t>()[i];
+  }
+  return 0;
+}
+
+std::vector<OwnedTensor> every_dtype() {
+  return {make_pattern("w.f32", DType::F32, {2, 3}),   make_pattern("w.f16", DType::F16, {5}),
+          make_pattern("w.bf16", DType::BF16, {2, 2}), make_pattern("w.u8", DType::U8, {7}),
+          make_pattern("w.i8", DType::I8, {3}),        make_pattern("w.i32", DType::I32, {2, 2}),
+          make_pattern("w.u32", DType::U32, {3}),      make_pattern("w.empty", DType::F32, {0, 3}),
+          make_pattern("w.scalar", DType::F32, {})};
+}
+
+std::vector<NamedTensor> views(const std::vector<OwnedTensor>& tensors) {
+  std::vector<NamedTensor> out;
+  for (const OwnedTensor& tensor : tensors) out.push_back(tensor.named());
+  return out;
+}
+
+// Writes a file byte by byte: u64 header size, header text, data.
+void write_raw(const std::string& path, const std::string& header, const std::string& data,
+               uint64_t header_size) {
+  std::ofstream out(path, std::ios::binary);
+  for (int i = 0; i < 8; ++i) out.put(char(header_size >> (8 * i)));
+  out << header << data;
+}
+void write_raw(const std::string& path, const std::string& header, const std::string& data) {
+  write_raw(path, header, data, header.size());
+}
+
+// Expects `action` to throw bd::Error whose one-line message contains every piece.
+template <typename Action>
+void expect_error(Action action, const std::vector<std::string>& pieces) {
+  try {
+    action();
+    ADD_FAILURE() << "no error; expected one containing '" << pieces.front() << "'";
+  } catch (const Error& error) {
+    std::string message = error.what();
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    for (const std::string& piece : pieces)
+      EXPECT_NE(message.find(piece), std::string::npos) << "'" << piece << "' not in: " << message;
+  }
+}
+
+std::string run_python(const std::string& arguments) {
+  std::string command =
+      "/usr/bin/python3 " BITDELTA_SOURCE_DIR "/tests/reference/safetensors_ref.py " + arguments;
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return "";
+  std::string output;
+  char buffer[4096];
+  size_t got;
+  while ((got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, got);
+  EXPECT_EQ(::pclose(pipe), 0) << command;
+  return output;
+}
+
+TEST(Safetensors, RoundTripsEveryDtypeWithMetadata) {
+  TempDir dir;
+  std::vector<OwnedTensor> tensors = every_dtype();
+  std::map<std::string, std::string> metadata = {{"format", "pt"}, {"note", "ünïcode \"quoted\""}};
+  write_safetensors(dir.file("a.safetensors"), views(tensors), metadata, false);
+
+  SafetensorsFile file(dir.file("a.safetensors"));
+  EXPECT_EQ(file.metadata(), metadata);
+  EXPECT_EQ(file.path(), dir.file("a.safetensors"));
+  ASSERT_EQ(file.names().size(), tensors.size());
+  for (const OwnedTensor& tensor : tensors) {
+    const TensorView& view = file.get(tensor.name);
+    EXPECT_EQ(view.dtype, tensor.dtype) << tensor.name;
+    EXPECT_EQ(view.shape, tensor.shape) << tensor.name;
+    ASSERT_EQ(view.bytes(), tensor.bytes.size()) << tensor.name;
+    EXPECT_EQ(std::memcmp(view.data, tensor.bytes.data(), view.bytes()), 0) << tensor.name;
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(view.data) % dtype_size(view.dtype), 0u) << tensor.name;
+  }
+  EXPECT_EQ(file.find("absent"), nullptr);
+  expect_error([&] { file.get("absent"); }, {dir.file("a.safetensors"), "no tensor 'absent'"});
+  // File order: 4-byte dtypes first (by name), then 2-byte, then 1-byte.
+  std::vector<std::string> expected_order = {"w.empty", "w.f32", "w.i32", "w.scalar", "w.u32",
+                                             "w.bf16",  "w.f16", "w.i8",  "w.u8"};
+  EXPECT_EQ(file.names(), expected_order);
+  std::vector<NamedTensor> listed = file.tensors();
+  ASSERT_EQ(listed.size(), expected_order.size());
+  EXPECT_EQ(listed[1].name, "w.f32");
+  EXPECT_EQ(listed[1].view.data, file.get("w.f32").data);
+}
+
+TEST(Safetensors, RoundTripsAnEmptyFile) {
+  TempDir dir;
+  write_safetensors(dir.file("empty.safetensors"), {}, {}, false);
+  SafetensorsFile file(dir.file("empty.safetensors"));
+  EXPECT_TRUE(file.names().empty());
+  EXPECT_TRUE(file.metadata().empty());
+  EXPECT_EQ(fs::file_size(dir.file("empty.safetensors")) % 8, 0u);
+}
+
+TEST(Safetensors, PythonReadsWhatWeWrite) {
+  TempDir dir;
+  std::vector<OwnedTensor> tensors = every_dtype();
+  write_safetensors(dir.file("ours.safetensors"), views(tensors), {{"format", "pt"}}, false);
+  json parsed = json::parse(run_python("read " + dir.file("ours.safetensors")));
+  EXPECT_EQ(parsed["metadata"], json({{"format", "pt"}}));
+  ASSERT_EQ(parsed["tensors"].size(), tensors.size());
+  for (const OwnedTensor& tensor : tensors) {
+    const json& entry = parsed["tensors"][tensor.name];
+    EXPECT_EQ(entry["dtype"], std::string(dtype_name(tensor.dtype))) << tensor.name;
+    EXPECT_EQ(entry["shape"].get<Shape>(), tensor.shape) << tensor.name;
+    int64_t count = shape_numel(tensor.shape);
+    ASSERT_EQ(int64_t(entry["values"].size()), count) << tensor.name;
+    for (int64_t i = 0; i < count; ++i)
+      EXPECT_EQ(entry["values"][i].get<double>(), pattern_value(tensor.dtype, i, count))
+          << tensor.name << "[" << i << "]";
+  }
+}
+
+TEST(Safetensors, WeReadWhatPythonWrites) {
+  TempDir dir;
+  run_python("write " + dir.file("python.safetensors"));
+  SafetensorsFile file(dir.file("python.safetensors"));
+  std::map<std::string, std::string> metadata = {{"format", "pt"}, {"writer", "python"}};
+  EXPECT_EQ(file.metadata(), metadata);
+  struct Expected {
+    const char* name;
+    DType dtype;
+    Shape shape;
+  };
+  std::vector<Expected> expected = {
+      {"python.f32", DType::F32, {2, 3}},   {"python.f16", DType::F16, {5}},
+      {"python.bf16", DType::BF16, {2, 2}}, {"python.u8", DType::U8, {7}},
+      {"python.i8", DType::I8, {3}},        {"python.i32", DType::I32, {2, 2}},
+      {"python.u32", DType::U32, {3}},      {"python.empty", DType::F32, {0, 3}},
+      {"python.scalar", DType::F32, {}}};
+  ASSERT_EQ(file.names().size(), expected.size());
+  EXPECT_EQ(file.names().front(), "python.scalar");  // the Python writer put it first in the data
+  for (const Expected& want : expected) {
+    const TensorView& view = file.get(want.name);
+    EXPECT_EQ(view.dtype, want.dtype) << want.name;
+    EXPECT_EQ(view.shape, want.shape) << want.name;
+    for (int64_t i = 0; i < view.numel(); ++i)
+      EXPECT_EQ(element(view, i), pattern_value(want.dtype, i, view.numel())) << want.name;
+  }
+}
+
+TEST(Safetensors, AcceptsSpacePaddingAndUnalignedData) {
+  TempDir dir;
+  // Header of odd length with trailing spaces: the F32 data starts at an odd file offset.
+  float values[2] = {1.5f, -2.25f};
+  std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}   )";
+  if (header.size() % 2 == 0) header += ' ';
+  write_raw(dir.file("odd.safetensors"), header, std::string(reinterpret_cast<char*>(values), 8));
+  SafetensorsFile file(dir.file("odd.safetensors"));
+  const TensorView& view = file.get("x");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(view.data) % 4, 0u);
+  EXPECT_EQ(view.as<float>()[0], 1.5f);
+  EXPECT_EQ(view.as<float>()[1], -2.25f);
+}
+
+TEST(Safetensors, NeverOverwritesWithoutPermissionAndLeavesNoTempFile) {
+  TempDir dir;
+  std::vector<OwnedTensor> first = {make_pattern("a", DType::F32, {2})};
+  std::vector<OwnedTensor> second = {make_pattern("b", DType::U8, {3})};
+  std::string path = dir.file("model.safetensors");
+  write_safetensors(path, views(first), {}, false);
+  expect_error([&] { write_safetensors(path, views(second), {}, false); },
+               {path, "already exists"});
+  EXPECT_NE(SafetensorsFile(path).find("a"), nullptr);
+  write_safetensors(path, views(second), {}, true);
+  EXPECT_NE(SafetensorsFile(path).find("b"), nullptr);
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"model.safetensors"});
+
+  // A failure before the data is written leaves nothing behind.
+  std::vector<NamedTensor> duplicated = {first[0].named(), first[0].named()};
+  expect_error([&] { write_safetensors(dir.file("dup.safetensors"), duplicated, {}, false); },
+               {"dup.safetensors", "duplicate tensor name", "'a'"});
+  NamedTensor no_data{"c", TensorView{DType::F32, {4}, nullptr}};
+  expect_error([&] { write_safetensors(dir.file("null.safetensors"), {no_data}, {}, false); },
+               {"null.safetensors", "no data", "'c'"});
+  expect_error([&] { write_safetensors(dir.file("none/x.safetensors"), views(first), {}, false); },
+               {"none/x.safetensors"});
+  EXPECT_EQ(dir.entries(), std::vector<std::string>{"model.safetensors"});
+}
+
+// One hostile or broken file per case: each must be rejected with a message naming the file
+// and the problem (and the tensor where there is one), never a crash or an out-of-bounds read.
+struct BadFile {
+  const char* label;
+  std::string header;
+  std::string data;
+  int64_t header_size;  // -1: the header's real size
+  std::vector<std::string> message;
+};
+
+class SafetensorsRejects : public testing::TestWithParam<BadFile> {};
+
+TEST_P(SafetensorsRejects, WithOneClearMessage) {
+  TempDir dir;
+  const BadFile& bad = GetParam();
+  std::string path = dir.file("bad.safetensors");
+  write_raw(path, bad.header, bad.data,
+            bad.header_size < 0 ? bad.header.size() : uint64_t(bad.header_size));
+  std::vector<std::string> pieces = bad.message;
+  pieces.push_back(path + ": ");
+  expect_error([&] { SafetensorsFile file(path); }, pieces);
+}
+
+std::string f32_entry(const std::string& name, int count, int begin) {
+  return "\"" + name + "\":{\"dtype\":\"F32\",\"shape\":[" + std::to_string(count) +
+         "],\"data_offsets\":[" + std::to_string(begin) + "," + std::to_string(begin + 4 * count) +
+         "]}";
+}
+
+const BadFile kBadFiles[] = {
+    {"header_beyond_file", "{}", "", 1000, {"header size 1000", "larger than"}},
+    {"header_over_limit", "{}", "", int64_t(1) << 40, {"exceeds the limit"}},
+    {"header_not_json", "{\"x\": [1, 2", "", -1, {"not valid JSON"}},
+    {"header_not_object", "[1, 2]", "", -1, {"not a JSON object"}},
+    {"header_nul_padding", std::string("{}\0\0", 4), "", -1, {"not valid JSON"}},
+    {"lies_about_size",
+     R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,8]}})",
+     std::string(8, '\0'),
+     -1,
+     {"hold 8 bytes but F32 [4] needs 16", "(tensor 'w')"}},
+    {"data_truncated",
+     "{" + f32_entry("w", 4, 0) + "}",
+     std::string(10, '\0'),
+     -1,
+     {"run past the data section", "(tensor 'w')"}},
+    {"overlap",
+     "{" + f32_entry("a", 2, 0) + "," + f32_entry("b", 2, 4) + "}",
+     std::string(12, '\0'),
+     -1,
+     {"overlap", "(tensor 'b')"}},
+    {"gap",
+     "{" + f32_entry("a", 1, 0) + "," + f32_entry("b", 1, 8) + "}",
+     std::string(12, '\0'),
+     -1,
+     {"gap in the data section", "(tensor 'b')"}},
+    {"trailing_bytes",
+     "{" + f32_entry("a", 1, 0) + "}",
+     std::string(12, '\0'),
+     -1,
+     {"trailing bytes"}},
+    {"end_before_begin",
+     R"({"w":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}})",
+     std::string(4, '\0'),
+     -1,
+     {"end before begin", "(tensor 'w')"}},
+    {"unknown_dtype",
+     R"({"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})",
+     std::string(8, '\0'),
+     -1,
+     {"unsupported dtype 'F64'", "(tensor 'w')"}},
+    {"duplicate_name",
+     "{" + f32_entry("w", 1, 0) + "," + f32_entry("w", 1, 4) + "}",
+     std::string(8, '\0'),
+     -1,
+     {"duplicate tensor name", "(tensor 'w')"}},
+    {"negative_dim",
+     R"({"w":{"dtype":"U8","shape":[-1],"data_offsets":[0,0]}})",
+     "",
+     -1,
+     {"non-negative integers", "(tensor 'w')"}},
+    {"float_dim",
+     R"({"w":{"dtype":"U8","shape":[1.5],"data_offsets":[0,1]}})",
+     "x",
+     -1,
+     {"non-negative integers", "(tensor 'w')"}},
+    {"overflowing_shape",
+     R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})",
+     std::string(4, '\0'),
+     -1,
+     {"too large", "(tensor 'w')"}},
+    {"negative_offset",
+     R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[-1,0]}})",
+     "x",
+     -1,
+     {"data_offsets must be non-negative", "(tensor 'w')"}},
+    {"missing_offsets",
+     R"({"w":{"dtype":"U8","shape":[1]}})",
+     "x",
+     -1,
+     {"data_offsets must be [begin, end]", "(tensor 'w')"}},
+    {"missing_dtype",
+     R"({"w":{"shape":[1],"data_offsets":[0,1]}})",
+     "x",
+     -1,
+     {"dtype", "(tensor 'w')"}},
+    {"unknown_field",
+     R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":1}})",
+     "x",
+     -1,
+     {"unknown field 'x'", "(tensor 'w')"}},
+    {"entry_not_object", R"({"w":[1]})", "", -1, {"not a JSON object", "(tensor 'w')"}},
+    {"metadata_not_strings",
+     R"({"__metadata__":{"format":1}})",
+     "",
+     -1,
+     {"__metadata__", "'format'", "not a string"}},
+    {"metadata_not_object", R"({"__metadata__":"pt"})", "", -1, {"__metadata__"}},
+};
+
+INSTANTIATE_TEST_SUITE_P(BadFiles, SafetensorsRejects, testing::ValuesIn(kBadFiles),
+                         [](const testing::TestParamInfo<BadFile>& info) {
+                           return std::string(info.param.label);
+                         });
+
+TEST(Safetensors, RejectsTruncatedFilesAtEveryLength) {
+  TempDir dir;
+  std::vector<OwnedTensor> tensors = every_dtype();
+  write_safetensors(dir.file("whole.safetensors"), views(tensors), {{"format", "pt"}}, false);
+  std::string whole;
+  {
+    std::ifstream in(dir.file("whole.safetensors"), std::ios::binary);
+    whole.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string path = dir.file("cut.safetensors");
+  for (size_t length = 0; length < whole.size(); ++length) {
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out.write(whole.data(), std::streamsize(length));
+    }
+    expect_error([&] { SafetensorsFile file(path); }, {path + ": "});
+  }
+}
+
+TEST(Safetensors, RejectsUnreadablePaths) {
+  TempDir dir;
+  expect_error([&] { SafetensorsFile file(dir.file("missing.safetensors")); },
+               {dir.file("missing.safetensors"), "cannot open"});
+  expect_error([&] { SafetensorsFile file(dir.path); }, {dir.path, "not a regular file"});
+}
+
+}  // namespace
+}  // namespace bd
