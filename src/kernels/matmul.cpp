@@ -2,25 +2,59 @@
 
 #include <cblas.h>
 
-#include <vector>
+#include <algorithm>
 
 #include "core/error.h"
+#include "hwy/aligned_allocator.h"
+#include "kernels/matmul_gemv.h"
 
 namespace bd {
 
+namespace {
+
+// F32 bytes of W rows widened per SGEMM call: large enough for SGEMM to reach its full rate,
+// small enough to stay in cache between widening and multiplying (L3 is tens of MiB).
+constexpr size_t kBlockBytes = size_t(4) << 20;
+
+// out[T, O] = in[T, I] · W[O, I]^T + beta · out for BF16/F16 W: widens a block of rows at a
+// time into a scratch buffer (never the whole matrix) and hands each block to SGEMM.
+void widened_sgemm(float* out, const float* in, const TensorView& weight, int64_t T, float beta) {
+  const int64_t O = weight.dim(0), I = weight.dim(1);
+  const size_t element = dtype_size(weight.dtype);
+  const int64_t block_rows = std::clamp<int64_t>(int64_t(kBlockBytes / (4 * size_t(I))), 1, O);
+  auto block = hwy::AllocateAligned<float>(size_t(block_rows * I));
+  const auto* rows_bytes = static_cast<const uint8_t*>(weight.data);
+  for (int64_t row0 = 0; row0 < O; row0 += block_rows) {
+    const int64_t rows = std::min(block_rows, O - row0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      widen_to_f32(weight.dtype, rows_bytes + size_t((row0 + r) * I) * element, block.get() + r * I,
+                   size_t(I));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(I), 1.0f, in,
+                int(I), block.get(), int(I), beta, out + row0, int(O));
+  }
+}
+
+}  // namespace
+
 void matmul(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate) {
   if (weight.shape.size() != 2) fail("matmul: weight must be 2-D, got ", shape_str(weight.shape));
+  if (!is_float(weight.dtype)) {
+    fail("matmul: weight dtype must be F32, BF16 or F16, got ", dtype_name(weight.dtype));
+  }
+  if (T < 0) fail("matmul: negative token count ", T);
   const int64_t O = weight.dim(0), I = weight.dim(1);
-  const float beta = accumulate ? 1.0f : 0.0f;
-  if (weight.dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(O), int(I), 1.0f, in, int(I),
-                weight.as<float>(), int(I), beta, out, int(O));
+  if (T == 0 || O == 0) return;
+  if (I == 0) {  // empty sums (SGEMM rejects a zero leading dimension)
+    if (!accumulate) std::fill(out, out + T * O, 0.0f);
     return;
   }
-  // First version: widen W to F32 and call sgemm (to be replaced by a streaming kernel).
-  std::vector<float> wide = to_f32(weight);
+  if (T <= kGemvMaxTokens) return gemv(out, in, weight, T, accumulate);
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (weight.dtype != DType::F32) return widened_sgemm(out, in, weight, T, beta);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(O), int(I), 1.0f, in, int(I),
-              wide.data(), int(I), beta, out, int(O));
+              weight.as<float>(), int(I), beta, out, int(O));
 }
 
 }  // namespace bd

@@ -8,7 +8,12 @@ namespace bd {
 
 // out[T, O] = in[T, I] · W[O, I]^T, with W in F32, BF16 or F16 (the HF [out, in] layout).
 // `accumulate`: add to out instead of overwriting. Multi-threaded over the current pool.
-// T = 1 (decode) is memory-bound: it streams W once at close to memory bandwidth.
-void matmul(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate = false);
+// Few tokens (decode): a streaming GEMV that reads W once at close to memory bandwidth.
+// Many tokens (prefill, training): SGEMM, on blocks of W rows widened to F32 for BF16/F16.
+void matmul(float* out, const float* in, const TensorView& weight, int64_t T,
+            bool accumulate = false);
+
+// Token counts up to this take the streaming GEMV; larger ones take SGEMM.
+inline constexpr int64_t kGemvMaxTokens = 8;
 
 }  // namespace bd

@@ -1,0 +1,19 @@
+// The SIMD kernels behind bd::matmul, compiled for every x86 target Highway knows and chosen at
+// run time for the CPU at hand.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace bd {
+
+// out[T, O] = in[T, I] · W[O, I]^T (or += with `accumulate`), for few tokens T: each thread
+// streams its share of W's rows once from memory, widens BF16/F16 to F32 in registers and
+// multiplies every token while the rows are still in cache. Memory-bound for T ≤ ~8.
+void gemv(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate);
+
+// dst[n] = src[n] as F32 (one thread; src of dtype F32, BF16 or F16).
+void widen_to_f32(DType dtype, const void* src, float* dst, size_t n);
+
+}  // namespace bd

@@ -1,0 +1,172 @@
+// bd::matmul against a double-precision reference, for every weight dtype, both paths (streaming
+// GEMV and SGEMM), odd shapes, and every SIMD target compiled into the kernels.
+#include "kernels/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "hwy/targets.h"
+#include "kernels/matmul_gemv.h"
+
+namespace bd {
+namespace {
+
+// Runs `body` once per SIMD target that this CPU supports and the kernels were compiled for.
+template <typename Body>
+void for_each_target(Body body) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    body();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+// A weight matrix stored in `dtype` and the exact F32 values it holds.
+struct Weight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+  TensorView view;
+};
+
+Weight random_weight(DType dtype, int64_t O, int64_t I, std::mt19937& rng) {
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  Weight w;
+  w.values.resize(size_t(O * I));
+  w.bytes.resize(w.values.size() * dtype_size(dtype));
+  for (float& v : w.values) v = uniform(rng);
+  from_f32(dtype, w.values.data(), w.bytes.data(), w.values.size());
+  to_f32(dtype, w.bytes.data(), w.values.data(), w.values.size());  // the rounded values
+  w.view = TensorView{dtype, {O, I}, w.bytes.data()};
+  return w;
+}
+
+// Checks out[T, O] against (start +) in · W^T computed in double. Tolerance: Higham's bound
+// for any order of n F32 multiply-adds, |error| ≤ γ_n Σ|x_i w_i| with γ_n = n·u / (1 − n·u),
+// u = 2^-24 — it holds for every summation order, yet a dropped, doubled or misplaced term
+// (of size ~ Σ|x_i w_i| / I) breaks it by orders of magnitude for the sizes here.
+void expect_matches_reference(const std::vector<float>& out, const std::vector<float>& in,
+                              const Weight& w, int64_t T, const std::vector<float>* start) {
+  const int64_t O = w.view.dim(0), I = w.view.dim(1);
+  const double u = std::ldexp(1.0, -24);
+  const double n = double(I + 1);
+  const double gamma = n * u / (1 - n * u);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t o = 0; o < O; ++o) {
+      double exact = start ? (*start)[size_t(t * O + o)] : 0.0;
+      double magnitude = std::abs(exact);
+      for (int64_t i = 0; i < I; ++i) {
+        const double term = double(in[size_t(t * I + i)]) * double(w.values[size_t(o * I + i)]);
+        exact += term;
+        magnitude += std::abs(term);
+      }
+      ASSERT_NEAR(out[size_t(t * O + o)], exact, gamma * magnitude + 1e-30)
+          << "T=" << T << " O=" << O << " I=" << I << " at t=" << t << " o=" << o;
+    }
+  }
+}
+
+void check_shape(DType dtype, int64_t T, int64_t O, int64_t I, std::mt19937& rng) {
+  SCOPED_TRACE(testing::Message() << dtype_name(dtype) << " T=" << T << " O=" << O << " I=" << I);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  const Weight w = random_weight(dtype, O, I, rng);
+  std::vector<float> in(size_t(T * I)), start(size_t(T * O));
+  for (float& v : in) v = uniform(rng);
+  for (float& v : start) v = uniform(rng);
+
+  std::vector<float> out(start.size(), std::numeric_limits<float>::quiet_NaN());
+  matmul(out.data(), in.data(), w.view, T, /*accumulate=*/false);
+  expect_matches_reference(out, in, w, T, nullptr);
+
+  out = start;
+  matmul(out.data(), in.data(), w.view, T, /*accumulate=*/true);
+  expect_matches_reference(out, in, w, T, &start);
+}
+
+constexpr DType kFloatTypes[] = {DType::F32, DType::BF16, DType::F16};
+
+TEST(Matmul, OddShapesEveryDtypeEveryTarget) {
+  std::mt19937 rng(1234);
+  for_each_target([&] {
+    for (DType dtype : kFloatTypes) {
+      for (int64_t T : {1, 2, 3, 4, 5, 8, 9, 17}) {
+        for (int64_t O : {1, 3, 4, 5, 37}) {
+          for (int64_t I : {1, 7, 16, 33, 100, 257}) check_shape(dtype, T, O, I, rng);
+        }
+      }
+    }
+  });
+}
+
+TEST(Matmul, BothPathsAreCovered) {
+  // The shapes above must exercise both sides of the GEMV / SGEMM switch.
+  EXPECT_GE(kGemvMaxTokens, 4);
+  EXPECT_LT(kGemvMaxTokens, 17);
+}
+
+TEST(Matmul, SgemmPathSpansSeveralWidenedBlocks) {
+  // 1100 × 1000 F32 = 4.4 MB: more than one block of widened rows.
+  std::mt19937 rng(99);
+  for (DType dtype : kFloatTypes) check_shape(dtype, 19, 1100, 1000, rng);
+}
+
+TEST(Matmul, GemvMatchesForLargeRows) {
+  std::mt19937 rng(7);
+  for_each_target([&] {
+    for (DType dtype : kFloatTypes) check_shape(dtype, 1, 300, 2051, rng);
+  });
+}
+
+TEST(Matmul, EmptyShapes) {
+  std::mt19937 rng(5);
+  for (DType dtype : kFloatTypes) {
+    for (int64_t T : {1, 17}) {
+      const Weight w = random_weight(dtype, 3, 0, rng);
+      std::vector<float> out(size_t(T * 3), 5.0f);
+      matmul(out.data(), nullptr, w.view, T, /*accumulate=*/true);
+      EXPECT_EQ(out, std::vector<float>(out.size(), 5.0f));
+      matmul(out.data(), nullptr, w.view, T, /*accumulate=*/false);
+      EXPECT_EQ(out, std::vector<float>(out.size(), 0.0f));
+    }
+    matmul(nullptr, nullptr, random_weight(dtype, 0, 4, rng).view, 3);
+  }
+}
+
+TEST(Matmul, RejectsBadWeights) {
+  const float data[4] = {};
+  float out[4];
+  EXPECT_THROW(matmul(out, data, TensorView{DType::F32, {4}, data}, 1), Error);
+  EXPECT_THROW(matmul(out, data, TensorView{DType::U8, {2, 2}, data}, 1), Error);
+  EXPECT_THROW(matmul(out, data, TensorView{DType::I32, {2, 2}, data}, 17), Error);
+}
+
+// The SIMD widening equals the scalar conversions in core for every 16-bit pattern
+// (NaN stays NaN; the F16C conversion may quiet a signalling NaN).
+TEST(WidenToF32, EveryBitPattern) {
+  std::vector<uint16_t> bits(65536 + 5);  // + 5: a tail that does not fill a vector
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = uint16_t(i);
+  for_each_target([&] {
+    for (DType dtype : {DType::BF16, DType::F16}) {
+      std::vector<float> wide(bits.size());
+      widen_to_f32(dtype, bits.data(), wide.data(), bits.size());
+      for (size_t i = 0; i < bits.size(); ++i) {
+        const float expected = dtype == DType::BF16 ? bf16_to_f32(bits[i]) : f16_to_f32(bits[i]);
+        if (std::isnan(expected)) {
+          ASSERT_TRUE(std::isnan(wide[i])) << dtype_name(dtype) << " bits " << bits[i];
+        } else {
+          ASSERT_EQ(std::memcmp(&wide[i], &expected, 4), 0)
+              << dtype_name(dtype) << " bits " << bits[i] << ": " << wide[i] << " vs " << expected;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace bd
