@@ -1,0 +1,174 @@
+// AdamW and gradient clipping: hand-computed steps, then a run against torch.optim.AdamW +
+// clip_grad_norm_ + LambdaLR (tests/reference/train_ref.py) on random tensors.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "train/adamw.h"
+#include "train/grad_clip.h"
+#include "train/lr_schedule.h"
+
+namespace bd {
+namespace {
+
+// β1 0.9, β2 0.999, eps 1e-8, lr 0.1, wd 0.01 on p = 1 with gradients 0.5, -1, 0.25; the
+// expected values were worked through the update rule by hand (in double).
+TEST(AdamW, MatchesHandComputedSteps) {
+  AdamW optimizer(1, AdamWConfig{0.9f, 0.999f, 1e-8f, 0.01f});
+  float param = 1.0f;
+  const float grads[] = {0.5f, -1.0f, 0.25f};
+  const double expected[] = {0.899000002, 0.934711354, 0.947445709};
+  for (int t = 0; t < 3; ++t) {
+    optimizer.step(&param, &grads[t], 0.1f);
+    EXPECT_NEAR(param, expected[t], 1e-6) << "step " << t + 1;
+  }
+  EXPECT_EQ(optimizer.steps(), 3);
+}
+
+// The first step moves every parameter by -lr·g/(|g| + eps) ≈ -lr·sign(g), whatever |g| is.
+TEST(AdamW, FirstStepIsSignTimesLr) {
+  AdamW optimizer(4, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.0f});
+  std::vector<float> params = {0, 0, 0, 0};
+  const std::vector<float> grads = {1e-3f, -5.0f, 123.0f, -1e-2f};
+  optimizer.step(params.data(), grads.data(), 0.01f);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(params[i], -0.01 * grads[i] / (std::abs(grads[i]) + 1e-8), 2e-8) << i;
+}
+
+// With zero gradients only the decoupled decay acts: p ← p·(1 - lr·wd), and not on segments
+// that opt out of decay.
+TEST(AdamW, DecayIsDecoupledAndPerSegment) {
+  AdamW optimizer(4, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.5f}, {{0, 2, true}, {2, 2, false}});
+  std::vector<float> params = {2, -4, 2, -4};
+  const std::vector<float> zeros(4, 0.0f);
+  for (int t = 0; t < 3; ++t) optimizer.step(params.data(), zeros.data(), 0.1f);
+  const float keep = std::pow(1.0f - 0.1f * 0.5f, 3.0f);
+  EXPECT_NEAR(params[0], 2 * keep, 1e-6);
+  EXPECT_NEAR(params[1], -4 * keep, 1e-6);
+  EXPECT_EQ(params[2], 2.0f);
+  EXPECT_EQ(params[3], -4.0f);
+}
+
+TEST(AdamW, RejectsBadSegmentsAndHyperParameters) {
+  EXPECT_THROW(AdamW(4, AdamWConfig{}, {{0, 2, true}}), Error);                 // short
+  EXPECT_THROW(AdamW(4, AdamWConfig{}, {{0, 2, true}, {1, 3, false}}), Error);  // overlap
+  EXPECT_THROW(AdamW(4, AdamWConfig{1.0f, 0.9f, 1e-8f, 0.0f}), Error);
+  EXPECT_THROW(AdamW(4, AdamWConfig{0.9f, 0.9f, 0.0f, 0.0f}), Error);
+  EXPECT_THROW(AdamW(4, AdamWConfig{0.9f, 0.9f, 1e-8f, -1.0f}), Error);
+}
+
+TEST(GradClip, ScalesToMaxNormAndReportsTheNormBefore) {
+  std::vector<float> grads = {3, 4};
+  EXPECT_DOUBLE_EQ(clip_grad_norm(grads.data(), 2, 1.0), 5.0);
+  // PyTorch's coefficient: max_norm / (norm + 1e-6).
+  EXPECT_NEAR(grads[0], 3.0 / (5.0 + 1e-6), 1e-7);
+  EXPECT_NEAR(grads[1], 4.0 / (5.0 + 1e-6), 1e-7);
+  EXPECT_NEAR(l2_norm(grads.data(), 2), 1.0, 1e-6);
+}
+
+TEST(GradClip, LeavesSmallGradientsAndDisabledClippingAlone) {
+  std::vector<float> grads = {0.3f, -0.4f};
+  EXPECT_NEAR(clip_grad_norm(grads.data(), 2, 1.0), 0.5, 1e-7);
+  EXPECT_EQ(grads[0], 0.3f);
+  std::vector<float> big = {30, 40};
+  EXPECT_DOUBLE_EQ(clip_grad_norm(big.data(), 2, 0.0), 50.0);
+  EXPECT_EQ(big[1], 40.0f);
+}
+
+void write_floats(const std::string& path, const std::vector<float>& values) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(values.data()), std::streamsize(values.size() * 4));
+}
+
+std::vector<float> read_floats(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<float> values(bytes.size() / 4);
+  std::memcpy(values.data(), bytes.data(), values.size() * 4);
+  return values;
+}
+
+// Three tensors (two decayed matrices, one vector without decay), 30 steps of random gradients
+// whose scale varies so clipping is active on some steps and not on others.
+TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
+  char dir_template[] = "/tmp/bd_adamw_XXXXXX";
+  const std::string dir = ::mkdtemp(dir_template);
+  const std::vector<std::vector<int64_t>> shapes = {{7, 13}, {13}, {5, 3}};
+  const std::vector<bool> decay = {true, false, true};
+  const int steps = 30;
+  const LrSchedule schedule{3e-2, 5, steps, 0.1};
+  const AdamWConfig config{0.9f, 0.95f, 1e-8f, 0.1f};
+  const double max_norm = 2.0;
+
+  std::vector<ParamSegment> segments;
+  size_t total = 0;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    size_t size = 1;
+    for (int64_t d : shapes[i]) size *= size_t(d);
+    segments.push_back({total, size, decay[i]});
+    total += size;
+  }
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<float> params(total), grads(total * steps);
+  for (float& p : params) p = normal(rng);
+  for (int t = 0; t < steps; ++t)
+    for (size_t i = 0; i < total; ++i)
+      grads[t * total + i] = normal(rng) * (t % 3 == 0 ? 1.0f : 0.05f);
+  write_floats(dir + "/params0.f32", params);
+  write_floats(dir + "/grads.f32", grads);
+  nlohmann::json spec = {{"shapes", shapes},
+                         {"decay", decay},
+                         {"steps", steps},
+                         {"lr", schedule.peak_lr},
+                         {"warmup", schedule.warmup_steps},
+                         {"min_lr_ratio", schedule.min_lr_ratio},
+                         {"beta1", config.beta1},
+                         {"beta2", config.beta2},
+                         {"eps", config.eps},
+                         {"weight_decay", config.weight_decay},
+                         {"clip", max_norm}};
+  std::ofstream(dir + "/spec.json") << spec.dump();
+  const std::string command = std::string("/usr/bin/python3 ") + BITDELTA_SOURCE_DIR +
+                              "/tests/reference/train_ref.py adamw " + dir;
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  const std::vector<float> torch_params = read_floats(dir + "/params.f32");
+  const std::vector<float> torch_norms = read_floats(dir + "/norms.f32");
+  ASSERT_EQ(torch_params.size(), total * steps);
+  ASSERT_EQ(torch_norms.size(), size_t(steps));
+
+  AdamW optimizer(total, config, segments);
+  double max_param_error = 0, max_norm_error = 0;
+  int clipped_steps = 0;
+  for (int t = 0; t < steps; ++t) {
+    std::vector<float> step_grads(grads.begin() + t * total, grads.begin() + (t + 1) * total);
+    const double norm = clip_grad_norm(step_grads.data(), total, max_norm);
+    clipped_steps += norm > max_norm;
+    max_norm_error = std::max(max_norm_error, std::abs(norm - torch_norms[t]) / torch_norms[t]);
+    optimizer.step(params.data(), step_grads.data(), float(schedule.lr_at(t)));
+    for (size_t i = 0; i < total; ++i)
+      max_param_error = std::max(max_param_error,
+                                 double(std::abs(params[i] - torch_params[t * total + i])) /
+                                     std::max(1.0, double(std::abs(torch_params[t * total + i]))));
+  }
+  std::printf(
+      "AdamW vs torch over %d steps (%d clipped): max param error %.3g, max norm error %.3g\n",
+      steps, clipped_steps, max_param_error, max_norm_error);
+  EXPECT_GT(clipped_steps, 0);
+  EXPECT_LT(clipped_steps, steps);
+  EXPECT_LT(max_param_error, 2e-6);
+  EXPECT_LT(max_norm_error, 1e-6);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace bd
