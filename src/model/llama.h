@@ -1,0 +1,140 @@
+// The Llama model (Hugging Face semantics): weights as views, the inference forward with a KV
+// cache, and the training forward/backward over full sequences. Both forwards run the same
+// block function over the same kernels; they differ only in where activations are kept.
+//
+//   h = embed[tokens]
+//   per layer: h += o(attention(rope(q(n1)), rope(k(n1)), v(n1)))    n1 = rmsnorm(h)·attn_norm
+//              h += down(silu(gate(n2)) ⊙ up(n2))                       n2 = rmsnorm(h)·mlp_norm
+//   logits = lm_head(rmsnorm(h)·final_norm)       (lm_head = embed when tie_word_embeddings)
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/llama_config.h"
+#include "model/kv_cache.h"
+#include "model/linear.h"
+
+namespace bd {
+
+class Checkpoint;
+class LlamaParams;
+
+struct LayerWeights {
+  TensorView attn_norm, mlp_norm;  // [C], always F32
+  Linear q, k, v, o;               // [H·D, C], [Hkv·D, C], [Hkv·D, C], [C, H·D]
+  Linear gate, up, down;           // [F, C], [F, C], [C, F]
+};
+
+struct LlamaWeights {
+  LlamaConfig config;
+  TensorView embed;       // [V, C]
+  TensorView final_norm;  // [C], always F32
+  Linear lm_head;         // [V, C]; views the embedding (and is named after it) when tied
+  std::vector<LayerWeights> layers;
+  std::vector<double> rope_inv_freq;  // [D/2], rope_scaling applied
+  // F32 copies of norm weights stored as BF16/F16 (norm views point here); shared by copies.
+  std::shared_ptr<const std::vector<float>> widened_norms;
+};
+
+// One tensor of the model: HF name and shape.
+struct TensorSpec {
+  std::string name;
+  Shape shape;
+};
+// Every tensor a checkpoint of this config holds, in model order (embedding, layers, final norm,
+// then lm_head unless tied).
+std::vector<TensorSpec> llama_tensor_specs(const LlamaConfig& config);
+
+// Checks what the forward relies on: positive sizes, heads divisible by kv heads, even head_dim.
+void check_llama_config(const LlamaConfig& config, const std::string& source);
+
+// Zero-copy views of a checkpoint's tensors (validated against its config; norms stored as
+// BF16/F16 are widened once).
+LlamaWeights weights_from_checkpoint(const Checkpoint& checkpoint);
+
+// The same from any tensor source: find(name) returns the view or nullptr. `source` names the
+// origin in error messages ("<source>: tensor '<name>' ...").
+using TensorLookup = std::function<const TensorView*(const std::string& name)>;
+LlamaWeights make_llama_weights(const LlamaConfig& config, const std::string& source,
+                                const TensorLookup& find);
+
+// Inference. Runs n new tokens at positions cache.pos() .. cache.pos()+n-1 of one sequence
+// (prefill: n > 1, decode: n = 1), appends their keys and values to the cache and advances it.
+// Writes logits[V] of the last token, or logits[n, V] of all n when all_logits. Multi-threaded
+// over the OpenMP pool (bd::set_threads); allocates nothing once the cache's scratch has grown
+// to n tokens. Sets flush-to-zero / denormals-are-zero on the pool's threads (denormal products
+// are ~100x slower and never matter here). Throws bd::Error for a token outside the vocabulary
+// or a cache that is full or of another config.
+void forward(const LlamaWeights& weights, KVCache& cache, const int32_t* tokens, int64_t n,
+             float* logits, bool all_logits = false);
+
+// Activations of a training forward over B sequences of T tokens, in one allocation (llm.c
+// style): everything the backward pass reads, and its scratch. rows = B·T, sequence-major.
+struct TrainActivations {
+  TrainActivations(const LlamaConfig& config, int64_t B, int64_t T);
+
+  struct Layer {
+    float* in;         // [rows, C] residual stream entering the layer
+    float* attn_in;    // [rows, C] rmsnorm(in)·attn_norm
+    float* attn_rstd;  // [rows]
+    float* q;          // [rows, H·D] after RoPE
+    float* k;          // [B, Hkv, T, D] after RoPE
+    float* v;          // [B, Hkv, T, D]
+    float* probs;      // [B, H, T, T] softmax rows
+    float* att;        // [rows, H·D] attention output
+    float* mid;        // [rows, C] residual stream after attention
+    float* mlp_in;     // [rows, C] rmsnorm(mid)·mlp_norm
+    float* mlp_rstd;   // [rows]
+    float* gate;       // [rows, F]
+    float* up;         // [rows, F]
+    float* act;        // [rows, F] silu(gate)·up
+  };
+
+  LlamaConfig config;
+  int64_t B, T;
+  std::vector<float> memory;             // every buffer below points into it
+  std::vector<int32_t> tokens, targets;  // [rows]
+  std::vector<Layer> layers;
+  float* final_in;    // [rows, C] residual stream after the last layer
+  float* final_out;   // [rows, C] rmsnorm(final_in)·final_norm
+  float* final_rstd;  // [rows]
+  float* logits;      // [rows, V]; their gradient after backward()
+  float* lse;         // [rows] log-sum-exp of each logits row
+  float* k_new;       // [rows, Hkv·D] scratch: keys before the store into Layer::k
+  float* v_new;       // [rows, Hkv·D]
+  // Backward scratch.
+  float *d_h, *d_x;              // [rows, C]
+  float *d_q, *d_att;            // [rows, H·D]
+  float *d_k, *d_v;              // [B, Hkv, T, D]
+  float *d_k_new, *d_v_new;      // [rows, Hkv·D]
+  float *d_gate, *d_up, *d_act;  // [rows, F]
+  float loss = 0;                // of the last forward_train
+  int64_t counted = 0;           // targets that counted in it
+};
+
+// Training forward over tokens[B, T]: returns the mean cross-entropy of targets[B, T] (a
+// target < 0 is ignored, e.g. padding), keeping every activation in `acts`.
+float forward_train(const LlamaWeights& weights, const int32_t* tokens, const int32_t* targets,
+                    int64_t B, int64_t T, TrainActivations& acts);
+
+// Called by backward for every linear layer with its input X[rows, I] and output gradient
+// dY[rows, O] (rows = B·T, sequence-major), e.g. for per-example gradient norms (DP-SGD) or
+// delta-scale gradients dL/dγ = Σ dY ⊙ (S·X).
+struct LinearBackwardObserver {
+  virtual ~LinearBackwardObserver() = default;
+  virtual void on_linear(const std::string& weight_name, const float* X, const float* dY,
+                         int64_t rows, int64_t in, int64_t out) = 0;
+};
+
+// Backward of the last forward_train: accumulates (+=) the gradient of its mean loss into
+// `grads` (same layout as the parameters; zero it first for a fresh step). The weights must be
+// F32 (LlamaParams::weights()). Overwrites the logits in `acts` with their gradient, so run
+// forward_train again before another backward.
+void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams& grads,
+              LinearBackwardObserver* observer = nullptr);
+
+}  // namespace bd
