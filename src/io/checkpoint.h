@@ -22,7 +22,7 @@ class Checkpoint {
 
   const LlamaConfig& config() const { return config_; }
   const std::string& dir() const { return dir_; }
-  std::vector<std::string> tensor_names() const;  // sorted
+  std::vector<std::string> tensor_names() const;          // sorted
   const TensorView* find(const std::string& name) const;  // nullptr if absent
   const TensorView& get(const std::string& name) const;   // throws "<dir>: no tensor '<name>'"
   std::vector<NamedTensor> tensors() const;               // sorted by name

@@ -6,7 +6,10 @@ no `safetensors` Python package.
 
   safetensors_ref.py read FILE    prints {"metadata": {...}, "tensors": {name: {dtype, shape, values}}}
   safetensors_ref.py write FILE   writes the fixed tensors of expected_tensors() with metadata
+  safetensors_ref.py fingerprint FILE...   prints the model fingerprint (docs/formats.md) of
+                                           the tensors of all FILEs together (e.g. shards)
 """
+import hashlib
 import json
 import struct
 import sys
@@ -29,19 +32,46 @@ def encode(dtype, values):
     return np.asarray(values, np.dtype(NUMPY_DTYPES[dtype]).newbyteorder("<")).tobytes()
 
 
-def read(path):
+def load(path):
+    """Returns (metadata, {name: (dtype, shape, raw bytes)})."""
     blob = open(path, "rb").read()
     (header_size,) = struct.unpack("<Q", blob[:8])
     header = json.loads(blob[8:8 + header_size].decode("utf-8"))
     data = blob[8 + header_size:]
-    out = {"metadata": header.pop("__metadata__", {}), "tensors": {}}
+    metadata = header.pop("__metadata__", {})
+    tensors = {}
     for name, entry in header.items():
         begin, end = entry["data_offsets"]
-        values = decode(entry["dtype"], data[begin:end])
-        assert values.size == int(np.prod(entry["shape"], dtype=np.int64)), name
-        out["tensors"][name] = {"dtype": entry["dtype"], "shape": entry["shape"],
+        tensors[name] = (entry["dtype"], entry["shape"], data[begin:end])
+    return metadata, tensors
+
+
+def read(path):
+    metadata, tensors = load(path)
+    out = {"metadata": metadata, "tensors": {}}
+    for name, (dtype, shape, raw) in tensors.items():
+        values = decode(dtype, raw)
+        assert values.size == int(np.prod(shape, dtype=np.int64)), name
+        out["tensors"][name] = {"dtype": dtype, "shape": shape,
                                 "values": [v.item() for v in values]}
     print(json.dumps(out))
+
+
+def fingerprint(*paths):
+    """SHA-256 over, for each tensor in name order: name, 0, dtype, 0, shape as a comma list,
+    0, byte length, 0, raw bytes."""
+    tensors = {}
+    for path in paths:
+        for name, tensor in load(path)[1].items():
+            assert name not in tensors, name
+            tensors[name] = tensor
+    digest = hashlib.sha256()
+    for name in sorted(tensors, key=lambda n: n.encode("utf-8")):
+        dtype, shape, raw = tensors[name]
+        for field in (name, dtype, ",".join(str(d) for d in shape), str(len(raw))):
+            digest.update(field.encode("utf-8") + b"\0")
+        digest.update(raw)
+    print(digest.hexdigest())
 
 
 def pattern(dtype, count):
@@ -80,4 +110,4 @@ def write(path):
 
 
 if __name__ == "__main__":
-    {"read": read, "write": write}[sys.argv[1]](sys.argv[2])
+    {"read": read, "write": write, "fingerprint": fingerprint}[sys.argv[1]](*sys.argv[2:])
