@@ -4,5 +4,6 @@
 namespace bd {
 
 // Each returns the process exit code; errors are thrown as bd::Error / bd::UsageError.
+int run_inspect(int argc, char** argv);
 
 }  // namespace bd

@@ -19,6 +19,7 @@ struct Command {
 
 // clang-format off
 const std::vector<Command> kCommands = {
+  {"inspect", bd::run_inspect, "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
 };
 // clang-format on
 
