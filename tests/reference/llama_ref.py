@@ -1,0 +1,144 @@
+"""Independent PyTorch reference of the Llama forward and backward, for llama_torch_parity_test.
+
+Written from the Hugging Face Llama formulas (it does not import transformers): reads a
+checkpoint folder (config.json + model.safetensors, parsed here with numpy), runs the model in
+float32 on the given token batch, and writes a safetensors file with
+  logits      [B, T, V]  (training forward)
+  loss        [1]        mean cross-entropy over targets >= 0
+  grad.<name>            d loss / d parameter, for every tensor of the checkpoint.
+
+usage: llama_ref.py CHECKPOINT_DIR INPUTS_JSON OUTPUT_SAFETENSORS
+INPUTS_JSON: {"tokens": [[...], ...], "targets": [[...], ...]}  (B lists of T ids; target -1 = ignored)
+"""
+import json
+import math
+import struct
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (header_size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + header_size])
+    body = memoryview(data)[8 + header_size:]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        raw = np.frombuffer(body[begin:end], dtype=DTYPES[info["dtype"]])
+        if info["dtype"] == "BF16":  # bfloat16 is the high half of a float32
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        tensors[name] = raw.astype(np.float32).reshape(info["shape"])
+    return tensors
+
+
+def write_safetensors(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for name, array in tensors.items():
+        blob = np.ascontiguousarray(array, dtype=np.float32).tobytes()
+        header[name] = {"dtype": "F32", "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def rope_cos_sin(config, head_dim, seq_len):
+    """cos, sin [T, head_dim] of the split-half rotary embedding, computed in float64."""
+    theta = config.get("rope_theta", 10000.0)
+    inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    positions = np.arange(seq_len, dtype=np.float64)
+    scaling = config.get("rope_scaling") or {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "linear":  # positions are interpolated: t / factor
+        positions = positions / scaling["factor"]
+    elif kind == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_context = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (old_context / wavelen - low) / (high - low)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = np.where(wavelen < old_context / high, inv_freq,
+                            np.where(wavelen > old_context / low, inv_freq / factor, blended))
+    elif kind is not None:
+        raise SystemExit(f"unsupported rope_scaling {kind}")
+    angles = np.outer(positions, inv_freq)
+    angles = np.concatenate([angles, angles], axis=1)
+    return (torch.tensor(np.cos(angles), dtype=torch.float32),
+            torch.tensor(np.sin(angles), dtype=torch.float32))
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def rms_norm(x, weight, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def forward(config, p, tokens):
+    B, T = tokens.shape
+    H = config["num_attention_heads"]
+    Hkv = config.get("num_key_value_heads", H)
+    D = config.get("head_dim") or config["hidden_size"] // H
+    eps = config["rms_norm_eps"]
+    cos, sin = rope_cos_sin(config, D, T)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+
+    h = p["model.embed_tokens.weight"][tokens]
+    for layer in range(config["num_hidden_layers"]):
+        w = lambda name: p[f"model.layers.{layer}.{name}.weight"]
+        x = rms_norm(h, w("input_layernorm"), eps)
+        q = (x @ w("self_attn.q_proj").T).view(B, T, H, D).transpose(1, 2)
+        k = (x @ w("self_attn.k_proj").T).view(B, T, Hkv, D).transpose(1, 2)
+        v = (x @ w("self_attn.v_proj").T).view(B, T, Hkv, D).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(H // Hkv, dim=1)  # query head i uses kv head i // (H / Hkv)
+        v = v.repeat_interleave(H // Hkv, dim=1)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(D)
+        scores = scores.masked_fill(mask, float("-inf"))
+        attn = torch.softmax(scores, dim=-1) @ v  # [B, H, T, D]
+        h = h + attn.transpose(1, 2).reshape(B, T, H * D) @ w("self_attn.o_proj").T
+        x = rms_norm(h, w("post_attention_layernorm"), eps)
+        h = h + (F.silu(x @ w("mlp.gate_proj").T) * (x @ w("mlp.up_proj").T)) @ w("mlp.down_proj").T
+    h = rms_norm(h, p["model.norm.weight"], eps)
+    head = p["model.embed_tokens.weight"] if config.get("tie_word_embeddings") else p["lm_head.weight"]
+    return h @ head.T
+
+
+def main():
+    checkpoint_dir, inputs_path, output_path = sys.argv[1:4]
+    with open(f"{checkpoint_dir}/config.json") as f:
+        config = json.load(f)
+    with open(inputs_path) as f:
+        inputs = json.load(f)
+    params = {name: torch.tensor(array, requires_grad=True)
+              for name, array in read_safetensors(f"{checkpoint_dir}/model.safetensors").items()}
+    tokens = torch.tensor(inputs["tokens"], dtype=torch.long)
+    targets = torch.tensor(inputs["targets"], dtype=torch.long)
+    logits = forward(config, params, tokens)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=-1)
+    loss.backward()
+    out = {"logits": logits.detach().numpy(), "loss": loss.detach().numpy().reshape(1)}
+    for name, param in params.items():
+        out[f"grad.{name}"] = param.grad.numpy()
+    write_safetensors(output_path, out)
+
+
+if __name__ == "__main__":
+    main()
