@@ -19,7 +19,9 @@ struct Command {
 
 // clang-format off
 const std::vector<Command> kCommands = {
-  {"inspect", bd::run_inspect, "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
+    {"eval",     bd::run_eval,     "mean NLL and perplexity of a model on text or token ids"},
+    {"generate", bd::run_generate, "generate text from a prompt"},
+    {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
 };
 // clang-format on
 
