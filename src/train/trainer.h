@@ -1,0 +1,102 @@
+// The training loop: sample a batch → forward_train → backward → clip → AdamW step, with a
+// progress line, periodic held-out evaluation and the numbers a run reports.
+//
+// Each stage is its own piece: the model returns gradients (model/llama.h), clipping
+// (grad_clip.h) and the optimizer (adamw.h) only see the flat gradient. DP-SGD replaces
+// Trainer::batch_gradient (whole-batch gradient, then global-norm clipping) with per-example
+// clipping plus noise and keeps the rest.
+#pragma once
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "model/llama.h"
+#include "model/llama_params.h"
+#include "train/adamw.h"
+#include "train/data.h"
+#include "train/lr_schedule.h"
+
+namespace bd {
+
+struct TrainOptions {
+  int64_t steps = 200;
+  int64_t batch = 8;   // B windows per step
+  int64_t seq = 128;   // T predicted positions per window
+  double lr = 1e-3;    // peak learning rate
+  int64_t warmup = 0;  // warm-up steps
+  double min_lr_ratio = 0.1;
+  AdamWConfig adamw;
+  double clip = 1.0;            // max global gradient L2 norm; <= 0 disables clipping
+  uint64_t seed = 0;            // batch sampling
+  int64_t eval_every = 0;       // held-out evaluation every N steps; 0: only at the end
+  int64_t eval_tokens = 32768;  // held-out tokens per periodic evaluation; 0: all
+  bool quiet = false;           // no progress line
+
+  LrSchedule schedule() const { return LrSchedule{lr, warmup, steps, min_lr_ratio}; }
+  void validate() const;  // throws bd::Error naming the bad option
+};
+
+struct StepStats {
+  float loss = 0;        // mean cross-entropy of the batch, before the update
+  double grad_norm = 0;  // global L2 norm before clipping
+  double lr = 0;         // the rate the update used
+};
+
+struct HeldoutEval {
+  int64_t step = 0;    // optimizer steps done when evaluated
+  double nll = 0;      // mean nats per predicted token
+  int64_t tokens = 0;  // predicted tokens
+};
+
+struct TrainReport {
+  int64_t steps = 0;
+  float final_loss = 0;            // the last step's batch loss
+  std::vector<float> losses;       // every step's batch loss
+  std::vector<HeldoutEval> evals;  // periodic evaluations, then the final one over all held-out
+  double heldout_nll = std::numeric_limits<double>::quiet_NaN();  // final; NaN: no held-out data
+  int64_t heldout_tokens = 0;
+  int64_t trained_tokens = 0;    // steps · B · T
+  double tokens_per_second = 0;  // trained tokens over the time spent in steps (not evals)
+  double seconds = 0;            // wall time of the whole run, evals included
+};
+
+class Trainer {
+ public:
+  // Trains `params` in place (it must outlive the trainer). Throws on invalid options.
+  Trainer(LlamaParams& params, const TrainOptions& options);
+
+  // One optimizer step on one batch. Throws bd::Error, before touching the parameters, when
+  // the loss or the gradient is not finite.
+  StepStats step(const Batch& batch);
+
+  // Mean NLL of `tokens` over consecutive windows of seq + 1 tokens (eval_batches), batch
+  // windows per forward pass; parameters unchanged.
+  HeldoutEval evaluate(const std::vector<int32_t>& tokens);
+
+  int64_t steps_done() const { return optimizer_.steps(); }
+  const TrainOptions& options() const { return options_; }
+
+ private:
+  // The update direction of one batch in grads_: forward, backward, global-norm clipping.
+  // Returns the loss and the norm before clipping.
+  std::pair<float, double> batch_gradient(const Batch& batch);
+  TrainActivations& activations(int64_t B, int64_t T);  // reallocated when the shape changes
+
+  LlamaParams& params_;
+  TrainOptions options_;
+  LrSchedule schedule_;
+  LlamaWeights weights_;  // F32 views of params_
+  LlamaParams grads_;
+  AdamW optimizer_;
+  std::unique_ptr<TrainActivations> acts_;
+};
+
+// Runs options.steps steps on random batches of data.train (seeded by options.seed), evaluates
+// data.heldout every eval_every steps and at the end, and draws the progress line on a terminal.
+TrainReport train(Trainer& trainer, const TokenData& data);
+
+// AdamW segments: weight decay on matrices (embedding, projections, head), not on norm vectors.
+std::vector<ParamSegment> decay_segments(const LlamaParams& params);
+
+}  // namespace bd
