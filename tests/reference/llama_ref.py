@@ -7,7 +7,8 @@ float32 on the given token batch, and writes a safetensors file with
   loss        [1]        mean cross-entropy over targets >= 0
   grad.<name>            d loss / d parameter, for every tensor of the checkpoint.
 
-usage: llama_ref.py CHECKPOINT_DIR INPUTS_JSON OUTPUT_SAFETENSORS
+usage: llama_ref.py CHECKPOINT_DIR INPUTS_JSON OUTPUT_SAFETENSORS [CHECKPOINT_DIR INPUTS_JSON ...]
+(several cases per run, so torch is imported once)
 INPUTS_JSON: {"tokens": [[...], ...], "targets": [[...], ...]}  (B lists of T ids; target -1 = ignored)
 """
 import json
@@ -120,8 +121,7 @@ def forward(config, p, tokens):
     return h @ head.T
 
 
-def main():
-    checkpoint_dir, inputs_path, output_path = sys.argv[1:4]
+def run_case(checkpoint_dir, inputs_path, output_path):
     with open(f"{checkpoint_dir}/config.json") as f:
         config = json.load(f)
     with open(inputs_path) as f:
@@ -138,6 +138,14 @@ def main():
     for name, param in params.items():
         out[f"grad.{name}"] = param.grad.numpy()
     write_safetensors(output_path, out)
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or len(args) % 3:
+        raise SystemExit(__doc__)
+    for i in range(0, len(args), 3):
+        run_case(*args[i:i + 3])
 
 
 if __name__ == "__main__":
