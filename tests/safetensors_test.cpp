@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "core/error.h"
 
@@ -180,7 +182,9 @@ TEST(Safetensors, RoundTripsEveryDtypeWithMetadata) {
     EXPECT_EQ(view.dtype, tensor.dtype) << tensor.name;
     EXPECT_EQ(view.shape, tensor.shape) << tensor.name;
     ASSERT_EQ(view.bytes(), tensor.bytes.size()) << tensor.name;
-    EXPECT_EQ(std::memcmp(view.data, tensor.bytes.data(), view.bytes()), 0) << tensor.name;
+    EXPECT_TRUE(std::equal(tensor.bytes.begin(), tensor.bytes.end(),
+                           static_cast<const uint8_t*>(view.data)))
+        << tensor.name;
     EXPECT_EQ(reinterpret_cast<uintptr_t>(view.data) % dtype_size(view.dtype), 0u) << tensor.name;
   }
   EXPECT_EQ(file.find("absent"), nullptr);
@@ -431,6 +435,49 @@ TEST(Safetensors, RejectsTruncatedFilesAtEveryLength) {
     }
     expect_error([&] { SafetensorsFile file(path); }, {path + ": "});
   }
+}
+
+// Random corruption of a valid file (flipped bytes in the size, header and data): each variant
+// must either load or fail with bd::Error; under ASan/UBSan any bad read would abort the test.
+TEST(Safetensors, SurvivesRandomCorruption) {
+  TempDir dir;
+  write_safetensors(dir.file("whole.safetensors"), views(every_dtype()), {{"k", "v"}}, false);
+  std::string whole;
+  {
+    std::ifstream in(dir.file("whole.safetensors"), std::ios::binary);
+    whole.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  std::mt19937 rng(12345);
+  std::string path = dir.file("mutant.safetensors");
+  int loaded = 0, rejected = 0;
+  for (int trial = 0; trial < 1000; ++trial) {
+    std::string mutant = whole;
+    int flips = 1 + int(rng() % 3);
+    for (int i = 0; i < flips; ++i) {
+      // Mostly in the size field and header, where the parser looks.
+      size_t at = rng() % 4 ? rng() % std::min<size_t>(mutant.size(), 8 + 64 + rng() % 600)
+                            : rng() % mutant.size();
+      mutant[at] = char(rng() % 4 ? rng() : "0123456789,[]{}\" -"[rng() % 18]);
+    }
+    {
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out << mutant;
+    }
+    try {
+      SafetensorsFile file(path);
+      for (const NamedTensor& tensor : file.tensors()) {  // touch every byte a view claims
+        const uint8_t* bytes = static_cast<const uint8_t*>(tensor.view.data);
+        volatile uint8_t sum = 0;
+        for (size_t b = 0; b < tensor.view.bytes(); ++b) sum = sum + bytes[b];
+      }
+      ++loaded;
+    } catch (const Error& error) {
+      EXPECT_EQ(std::string(error.what()).rfind(path + ": ", 0), 0u) << error.what();
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 500);  // most random edits break something
+  EXPECT_GT(loaded, 0);       // edits inside tensor data are legal
 }
 
 TEST(Safetensors, RejectsUnreadablePaths) {

@@ -83,7 +83,7 @@ void print_text(const Summary& summary) {
   }
   std::printf("parameters   %s\n", grouped(summary.parameters()).c_str());
   std::printf("fingerprint  %s\n", summary.fingerprint.c_str());
-  std::printf("metadata     %s\n", summary.metadata.empty() ? "(none)" : "");
+  std::printf("metadata%s\n", summary.metadata.empty() ? "     (none)" : "");
   for (const auto& [key, value] : summary.metadata)
     std::printf("  %s = %s\n", key.c_str(), value.c_str());
   std::printf("tensors      %zu\n", summary.tensors.size());
