@@ -13,7 +13,13 @@ namespace bd {
 void matmul(float* out, const float* in, const TensorView& weight, int64_t T,
             bool accumulate = false);
 
-// Token counts up to this take the streaming GEMV; larger ones take SGEMM.
+// Token counts up to this take the streaming GEMV (bd::gemv, kernels/matmul_gemv.h); larger
+// ones take matmul_sgemm.
 inline constexpr int64_t kGemvMaxTokens = 8;
+
+// The many-token path of matmul for any T (benchmarks compare it with the GEMV): SGEMM, on F32 W
+// directly, on BF16/F16 W one block of rows at a time widened into a scratch buffer.
+void matmul_sgemm(float* out, const float* in, const TensorView& weight, int64_t T,
+                  bool accumulate = false);
 
 }  // namespace bd

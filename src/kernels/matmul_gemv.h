@@ -13,6 +13,10 @@ namespace bd {
 // multiplies every token while the rows are still in cache. Memory-bound for T ≤ ~8.
 void gemv(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate);
 
+// Throws bd::Error unless `weight` is a 2-D F32/BF16/F16 matrix and T ≥ 0 (`caller` names the
+// entry point in the message).
+void check_matmul_args(const char* caller, const TensorView& weight, int64_t T);
+
 // dst[n] = src[n] as F32 (one thread; src of dtype F32, BF16 or F16).
 void widen_to_f32(DType dtype, const void* src, float* dst, size_t n);
 
