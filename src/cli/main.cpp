@@ -22,6 +22,7 @@ const std::vector<Command> kCommands = {
     {"eval",     bd::run_eval,     "mean NLL and perplexity of a model on text or token ids"},
     {"generate", bd::run_generate, "generate text from a prompt"},
     {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
+    {"tokenize", bd::run_tokenize, "text to token ids and back with a model's tokenizer.json"},
 };
 // clang-format on
 
