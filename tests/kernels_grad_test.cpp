@@ -220,7 +220,7 @@ TEST(Attention, ForwardMatchesReferenceWithAndWithoutKeptProbs) {
     attention_forward(scratch.data(), scratch_probs.data(), q.data(), k.data(), v.data(), d, false);
     for (int64_t i = 0; i < q_size; ++i) {
       EXPECT_NEAR(kept[i], expected[i], 1e-5);
-      EXPECT_EQ(scratch[i], kept[i]);
+      EXPECT_NEAR(scratch[i], kept[i], 1e-6);  // row-wise and GEMM paths round differently
     }
   }
 }

@@ -1,5 +1,7 @@
 #include "kernels/attention.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -21,25 +23,41 @@ inline void axpy(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// One query row: p[0, len) = softmax(q·k_sᵀ · scale), out[D] = Σ_s p[s] · v_s.
-void attend_row(float* out, float* p, const float* q, const float* k, const float* v, int64_t len,
-                int64_t D, float scale) {
-  float max_score = -INFINITY;
-  for (int64_t s = 0; s < len; ++s) {
-    p[s] = dot(q, k + s * D, D) * scale;
-    max_score = std::max(max_score, p[s]);
-  }
+// p[0, len) = softmax(p[0, len)) in place, p[len, width) = 0 (the causal mask).
+void causal_softmax(float* p, int64_t len, int64_t width) {
+  const float max_score = *std::max_element(p, p + len);
   float sum = 0;
   for (int64_t s = 0; s < len; ++s) {
     p[s] = std::exp(p[s] - max_score);
     sum += p[s];
   }
   const float inv_sum = 1.0f / sum;
+  for (int64_t s = 0; s < len; ++s) p[s] *= inv_sum;
+  std::fill(p + len, p + width, 0.0f);
+}
+
+// One query row (decode, or prefill without kept probs): p[len] = softmax(q·kᵀ · scale),
+// out[D] = Σ_s p[s] · v_s, with k, v[len, D].
+void attend_row(float* out, float* p, const float* q, const float* k, const float* v, int64_t len,
+                int64_t D, float scale) {
+  for (int64_t s = 0; s < len; ++s) p[s] = dot(q, k + s * D, D) * scale;
+  causal_softmax(p, len, len);
   std::fill(out, out + D, 0.0f);
-  for (int64_t s = 0; s < len; ++s) {
-    p[s] *= inv_sum;
-    axpy(p[s], v + s * D, out, D);
-  }
+  for (int64_t s = 0; s < len; ++s) axpy(p[s], v + s * D, out, D);
+}
+
+// All n query rows of one head at once (training), as two GEMMs: P[n, S] = softmax(q·kᵀ · scale)
+// with the causal mask, out = P·v. q and out rows are strided by `row_stride` (the other heads sit
+// in between). Computing the masked upper triangle too costs 2x the flops of the triangle but
+// runs at GEMM speed.
+void attend_block(float* out, float* P, const float* q, const float* k, const float* v, int64_t n,
+                  int64_t pos0, int64_t D, int64_t row_stride, float scale) {
+  const int64_t S = pos0 + n;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(S), int(D), scale, q,
+              int(row_stride), k, int(D), 0.0f, P, int(S));
+  for (int64_t t = 0; t < n; ++t) causal_softmax(P + t * S, pos0 + t + 1, S);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(D), int(S), 1.0f, P, int(S), v,
+              int(D), 0.0f, out, int(row_stride));
 }
 
 }  // namespace
@@ -70,15 +88,14 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
     return (b * d.kv_heads + h / group) * d.kv_capacity * D;
   };
   if (keep_probs) {
-    // Every row owns its probs row, so all (b, h, t) rows run in parallel.
-#pragma omp parallel for collapse(3)
+    // BLAS calls inside the parallel loop run single-threaded (OpenBLAS's OpenMP build).
+#pragma omp parallel for collapse(2)
     for (int64_t b = 0; b < d.batch; ++b)
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t t = 0; t < d.n; ++t) {
-          const int64_t row = (b * d.n + t) * H + h;
-          attend_row(out + row * D, probs + ((b * H + h) * d.n + t) * S, q + row * D,
-                     k + kv_head(b, h), v + kv_head(b, h), d.pos0 + t + 1, D, scale);
-        }
+      for (int64_t h = 0; h < H; ++h) {
+        const int64_t first_row = b * d.n * H + h;
+        attend_block(out + first_row * D, probs + (b * H + h) * d.n * S, q + first_row * D,
+                     k + kv_head(b, h), v + kv_head(b, h), d.n, d.pos0, D, H * D, scale);
+      }
     return;
   }
   // Scratch probs: one row per (b, h), reused across that head's queries.
@@ -92,19 +109,19 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
       }
 }
 
-// For one query row with probabilities p and output gradient g:
-//   dv_s += p_s·g,  dp_s = g·v_s,  ds_s = p_s·(dp_s - Σ_s' p_s'·dp_s'),
-//   dq = scale·Σ_s ds_s·k_s,  dk_s += scale·ds_s·q.
+// Per query head, with G = dout and P the kept probabilities (GEMMs over all n rows):
+//   dP = G·vᵀ,  dS = P ⊙ (dP - rowsum(P ⊙ dP)) · scale,  dq = dS·k,  dk += dSᵀ·q,  dv += Pᵀ·G.
 // Threads split by (sequence, KV head) so that the query heads sharing a KV head, which all add
 // into its dk and dv, run on one thread.
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* probs,
                         const AttentionDims& d) {
-  const int64_t H = d.heads, D = d.head_dim, S = d.keys(), group = d.heads / d.kv_heads;
+  const int64_t H = d.heads, D = d.head_dim, n = d.n, S = d.keys(), group = d.heads / d.kv_heads;
+  const int ld = int(H * D);
   const float scale = 1.0f / std::sqrt(float(D));
 #pragma omp parallel
   {
-    std::vector<float> dp(static_cast<size_t>(S));
+    std::vector<float> dS(static_cast<size_t>(n * S));
 #pragma omp for collapse(2)
     for (int64_t b = 0; b < d.batch; ++b)
       for (int64_t kvh = 0; kvh < d.kv_heads; ++kvh) {
@@ -115,26 +132,28 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         float* dvh = dv + kv_offset;
         std::fill(dkh, dkh + S * D, 0.0f);
         std::fill(dvh, dvh + S * D, 0.0f);
-        for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
-          for (int64_t t = 0; t < d.n; ++t) {
-            const int64_t row = (b * d.n + t) * H + h, len = d.pos0 + t + 1;
-            const float* p = probs + ((b * H + h) * d.n + t) * S;
-            const float* g = dout + row * D;
-            const float* qt = q + row * D;
-            float p_dot_dp = 0;
-            for (int64_t s = 0; s < len; ++s) {
-              dp[s] = dot(g, vh + s * D, D);
-              p_dot_dp += p[s] * dp[s];
-              axpy(p[s], g, dvh + s * D, D);
-            }
-            float* dqt = dq + row * D;
-            std::fill(dqt, dqt + D, 0.0f);
-            for (int64_t s = 0; s < len; ++s) {
-              const float ds = p[s] * (dp[s] - p_dot_dp) * scale;
-              axpy(ds, kh + s * D, dqt, D);
-              axpy(ds, qt, dkh + s * D, D);
-            }
+        for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+          const int64_t first_row = b * n * H + h;
+          const float* P = probs + (b * H + h) * n * S;
+          const float* G = dout + first_row * D;
+          const float* qh = q + first_row * D;
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(S), int(D), 1.0f, G, ld,
+                      vh, int(D), 0.0f, dS.data(), int(S));
+          for (int64_t t = 0; t < n; ++t) {
+            const int64_t len = d.pos0 + t + 1;
+            const float* p = P + t * S;
+            float* row = dS.data() + t * S;
+            const float p_dot_dp = dot(p, row, len);
+            for (int64_t s = 0; s < len; ++s) row[s] = p[s] * (row[s] - p_dot_dp) * scale;
+            std::fill(row + len, row + S, 0.0f);
           }
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(D), int(S), 1.0f,
+                      dS.data(), int(S), kh, int(D), 0.0f, dq + first_row * D, ld);
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(S), int(D), int(n), 1.0f,
+                      dS.data(), int(S), qh, ld, 1.0f, dkh, int(D));
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(S), int(D), int(n), 1.0f, P,
+                      int(S), G, ld, 1.0f, dvh, int(D));
+        }
       }
   }
 }

@@ -26,7 +26,8 @@ void kv_load(float* rows, const float* kv, const AttentionDims& dims);
 
 // out[B, n, H, D] = softmax(q·kᵀ / sqrt(D), causal) · v, with q[B, n, H, D] and
 // k, v[B, Hkv, kv_capacity, D].
-// keep_probs: probs[B, H, n, S] receives every softmax row (row t uses its first pos0+t+1 entries),
+// keep_probs: probs[B, H, n, S] receives every softmax row (row t: its first pos0+t+1 entries,
+//   then zeros),
 //   as the backward pass needs them;
 // otherwise probs[B, H, kv_capacity] is scratch space, reused from one query row to the next.
 void attention_forward(float* out, float* probs, const float* q, const float* k, const float* v,
