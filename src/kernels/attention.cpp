@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/parallel.h"
+
 namespace bd {
 
 namespace {
@@ -87,9 +89,11 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
   auto kv_head = [&](int64_t b, int64_t h) {
     return (b * d.kv_heads + h / group) * d.kv_capacity * D;
   };
+  // Score and weighted-sum work: about 2·S·D per query row and head.
+  const bool parallel = d.batch * H * d.n * S * D >= kMinParallelWork;
   if (keep_probs) {
     // BLAS calls inside the parallel loop run single-threaded (OpenBLAS's OpenMP build).
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if (parallel)
     for (int64_t b = 0; b < d.batch; ++b)
       for (int64_t h = 0; h < H; ++h) {
         const int64_t first_row = b * d.n * H + h;
@@ -99,7 +103,7 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
     return;
   }
   // Scratch probs: one row per (b, h), reused across that head's queries.
-#pragma omp parallel for collapse(2)
+#pragma omp parallel for collapse(2) if (parallel)
   for (int64_t b = 0; b < d.batch; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < d.n; ++t) {
@@ -119,7 +123,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const int64_t H = d.heads, D = d.head_dim, n = d.n, S = d.keys(), group = d.heads / d.kv_heads;
   const int ld = int(H * D);
   const float scale = 1.0f / std::sqrt(float(D));
-#pragma omp parallel
+#pragma omp parallel if (d.batch * H * n * S * D >= kMinParallelWork)
   {
     std::vector<float> dS(static_cast<size_t>(n * S));
 #pragma omp for collapse(2)

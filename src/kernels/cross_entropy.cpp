@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "kernels/parallel.h"
 
 namespace bd {
 
@@ -14,7 +15,7 @@ float cross_entropy_forward(float* lse, int64_t* count, const float* logits, con
       fail("target id ", targets[n], " at position ", n, " is outside the vocabulary [0, ", V, ")");
   double total = 0;
   int64_t counted = 0;
-#pragma omp parallel for reduction(+ : total, counted)
+#pragma omp parallel for reduction(+ : total, counted) if (N * V >= kMinParallelWork)
   for (int64_t n = 0; n < N; ++n) {
     const float* row = logits + n * V;
     const float max_logit = *std::max_element(row, row + V);
@@ -32,7 +33,7 @@ float cross_entropy_forward(float* lse, int64_t* count, const float* logits, con
 
 void cross_entropy_backward(float* dlogits, const float* logits, const float* lse,
                             const int32_t* targets, int64_t N, int64_t V, float scale) {
-#pragma omp parallel for
+#pragma omp parallel for if (N * V >= kMinParallelWork)
   for (int64_t n = 0; n < N; ++n) {
     const float* row = logits + n * V;
     float* grad = dlogits + n * V;

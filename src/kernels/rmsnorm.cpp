@@ -2,11 +2,13 @@
 
 #include <cmath>
 
+#include "kernels/parallel.h"
+
 namespace bd {
 
 void rmsnorm_forward(float* out, float* inv_rms, const float* in, const float* weight, int64_t N,
                      int64_t C, float eps) {
-#pragma omp parallel for if (N > 1)
+#pragma omp parallel for if (N > 1 && N * C >= kMinParallelWork)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = in + n * C;
     double sum_sq = 0;  // double: C can be thousands of terms
@@ -22,7 +24,7 @@ void rmsnorm_forward(float* out, float* inv_rms, const float* in, const float* w
 // dx = r·(dy ⊙ w) - x·r³/C · Σ_c dy_c·w_c·x_c.
 void rmsnorm_backward(float* din, float* dweight, const float* dout, const float* in,
                       const float* weight, const float* inv_rms, int64_t N, int64_t C) {
-#pragma omp parallel for if (N > 1)
+#pragma omp parallel for if (N > 1 && N * C >= kMinParallelWork)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = in + n * C;
     const float* dy = dout + n * C;

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <numbers>
 
+#include "kernels/parallel.h"
+
 namespace bd {
 
 std::vector<double> rope_inv_freq(int64_t head_dim, double theta) {
@@ -39,7 +41,7 @@ namespace {
 void rotate(float* x, const double* inv_freq, int64_t B, int64_t n, int64_t H, int64_t D,
             int64_t pos0, double sign) {
   const int64_t half = D / 2;
-#pragma omp parallel for collapse(2) if (B * n > 1)
+#pragma omp parallel for collapse(2) if (B * n > 1 && B * n * H * D >= kMinParallelWork)
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t t = 0; t < n; ++t) {
       float* row = x + (b * n + t) * H * D;
