@@ -23,6 +23,7 @@ const std::vector<Command> kCommands = {
     {"generate", bd::run_generate, "generate text from a prompt"},
     {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
     {"tokenize", bd::run_tokenize, "text to token ids and back with a model's tokenizer.json"},
+    {"train",    bd::run_train,    "train or fine-tune a model on a text file (AdamW, held-out evaluation)"},
 };
 // clang-format on
 

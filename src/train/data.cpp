@@ -19,15 +19,25 @@ void split_tokens(std::vector<int32_t> tokens, double heldout_fraction, TokenDat
   data->train = std::move(tokens);
 }
 
-TokenData load_token_data(const std::string& path, const EncodeFn& encode, double heldout_fraction,
-                          int64_t seq) {
-  const std::string text = read_file(path);
+namespace {
+
+// The file's bytes (refusing an empty file) and their SHA-256.
+std::string read_text(const std::string& path, std::string* sha256) {
+  std::string text = read_file(path);
   if (text.empty()) fail(path, ": the data file is empty");
-  TokenData data;
-  data.file_bytes = int64_t(text.size());
   Sha256 hash;
   hash.update(text);
-  data.file_sha256 = hash.hex_digest();
+  *sha256 = hash.hex_digest();
+  return text;
+}
+
+}  // namespace
+
+TokenData load_token_data(const std::string& path, const EncodeFn& encode, double heldout_fraction,
+                          int64_t seq) {
+  TokenData data;
+  const std::string text = read_text(path, &data.file_sha256);
+  data.file_bytes = int64_t(text.size());
   split_tokens(encode(text), heldout_fraction, &data);
   if (int64_t(data.train.size()) < seq + 1)
     fail(path, ": too short: its train part has ", data.train.size(),
@@ -36,6 +46,12 @@ TokenData load_token_data(const std::string& path, const EncodeFn& encode, doubl
     fail(path, ": too short: its held-out part has ", data.heldout.size(),
          " tokens, evaluation needs at least 2 (raise --heldout-fraction or set it to 0)");
   return data;
+}
+
+void load_heldout_file(const std::string& path, const EncodeFn& encode, TokenData* data) {
+  data->heldout = encode(read_text(path, &data->heldout_sha256));
+  if (data->heldout.size() < 2)
+    fail(path, ": too short: ", data->heldout.size(), " tokens, evaluation needs at least 2");
 }
 
 uint64_t uniform_below(std::mt19937_64& rng, uint64_t bound) {

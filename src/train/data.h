@@ -16,9 +16,10 @@ using EncodeFn = std::function<std::vector<int32_t>(std::string_view text)>;
 
 struct TokenData {
   std::vector<int32_t> train;
-  std::vector<int32_t> heldout;  // the last heldout_fraction of the stream
-  std::string file_sha256;       // of the file's exact bytes
+  std::vector<int32_t> heldout;  // the last heldout_fraction of the stream, or a held-out file
+  std::string file_sha256;       // of the training file's exact bytes
   int64_t file_bytes = 0;
+  std::string heldout_sha256;  // of the held-out file, when there is one
 };
 
 // Splits a stream: the last round(n · heldout_fraction) tokens are held out.
@@ -29,6 +30,10 @@ void split_tokens(std::vector<int32_t> tokens, double heldout_fraction, TokenDat
 // (when heldout_fraction > 0) needs 2 tokens, one predicted from the other.
 TokenData load_token_data(const std::string& path, const EncodeFn& encode, double heldout_fraction,
                           int64_t seq);
+
+// Replaces data->heldout with the tokens of a separate held-out file, which must hold at least
+// 2 tokens; throws bd::Error naming the file otherwise.
+void load_heldout_file(const std::string& path, const EncodeFn& encode, TokenData* data);
 
 // B sequences of T positions; targets are the inputs shifted by one token.
 struct Batch {
