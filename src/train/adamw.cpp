@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "kernels/parallel.h"
 
 namespace bd {
 
@@ -41,7 +42,7 @@ void AdamW::step(float* params, const float* grads, float lr) {
   for (const ParamSegment& segment : segments_) {
     const float keep = segment.decay ? 1.0f - lr * config_.weight_decay : 1.0f;
     const int64_t begin = int64_t(segment.offset), end = int64_t(segment.offset + segment.size);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (end - begin >= kMinParallelWork)
     for (int64_t i = begin; i < end; ++i) {
       const float g = grads[i];
       m[i] = beta1 * m[i] + (1.0f - beta1) * g;

@@ -3,11 +3,13 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/parallel.h"
+
 namespace bd {
 
 double l2_norm(const float* values, size_t n) {
   double sum = 0;
-#pragma omp parallel for reduction(+ : sum) schedule(static)
+#pragma omp parallel for reduction(+ : sum) schedule(static) if (int64_t(n) >= kMinParallelWork)
   for (int64_t i = 0; i < int64_t(n); ++i) sum += double(values[i]) * double(values[i]);
   return std::sqrt(sum);
 }
@@ -19,7 +21,7 @@ double clip_grad_norm(float* grads, size_t n, double max_norm) {
   const double coef = max_norm / (norm + 1e-6);
   if (coef >= 1.0) return norm;
   const float scale = float(coef);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(n) >= kMinParallelWork)
   for (int64_t i = 0; i < int64_t(n); ++i) grads[i] *= scale;
   return norm;
 }
