@@ -205,7 +205,8 @@ std::map<std::string, std::string> run_metadata(const Start& start, const TrainO
 void save_atomically(const std::string& out, const LlamaParams& params,
                      const std::string& tokenizer_json,
                      const std::map<std::string, std::string>& metadata, bool force) {
-  const fs::path target = fs::absolute(out).lexically_normal();
+  fs::path target = fs::absolute(out).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "out/" names "out"
   const fs::path parent = target.parent_path();
   make_dirs(parent.string());
   const std::string suffix = ".tmp." + std::to_string(::getpid());
