@@ -1,5 +1,6 @@
 #include "model/tokenizer_bpe_model.h"
 
+#include <cstdio>
 #include <queue>
 
 #include "core/error.h"
@@ -35,6 +36,17 @@ std::pair<std::string, std::string> merge_parts(const json& entry, const std::st
   if (entry.is_array() && entry.size() == 2 && entry[0].is_string() && entry[1].is_string())
     return {entry[0].get<std::string>(), entry[1].get<std::string>()};
   fail(where, ": expected \"left right\" or [\"left\", \"right\"]");
+}
+
+// "U+00E9" for a character, "byte 0xFF" for a byte that is not UTF-8.
+std::string describe(std::string_view character) {
+  const int32_t cp = unicode::decode_utf8(character, 0).value;
+  char text[16];
+  if (cp == unicode::kInvalid)
+    std::snprintf(text, sizeof text, "byte 0x%02X", unsigned(uint8_t(character[0])));
+  else
+    std::snprintf(text, sizeof text, "U+%04X", unsigned(cp));
+  return text;
 }
 
 }  // namespace
@@ -133,8 +145,8 @@ std::vector<int32_t> BpeModel::initial_symbols(std::string_view word) const {
       }
     }
     if (unk_id_ < 0)
-      fail(where_, ": the text has a character (bytes '", std::string(character),
-           "') that the vocabulary cannot represent (no byte_fallback tokens and no unk_token)");
+      fail(where_, ": the text has ", describe(character),
+           ", which the vocabulary cannot represent (no byte_fallback tokens and no unk_token)");
     if (!(fuse_unk_ && previous_unk)) symbols.push_back(unk_id_);
     previous_unk = true;
   }
