@@ -159,6 +159,8 @@ struct BadConfig {
   std::vector<std::string> message;
 };
 
+void PrintTo(const BadConfig& bad, std::ostream* out) { *out << bad.label; }
+
 class LlamaConfigRejects : public testing::TestWithParam<BadConfig> {};
 
 TEST_P(LlamaConfigRejects, WithOneClearMessage) {

@@ -304,6 +304,8 @@ struct BadFile {
   std::vector<std::string> message;
 };
 
+void PrintTo(const BadFile& bad, std::ostream* out) { *out << bad.label; }
+
 class SafetensorsRejects : public testing::TestWithParam<BadFile> {};
 
 TEST_P(SafetensorsRejects, WithOneClearMessage) {
