@@ -7,9 +7,9 @@ namespace bd {
 
 struct RopeScaling {
   enum class Type { None, Linear, Llama3 } type = Type::None;
-  double factor = 1.0;                            // linear and llama3
-  double low_freq_factor = 1.0;                   // llama3
-  double high_freq_factor = 4.0;                  // llama3
+  double factor = 1.0;                              // linear and llama3
+  double low_freq_factor = 1.0;                     // llama3
+  double high_freq_factor = 4.0;                    // llama3
   int64_t original_max_position_embeddings = 8192;  // llama3
 };
 
