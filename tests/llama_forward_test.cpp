@@ -101,9 +101,21 @@ TEST_P(KVCacheConsistency, PrefillEqualsChunksEqualsDecode) {
   EXPECT_LT(relative_error(logits.data(), &full[2 * V], V), 1e-5) << "after reset";
 }
 
+std::string scaling_name(const ::testing::TestParamInfo<RopeScaling::Type>& info) {
+  switch (info.param) {
+    case RopeScaling::Type::Linear:
+      return "linear";
+    case RopeScaling::Type::Llama3:
+      return "llama3";
+    default:
+      return "none";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(RopeScalings, KVCacheConsistency,
                          ::testing::Values(RopeScaling::Type::None, RopeScaling::Type::Linear,
-                                           RopeScaling::Type::Llama3));
+                                           RopeScaling::Type::Llama3),
+                         scaling_name);
 
 TEST(LlamaForward, InferenceMatchesTrainingForward) {
   const LlamaConfig config = small_config(RopeScaling::Type::Llama3);
