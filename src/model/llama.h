@@ -74,6 +74,8 @@ void forward(const LlamaWeights& weights, KVCache& cache, const int32_t* tokens,
 
 // Activations of a training forward over B sequences of T tokens, in one allocation (llm.c
 // style): everything the backward pass reads, and its scratch. rows = B·T, sequence-major.
+// About rows·(4C + 3F + 2H·D + 2Hkv·D + H·T) floats per layer plus rows·V for the logits: the
+// softmax rows (H·T per row) dominate for long sequences.
 struct TrainActivations {
   TrainActivations(const LlamaConfig& config, int64_t B, int64_t T);
 
@@ -117,7 +119,8 @@ struct TrainActivations {
 };
 
 // Training forward over tokens[B, T]: returns the mean cross-entropy of targets[B, T] (a
-// target < 0 is ignored, e.g. padding), keeping every activation in `acts`.
+// target < 0 is ignored, e.g. padding), keeping every activation in `acts`. Runs the same block
+// function and kernels as forward() (with all activations kept), and sets FTZ/DAZ likewise.
 float forward_train(const LlamaWeights& weights, const int32_t* tokens, const int32_t* targets,
                     int64_t B, int64_t T, TrainActivations& acts);
 
