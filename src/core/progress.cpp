@@ -36,9 +36,9 @@ void Progress::update(int64_t done, const std::string& extra) {
   double elapsed = std::chrono::duration<double>(now - start_).count();
   double rate = elapsed > 0 ? done / elapsed : 0;
   double eta = rate > 0 ? (total_ - done) / rate : -1;
-  std::fprintf(stderr, "\r\033[K%s %lld/%lld %s %s| %.1f %s/s | ETA %s", label_.c_str(),
-               (long long)done, (long long)total_, extra.c_str(), extra.empty() ? "" : " ",
-               rate, unit_.c_str(), format_duration(eta).c_str());
+  std::fprintf(stderr, "\r\033[K%s %lld/%lld %s%s| %.1f %s/s | ETA %s", label_.c_str(),
+               (long long)done, (long long)total_, extra.c_str(), extra.empty() ? "" : " ", rate,
+               unit_.c_str(), format_duration(eta).c_str());
   std::fflush(stderr);
 }
 
