@@ -1,0 +1,248 @@
+// Packed-sign products. Few tokens (decode): each row of sign bits is read once and turned into
+// lane masks, and Σ_i S[o, i]·x[i] = 2·Σ_{bit set} x[i] − Σ_i x[i], so the inner loop is one
+// masked add per vector (no multiply, no widening). Many tokens (prefill, training): blocks of
+// rows are widened to ±scale floats and handed to SGEMM, which reuses each block across tokens.
+#include "kernels/sign_matmul.h"
+
+#include <algorithm>
+#include <cstddef>
+
+#include "hwy/aligned_allocator.h"
+#include "kernels/matmul.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/sign_matmul.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace bd::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+using MF = hn::Mask<DF>;
+
+// Tokens summed per pass over a sign row (the row stays in L1 between passes).
+constexpr size_t kTokens = 4;
+// Below this many sign elements a matrix is handled by one thread.
+constexpr size_t kMinParallelElements = size_t(1) << 16;
+
+// Lanes [i, i + N) of a sign row as a mask, set where S = +1. i is a multiple of N, so for
+// N >= 8 it starts on a byte; narrower vectors take their bits from inside a byte.
+HWY_INLINE MF SignMask(DF df, const uint8_t* HWY_RESTRICT row_bits, size_t i) {
+  if (hn::Lanes(df) >= 8) return hn::LoadMaskBits(df, row_bits + i / 8);
+  const uint8_t part = uint8_t(row_bits[i / 8] >> (i % 8));
+  return hn::LoadMaskBits(df, &part);
+}
+
+HWY_INLINE bool SignBit(const uint8_t* row_bits, size_t i) {
+  return (row_bits[i / 8] >> (i % 8)) & 1;
+}
+
+// plus[t] = Σ_{i: S[i] = +1} x[t, i] over one sign row, for tokens t < kT. The row is split into
+// kU interleaved parts with their own accumulators so that several adds are in flight.
+template <size_t kT>
+HWY_INLINE void PlusSums(const uint8_t* HWY_RESTRICT row_bits, const float* HWY_RESTRICT x,
+                         size_t I, float* HWY_RESTRICT plus) {
+  constexpr size_t kU = kT == 1 ? 4 : kT == 2 ? 2 : 1;
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  VF acc[kU][kT];
+  HWY_UNROLL(4)
+  for (size_t u = 0; u < kU; ++u) {
+    HWY_UNROLL(4)
+    for (size_t t = 0; t < kT; ++t) acc[u][t] = hn::Zero(df);
+  }
+  size_t i = 0;
+  for (; i + kU * N <= I; i += kU * N) {
+    HWY_UNROLL(4)
+    for (size_t u = 0; u < kU; ++u) {
+      const MF positive = SignMask(df, row_bits, i + u * N);
+      HWY_UNROLL(4)
+      for (size_t t = 0; t < kT; ++t) {
+        const VF xv = hn::LoadU(df, x + t * I + i + u * N);
+        acc[u][t] = hn::Add(acc[u][t], hn::IfThenElseZero(positive, xv));
+      }
+    }
+  }
+  for (; i + N <= I; i += N) {
+    const MF positive = SignMask(df, row_bits, i);
+    HWY_UNROLL(4)
+    for (size_t t = 0; t < kT; ++t)
+      acc[0][t] = hn::Add(acc[0][t], hn::IfThenElseZero(positive, hn::LoadU(df, x + t * I + i)));
+  }
+  for (size_t t = 0; t < kT; ++t) {
+    for (size_t u = 1; u < kU; ++u) acc[0][t] = hn::Add(acc[0][t], acc[u][t]);
+    float sum = hn::GetLane(hn::SumOfLanes(df, acc[0][t]));
+    for (size_t j = i; j < I; ++j)
+      if (SignBit(row_bits, j)) sum += x[t * I + j];
+    plus[t] = sum;
+  }
+}
+
+// out[t, row] (+)= factor · (x[t] · S[row]) for tokens t < kT, with totals[t] = Σ_i x[t, i].
+template <size_t kT>
+HWY_INLINE void SignRow(const uint8_t* row_bits, const float* x, const float* totals, size_t I,
+                        size_t O, size_t row, float factor, bool accumulate, float* out) {
+  float plus[kT];
+  PlusSums<kT>(row_bits, x, I, plus);
+  for (size_t t = 0; t < kT; ++t) {
+    const float product = factor * (2.0f * plus[t] - totals[t]);
+    float* o = out + t * O + row;
+    *o = accumulate ? *o + product : product;
+  }
+}
+
+// out[T, O] (+)= factor[o] ⊙ (x[T, I] · Sᵀ) for few tokens. factor is scale (per_row: [O]) or
+// null for 1. Threads split the rows, so each sign byte is read once per kTokens tokens.
+void SignGemv(float* out, const float* x, const uint8_t* bits, const float* scale, bool per_row,
+              size_t T, size_t O, size_t I, bool accumulate) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const size_t row_bytes = (I + 7) / 8;
+  float totals[kGemvMaxTokens];  // only that many tokens take this path
+  for (size_t t = 0; t < T; ++t) {
+    VF sum = hn::Zero(df);
+    size_t i = 0;
+    for (; i + N <= I; i += N) sum = hn::Add(sum, hn::LoadU(df, x + t * I + i));
+    totals[t] = hn::GetLane(hn::SumOfLanes(df, sum));
+    for (; i < I; ++i) totals[t] += x[t * I + i];
+  }
+#pragma omp parallel for schedule(static) if (O * I >= kMinParallelElements)
+  for (int64_t r = 0; r < int64_t(O); ++r) {
+    const size_t row = size_t(r);
+    const uint8_t* row_bits = bits + row * row_bytes;
+    const float factor = scale ? scale[per_row ? row : 0] : 1.0f;
+    for (size_t t0 = 0; t0 < T; t0 += kTokens) {
+      const float* x_t = x + t0 * I;
+      const float* totals_t = totals + t0;
+      float* out_t = out + t0 * O;
+      switch (std::min(kTokens, T - t0)) {  // a kernel per token count, chosen at compile time
+        case 1:
+          SignRow<1>(row_bits, x_t, totals_t, I, O, row, factor, accumulate, out_t);
+          break;
+        case 2:
+          SignRow<2>(row_bits, x_t, totals_t, I, O, row, factor, accumulate, out_t);
+          break;
+        case 3:
+          SignRow<3>(row_bits, x_t, totals_t, I, O, row, factor, accumulate, out_t);
+          break;
+        default:
+          SignRow<kTokens>(row_bits, x_t, totals_t, I, O, row, factor, accumulate, out_t);
+          break;
+      }
+    }
+  }
+}
+
+// dst[rows, I] = factor[row] · S[row0 + rows, I] as floats (±factor), for the SGEMM path.
+void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_row, size_t row0,
+                size_t rows, size_t I) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  const size_t row_bytes = (I + 7) / 8;
+#pragma omp parallel for schedule(static) if (rows * I >= kMinParallelElements)
+  for (int64_t r = 0; r < int64_t(rows); ++r) {
+    const size_t row = row0 + size_t(r);
+    const uint8_t* row_bits = bits + row * row_bytes;
+    const float factor = scale ? scale[per_row ? row : 0] : 1.0f;
+    const VF plus = hn::Set(df, factor), minus = hn::Set(df, -factor);
+    float* d = dst + size_t(r) * I;
+    size_t i = 0;
+    for (; i + N <= I; i += N)
+      hn::StoreU(hn::IfThenElse(SignMask(df, row_bits, i), plus, minus), df, d + i);
+    for (; i < I; ++i) d[i] = SignBit(row_bits, i) ? factor : -factor;
+  }
+}
+
+}  // namespace bd::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include <cblas.h>
+
+#include "core/error.h"
+
+namespace bd {
+HWY_EXPORT(SignGemv);
+HWY_EXPORT(WidenSigns);
+
+namespace {
+
+// F32 bytes of widened sign rows per SGEMM call (as matmul's widened blocks: big enough for
+// SGEMM's full rate, small enough to stay in cache between widening and multiplying).
+constexpr size_t kBlockBytes = size_t(4) << 20;
+
+void check_sign_args(const char* caller, const uint8_t* bits, int64_t T, int64_t O, int64_t I) {
+  if (T < 0 || O < 0 || I < 0) fail(caller, ": negative size T=", T, " O=", O, " I=", I);
+  if (!bits && O > 0 && I > 0) fail(caller, ": no sign bits");
+}
+
+int64_t block_rows(int64_t O, int64_t I) {
+  return std::clamp<int64_t>(int64_t(kBlockBytes / (4 * size_t(I))), 1, O);
+}
+
+// out[T, O] = x[T, I] · (factor ⊙ S)ᵀ + beta · out, through SGEMM on widened row blocks.
+void sign_sgemm(float* out, const float* x, const uint8_t* bits, const float* scale, bool per_row,
+                int64_t T, int64_t O, int64_t I, float beta) {
+  const int64_t rows_per_block = block_rows(O, I);
+  auto block = hwy::AllocateAligned<float>(size_t(rows_per_block * I));
+  for (int64_t row0 = 0; row0 < O; row0 += rows_per_block) {
+    const int64_t rows = std::min(rows_per_block, O - row0);
+    HWY_DYNAMIC_DISPATCH(WidenSigns)
+    (block.get(), bits, scale, per_row, size_t(row0), size_t(rows), size_t(I));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(I), 1.0f, x, int(I),
+                block.get(), int(I), beta, out + row0, int(O));
+  }
+}
+
+// out[T, O] (+)= x · (factor ⊙ S)ᵀ on whichever path suits T.
+void sign_product(float* out, const float* x, const uint8_t* bits, const float* scale, bool per_row,
+                  int64_t T, int64_t O, int64_t I, bool accumulate) {
+  if (T == 0 || O == 0) return;
+  if (I == 0) {  // empty sums
+    if (!accumulate) std::fill(out, out + T * O, 0.0f);
+    return;
+  }
+  if (T <= kGemvMaxTokens) {
+    HWY_DYNAMIC_DISPATCH(SignGemv)
+    (out, x, bits, scale, per_row, size_t(T), size_t(O), size_t(I), accumulate);
+    return;
+  }
+  sign_sgemm(out, x, bits, scale, per_row, T, O, I, accumulate ? 1.0f : 0.0f);
+}
+
+}  // namespace
+
+void sign_matmul(float* y, const float* x, const uint8_t* bits, const float* scale, bool per_row,
+                 int64_t T, int64_t O, int64_t I) {
+  check_sign_args("sign_matmul", bits, T, O, I);
+  if (!scale) fail("sign_matmul: no scale");
+  sign_product(y, x, bits, scale, per_row, T, O, I, /*accumulate=*/true);
+}
+
+void sign_project(float* sx, const float* x, const uint8_t* bits, int64_t T, int64_t O, int64_t I) {
+  check_sign_args("sign_project", bits, T, O, I);
+  sign_product(sx, x, bits, nullptr, false, T, O, I, /*accumulate=*/false);
+}
+
+// Always SGEMM: only training calls this, and with many rows (B·T), where a block of widened rows
+// is reused across all of them. dx[T, I] += dy[T, rows of the block] · block[rows, I].
+void sign_matmul_backward_x(float* dx, const float* dy, const uint8_t* bits, const float* scale,
+                            bool per_row, int64_t T, int64_t O, int64_t I) {
+  check_sign_args("sign_matmul_backward_x", bits, T, O, I);
+  if (!scale) fail("sign_matmul_backward_x: no scale");
+  if (T == 0 || O == 0 || I == 0) return;
+  const int64_t rows_per_block = block_rows(O, I);
+  auto block = hwy::AllocateAligned<float>(size_t(rows_per_block * I));
+  for (int64_t row0 = 0; row0 < O; row0 += rows_per_block) {
+    const int64_t rows = std::min(rows_per_block, O - row0);
+    HWY_DYNAMIC_DISPATCH(WidenSigns)
+    (block.get(), bits, scale, per_row, size_t(row0), size_t(rows), size_t(I));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(I), int(rows), 1.0f,
+                dy + row0, int(O), block.get(), int(I), 1.0f, dx, int(I));
+  }
+}
+
+}  // namespace bd
+#endif  // HWY_ONCE
