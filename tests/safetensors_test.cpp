@@ -3,10 +3,8 @@
 #include "io/safetensors.h"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -14,27 +12,16 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "bd_safetensors_XXXXXX").string();
-    path = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(path)) names.push_back(entry.path().filename());
-    return names;
-  }
-};
+using test::expect_error;
+using test::ScratchDir;
 
 // Owns the bytes behind a TensorView.
 struct OwnedTensor {
@@ -140,42 +127,22 @@ void write_raw(const std::string& path, const std::string& header, const std::st
   write_raw(path, header, data, header.size());
 }
 
-// Expects `action` to throw bd::Error whose one-line message contains every piece.
-template <typename Action>
-void expect_error(Action action, const std::vector<std::string>& pieces) {
-  try {
-    action();
-    ADD_FAILURE() << "no error; expected one containing '" << pieces.front() << "'";
-  } catch (const Error& error) {
-    std::string message = error.what();
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-    for (const std::string& piece : pieces)
-      EXPECT_NE(message.find(piece), std::string::npos) << "'" << piece << "' not in: " << message;
-  }
-}
-
-std::string run_python(const std::string& arguments) {
-  std::string command =
-      "/usr/bin/python3 " BITDELTA_SOURCE_DIR "/tests/reference/safetensors_ref.py " + arguments;
-  std::FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return "";
-  std::string output;
-  char buffer[4096];
-  size_t got;
-  while ((got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, got);
-  EXPECT_EQ(::pclose(pipe), 0) << command;
-  return output;
+// Runs safetensors_ref.py and returns what it printed.
+std::string run_python(const std::string& arguments, const ScratchDir& scratch) {
+  const test::CommandResult run = test::run_reference("safetensors_ref.py", arguments, scratch);
+  EXPECT_EQ(run.exit_code, 0) << arguments << "\n" << run.err;
+  return run.out;
 }
 
 TEST(Safetensors, RoundTripsEveryDtypeWithMetadata) {
-  TempDir dir;
+  ScratchDir dir;
   std::vector<OwnedTensor> tensors = every_dtype();
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"note", "ünïcode \"quoted\""}};
-  write_safetensors(dir.file("a.safetensors"), views(tensors), metadata, false);
+  write_safetensors(dir / "a.safetensors", views(tensors), metadata, false);
 
-  SafetensorsFile file(dir.file("a.safetensors"));
+  SafetensorsFile file(dir / "a.safetensors");
   EXPECT_EQ(file.metadata(), metadata);
-  EXPECT_EQ(file.path(), dir.file("a.safetensors"));
+  EXPECT_EQ(file.path(), dir / "a.safetensors");
   ASSERT_EQ(file.names().size(), tensors.size());
   for (const OwnedTensor& tensor : tensors) {
     const TensorView& view = file.get(tensor.name);
@@ -188,7 +155,7 @@ TEST(Safetensors, RoundTripsEveryDtypeWithMetadata) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(view.data) % dtype_size(view.dtype), 0u) << tensor.name;
   }
   EXPECT_EQ(file.find("absent"), nullptr);
-  expect_error([&] { file.get("absent"); }, {dir.file("a.safetensors"), "no tensor 'absent'"});
+  expect_error([&] { file.get("absent"); }, {dir / "a.safetensors", "no tensor 'absent'"});
   // File order: 4-byte dtypes first (by name), then 2-byte, then 1-byte.
   std::vector<std::string> expected_order = {"w.empty", "w.f32", "w.i32", "w.scalar", "w.u32",
                                              "w.bf16",  "w.f16", "w.i8",  "w.u8"};
@@ -200,19 +167,19 @@ TEST(Safetensors, RoundTripsEveryDtypeWithMetadata) {
 }
 
 TEST(Safetensors, RoundTripsAnEmptyFile) {
-  TempDir dir;
-  write_safetensors(dir.file("empty.safetensors"), {}, {}, false);
-  SafetensorsFile file(dir.file("empty.safetensors"));
+  ScratchDir dir;
+  write_safetensors(dir / "empty.safetensors", {}, {}, false);
+  SafetensorsFile file(dir / "empty.safetensors");
   EXPECT_TRUE(file.names().empty());
   EXPECT_TRUE(file.metadata().empty());
-  EXPECT_EQ(fs::file_size(dir.file("empty.safetensors")) % 8, 0u);
+  EXPECT_EQ(fs::file_size(dir / "empty.safetensors") % 8, 0u);
 }
 
 TEST(Safetensors, PythonReadsWhatWeWrite) {
-  TempDir dir;
+  ScratchDir dir;
   std::vector<OwnedTensor> tensors = every_dtype();
-  write_safetensors(dir.file("ours.safetensors"), views(tensors), {{"format", "pt"}}, false);
-  json parsed = json::parse(run_python("read " + dir.file("ours.safetensors")));
+  write_safetensors(dir / "ours.safetensors", views(tensors), {{"format", "pt"}}, false);
+  json parsed = json::parse(run_python("read " + (dir / "ours.safetensors"), dir));
   EXPECT_EQ(parsed["metadata"], json({{"format", "pt"}}));
   ASSERT_EQ(parsed["tensors"].size(), tensors.size());
   for (const OwnedTensor& tensor : tensors) {
@@ -228,9 +195,9 @@ TEST(Safetensors, PythonReadsWhatWeWrite) {
 }
 
 TEST(Safetensors, WeReadWhatPythonWrites) {
-  TempDir dir;
-  run_python("write " + dir.file("python.safetensors"));
-  SafetensorsFile file(dir.file("python.safetensors"));
+  ScratchDir dir;
+  run_python("write " + (dir / "python.safetensors"), dir);
+  SafetensorsFile file(dir / "python.safetensors");
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"writer", "python"}};
   EXPECT_EQ(file.metadata(), metadata);
   struct Expected {
@@ -256,13 +223,13 @@ TEST(Safetensors, WeReadWhatPythonWrites) {
 }
 
 TEST(Safetensors, AcceptsSpacePaddingAndUnalignedData) {
-  TempDir dir;
+  ScratchDir dir;
   // Header of odd length with trailing spaces: the F32 data starts at an odd file offset.
   float values[2] = {1.5f, -2.25f};
   std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}   )";
   if (header.size() % 2 == 0) header += ' ';
-  write_raw(dir.file("odd.safetensors"), header, std::string(reinterpret_cast<char*>(values), 8));
-  SafetensorsFile file(dir.file("odd.safetensors"));
+  write_raw(dir / "odd.safetensors", header, std::string(reinterpret_cast<char*>(values), 8));
+  SafetensorsFile file(dir / "odd.safetensors");
   const TensorView& view = file.get("x");
   EXPECT_EQ(reinterpret_cast<uintptr_t>(view.data) % 4, 0u);
   EXPECT_EQ(view.as<float>()[0], 1.5f);
@@ -270,28 +237,28 @@ TEST(Safetensors, AcceptsSpacePaddingAndUnalignedData) {
 }
 
 TEST(Safetensors, NeverOverwritesWithoutPermissionAndLeavesNoTempFile) {
-  TempDir dir;
+  ScratchDir dir;
   std::vector<OwnedTensor> first = {make_pattern("a", DType::F32, {2})};
   std::vector<OwnedTensor> second = {make_pattern("b", DType::U8, {3})};
-  std::string path = dir.file("model.safetensors");
+  std::string path = dir / "model.safetensors";
   write_safetensors(path, views(first), {}, false);
   expect_error([&] { write_safetensors(path, views(second), {}, false); },
                {path, "already exists"});
   EXPECT_NE(SafetensorsFile(path).find("a"), nullptr);
   write_safetensors(path, views(second), {}, true);
   EXPECT_NE(SafetensorsFile(path).find("b"), nullptr);
-  EXPECT_EQ(dir.entries(), std::vector<std::string>{"model.safetensors"});
+  EXPECT_EQ(test::folder_entries(dir.path()), std::vector<std::string>{"model.safetensors"});
 
   // A failure before the data is written leaves nothing behind.
   std::vector<NamedTensor> duplicated = {first[0].named(), first[0].named()};
-  expect_error([&] { write_safetensors(dir.file("dup.safetensors"), duplicated, {}, false); },
+  expect_error([&] { write_safetensors(dir / "dup.safetensors", duplicated, {}, false); },
                {"dup.safetensors", "duplicate tensor name", "'a'"});
   NamedTensor no_data{"c", TensorView{DType::F32, {4}, nullptr}};
-  expect_error([&] { write_safetensors(dir.file("null.safetensors"), {no_data}, {}, false); },
+  expect_error([&] { write_safetensors(dir / "null.safetensors", {no_data}, {}, false); },
                {"null.safetensors", "no data", "'c'"});
-  expect_error([&] { write_safetensors(dir.file("none/x.safetensors"), views(first), {}, false); },
+  expect_error([&] { write_safetensors(dir / "none/x.safetensors", views(first), {}, false); },
                {"none/x.safetensors"});
-  EXPECT_EQ(dir.entries(), std::vector<std::string>{"model.safetensors"});
+  EXPECT_EQ(test::folder_entries(dir.path()), std::vector<std::string>{"model.safetensors"});
 }
 
 // One hostile or broken file per case: each must be rejected with a message naming the file
@@ -309,9 +276,9 @@ void PrintTo(const BadFile& bad, std::ostream* out) { *out << bad.label; }
 class SafetensorsRejects : public testing::TestWithParam<BadFile> {};
 
 TEST_P(SafetensorsRejects, WithOneClearMessage) {
-  TempDir dir;
+  ScratchDir dir;
   const BadFile& bad = GetParam();
-  std::string path = dir.file("bad.safetensors");
+  std::string path = dir / "bad.safetensors";
   write_raw(path, bad.header, bad.data,
             bad.header_size < 0 ? bad.header.size() : uint64_t(bad.header_size));
   std::vector<std::string> pieces = bad.message;
@@ -421,20 +388,13 @@ INSTANTIATE_TEST_SUITE_P(BadFiles, SafetensorsRejects, testing::ValuesIn(kBadFil
                          });
 
 TEST(Safetensors, RejectsTruncatedFilesAtEveryLength) {
-  TempDir dir;
+  ScratchDir dir;
   std::vector<OwnedTensor> tensors = every_dtype();
-  write_safetensors(dir.file("whole.safetensors"), views(tensors), {{"format", "pt"}}, false);
-  std::string whole;
-  {
-    std::ifstream in(dir.file("whole.safetensors"), std::ios::binary);
-    whole.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  std::string path = dir.file("cut.safetensors");
+  write_safetensors(dir / "whole.safetensors", views(tensors), {{"format", "pt"}}, false);
+  const std::string whole = read_file(dir / "whole.safetensors");
+  std::string path = dir / "cut.safetensors";
   for (size_t length = 0; length < whole.size(); ++length) {
-    {
-      std::ofstream out(path, std::ios::binary | std::ios::trunc);
-      out.write(whole.data(), std::streamsize(length));
-    }
+    test::write_bytes(path, std::string_view(whole).substr(0, length));
     expect_error([&] { SafetensorsFile file(path); }, {path + ": "});
   }
 }
@@ -442,15 +402,11 @@ TEST(Safetensors, RejectsTruncatedFilesAtEveryLength) {
 // Random corruption of a valid file (flipped bytes in the size, header and data): each variant
 // must either load or fail with bd::Error; under ASan/UBSan any bad read would abort the test.
 TEST(Safetensors, SurvivesRandomCorruption) {
-  TempDir dir;
-  write_safetensors(dir.file("whole.safetensors"), views(every_dtype()), {{"k", "v"}}, false);
-  std::string whole;
-  {
-    std::ifstream in(dir.file("whole.safetensors"), std::ios::binary);
-    whole.assign(std::istreambuf_iterator<char>(in), {});
-  }
+  ScratchDir dir;
+  write_safetensors(dir / "whole.safetensors", views(every_dtype()), {{"k", "v"}}, false);
+  const std::string whole = read_file(dir / "whole.safetensors");
   std::mt19937 rng(12345);
-  std::string path = dir.file("mutant.safetensors");
+  std::string path = dir / "mutant.safetensors";
   int loaded = 0, rejected = 0;
   for (int trial = 0; trial < 1000; ++trial) {
     std::string mutant = whole;
@@ -461,10 +417,7 @@ TEST(Safetensors, SurvivesRandomCorruption) {
                             : rng() % mutant.size();
       mutant[at] = char(rng() % 4 ? rng() : "0123456789,[]{}\" -"[rng() % 18]);
     }
-    {
-      std::ofstream out(path, std::ios::binary | std::ios::trunc);
-      out << mutant;
-    }
+    test::write_bytes(path, mutant);
     try {
       SafetensorsFile file(path);
       for (const NamedTensor& tensor : file.tensors()) {  // touch every byte a view claims
@@ -483,10 +436,10 @@ TEST(Safetensors, SurvivesRandomCorruption) {
 }
 
 TEST(Safetensors, RejectsUnreadablePaths) {
-  TempDir dir;
-  expect_error([&] { SafetensorsFile file(dir.file("missing.safetensors")); },
-               {dir.file("missing.safetensors"), "cannot open"});
-  expect_error([&] { SafetensorsFile file(dir.path); }, {dir.path, "not a regular file"});
+  ScratchDir dir;
+  expect_error([&] { SafetensorsFile file(dir / "missing.safetensors"); },
+               {dir / "missing.safetensors", "cannot open"});
+  expect_error([&] { SafetensorsFile file(dir.path()); }, {dir.path(), "not a regular file"});
 }
 
 }  // namespace
