@@ -6,24 +6,13 @@
 
 #include "core/error.h"
 #include "io/llama_config.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
 
 using nlohmann::json;
-
-template <typename Action>
-void expect_error(Action action, const std::vector<std::string>& pieces) {
-  try {
-    action();
-    ADD_FAILURE() << "no error; expected one containing '" << pieces.front() << "'";
-  } catch (const Error& error) {
-    std::string message = error.what();
-    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-    for (const std::string& piece : pieces)
-      EXPECT_NE(message.find(piece), std::string::npos) << "'" << piece << "' not in: " << message;
-  }
-}
+using test::expect_error;
 
 // meta-llama/Llama-3.1-8B's published config.json.
 const char kLlama31Config[] = R"({
@@ -159,7 +148,9 @@ struct BadConfig {
   std::vector<std::string> message;
 };
 
-void PrintTo(const BadConfig& bad, std::ostream* out) { *out << bad.label; }
+void PrintTo(const BadConfig& bad, std::ostream* out) {
+  *out << bad.label;
+}
 
 class LlamaConfigRejects : public testing::TestWithParam<BadConfig> {};
 
