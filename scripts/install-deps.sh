@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config clang-format
-  libopenblas-openmp-dev libhwy-dev nlohmann-json3-dev libsodium-dev libicu-dev
+  libopenblas-openmp-dev libhwy-dev nlohmann-json3-dev libsodium-dev libssl-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-regex python3-sentencepiece
   fortunes fortunes-min jargon-text

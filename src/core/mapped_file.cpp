@@ -8,11 +8,22 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "core/error.h"
 
 namespace bd {
+
+namespace {
+
+// The live read-only maps (begin -> size), so that drop_pages() can tell a mapped range from
+// memory where MADV_DONTNEED would zero the bytes instead of refetching them.
+std::mutex live_maps_mutex;
+std::map<const uint8_t*, size_t> live_maps;
+
+}  // namespace
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -30,12 +41,35 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
       fail(path, ": cannot map: ", std::strerror(errno));
     }
     data_ = static_cast<const uint8_t*>(map);
+    std::lock_guard<std::mutex> lock(live_maps_mutex);
+    live_maps[data_] = size_;
   }
   ::close(fd);
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (!data_) return;
+  {
+    std::lock_guard<std::mutex> lock(live_maps_mutex);
+    live_maps.erase(data_);
+  }
+  ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+void MappedFile::drop_pages(const void* data, size_t size) {
+  const uint8_t* begin = static_cast<const uint8_t*>(data);
+  std::lock_guard<std::mutex> lock(live_maps_mutex);
+  auto map = live_maps.upper_bound(begin);  // the first map that starts after `begin`
+  if (size == 0 || map == live_maps.begin()) return;
+  --map;
+  const uint8_t* map_end = map->first + map->second;
+  if (begin >= map_end || size > size_t(map_end - begin)) return;
+  // A private read-only map holds no modified pages, so dropping them loses nothing. The range
+  // is widened to whole pages, which the map covers (it starts on a page and ends on one).
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = uintptr_t(begin) & ~(page - 1);
+  const uintptr_t last = (uintptr_t(begin + size) + page - 1) & ~(page - 1);
+  ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 std::string read_file(const std::string& path) {

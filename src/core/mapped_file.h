@@ -17,6 +17,13 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // Gives back the resident pages that overlap [data, data + size), when that range lies in a
+  // live MappedFile (anything else, e.g. a heap copy of a tensor, is left alone). The bytes stay
+  // readable: the next access maps them again from the page cache. Streaming jobs call it on
+  // what they have processed so that their resident memory stays bounded by a few tensors
+  // instead of growing to the size of the files they map.
+  static void drop_pages(const void* data, size_t size);
+
  private:
   std::string path_;
   const uint8_t* data_ = nullptr;
