@@ -366,10 +366,18 @@ TEST(Linear, BackwardMatchesFiniteDifferences) {
   for (size_t i = 0; i < dx.size(); ++i) EXPECT_FLOAT_EQ(dx2[i], 2 * dx[i]);
   for (size_t i = 0; i < dW.size(); ++i) EXPECT_FLOAT_EQ(dW2[i], 2 * dW[i]);
 
-  // Backward needs F32 master weights.
+  // Frozen BF16 weights (a base model under a trained delta): dx is the product with the stored
+  // values, as with their F32 widening, and dW may be skipped.
   std::vector<uint16_t> bf16(O * I);
+  from_f32(DType::BF16, W.data(), bf16.data(), W.size());
+  std::vector<float> widened(W.size());
+  to_f32(DType::BF16, bf16.data(), widened.data(), W.size());
   const Linear bf16_linear{"bf16.weight", TensorView{DType::BF16, {O, I}, bf16.data()}};
-  EXPECT_THROW(linear_backward(dx.data(), dW.data(), w.data(), x.data(), bf16_linear, rows), Error);
+  const Linear widened_linear{"widened.weight", TensorView{DType::F32, {O, I}, widened.data()}};
+  std::vector<float> dx_bf16(rows * I), dx_widened(rows * I);
+  linear_backward(dx_bf16.data(), nullptr, w.data(), x.data(), bf16_linear, rows);
+  linear_backward(dx_widened.data(), nullptr, w.data(), x.data(), widened_linear, rows);
+  for (size_t i = 0; i < dx_bf16.size(); ++i) EXPECT_NEAR(dx_bf16[i], dx_widened[i], 1e-6);
 }
 
 }  // namespace

@@ -35,6 +35,7 @@ void rmsnorm_backward(float* din, float* dweight, const float* dout, const float
     float* dx = din + n * C;
     for (int64_t c = 0; c < C; ++c) dx[c] += r * dy[c] * weight[c] - coeff * x[c];
   }
+  if (!dweight) return;
   // Serial over rows so no two threads add into the same dweight[c]; N·C work is small next to
   // the matmuls around it.
   for (int64_t n = 0; n < N; ++n) {

@@ -2,26 +2,35 @@
 
 #include <cblas.h>
 
-#include "core/error.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_dx.h"
+#include "kernels/sign_matmul.h"
 
 namespace bd {
 
 void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows, bool accumulate) {
   matmul(y, x, linear.weight, rows, accumulate);
+  if (linear.has_delta()) {
+    const SignDelta& d = linear.delta;
+    sign_matmul(y, x, d.bits, d.scale, d.per_row, rows, linear.out_features(),
+                linear.in_features());
+  }
 }
 
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const Linear& linear,
                      int64_t rows, bool accumulate_dx) {
-  if (linear.weight.dtype != DType::F32)
-    fail(linear.name, ": backward needs F32 weights, got ", dtype_name(linear.weight.dtype));
-  const int O = int(linear.out_features()), I = int(linear.in_features()), R = int(rows);
-  if (dx) {  // dx[R, I] = dy[R, O] · W[O, I]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, I, O, 1.0f, dy, O,
-                linear.weight.as<float>(), I, accumulate_dx ? 1.0f : 0.0f, dx, I);
+  const int64_t O = linear.out_features(), I = linear.in_features();
+  if (dx) {  // dx[rows, I] (+)= dy[rows, O] · W[O, I] (+ dy ⊙ γ · S)
+    matmul_dx(dx, dy, linear.weight, rows, accumulate_dx);
+    if (linear.has_delta()) {
+      const SignDelta& d = linear.delta;
+      sign_matmul_backward_x(dx, dy, d.bits, d.scale, d.per_row, rows, O, I);
+    }
   }
-  // dW[O, I] += dy[R, O]ᵀ · x[R, I]
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, R, 1.0f, dy, O, x, I, 1.0f, dW, I);
+  if (dW && rows > 0) {  // dW[O, I] += dy[rows, O]ᵀ · x[rows, I]
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(O), int(I), int(rows), 1.0f, dy,
+                int(O), x, int(I), 1.0f, dW, int(I));
+  }
 }
 
 }  // namespace bd

@@ -133,11 +133,23 @@ struct LinearBackwardObserver {
                          int64_t rows, int64_t in, int64_t out) = 0;
 };
 
-// Backward of the last forward_train: accumulates (+=) the gradient of its mean loss into
-// `grads` (same layout as the parameters; zero it first for a fresh step). The weights must be
-// F32 (LlamaParams::weights()). Overwrites the logits in `acts` with their gradient, so run
+// Backward of the last forward_train from a gradient of its logits that the caller wrote into
+// acts.logits (dL/dlogits[rows, V], e.g. of a distillation loss; the buffer is used as is).
+// Accumulates (+=) the parameter gradients into *grads (same layout as the parameters; zero it
+// first for a fresh step). With grads == nullptr no parameter gradient is computed, only the
+// observer sees every linear's (X, dY): the weights may then be frozen BF16/F16 views with
+// delta overlays (the input gradients include each overlay's γ ⊙ S).
+void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, LlamaParams* grads,
+                          LinearBackwardObserver* observer = nullptr);
+
+// Backward of the last forward_train's mean cross-entropy: its logits gradient, then
+// backward_from_logits. Overwrites the logits in `acts` with their gradient, so run
 // forward_train again before another backward.
-void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams& grads,
+void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams* grads,
               LinearBackwardObserver* observer = nullptr);
+inline void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams& grads,
+                     LinearBackwardObserver* observer = nullptr) {
+  backward(weights, acts, &grads, observer);
+}
 
 }  // namespace bd

@@ -35,7 +35,8 @@ bool same_shape(const LlamaConfig& a, const LlamaConfig& b) {
          a.tie_word_embeddings == b.tie_word_embeddings;
 }
 
-// Gradient buffers are the F32 views of a LlamaParams that the caller handed us as mutable.
+// Gradient buffers are the F32 views of a LlamaParams that the caller handed us as mutable
+// (null for an empty view: no gradient wanted).
 float* writable(const TensorView& view) {
   return const_cast<float*>(view.as<float>());
 }
@@ -137,14 +138,30 @@ float forward_train(const LlamaWeights& weights, const int32_t* tokens, const in
   return acts.loss;
 }
 
-void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams& grads,
+void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams* grads,
               LinearBackwardObserver* observer) {
+  const int64_t rows = acts.B * acts.T;
+  const float scale = acts.counted ? 1.0f / float(acts.counted) : 0.0f;
+  // The logits buffer becomes its own gradient.
+  cross_entropy_backward(acts.logits, acts.logits, acts.lse, acts.targets.data(), rows,
+                         weights.config.vocab_size, scale);
+  backward_from_logits(weights, acts, grads, observer);
+}
+
+void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, LlamaParams* grads,
+                          LinearBackwardObserver* observer) {
   const LlamaConfig& c = weights.config;
-  if (!same_shape(grads.config(), c) || !same_shape(acts.config, c))
+  if ((grads && !same_shape(grads->config(), c)) || !same_shape(acts.config, c))
     fail("backward: gradients or activations were made for another model config");
   flush_denormals_on_pool();
-  const int64_t rows = acts.B * acts.T, C = c.hidden_size, V = c.vocab_size;
-  const LlamaWeights g = grads.weights();  // views of the gradient buffer, same layout
+  const int64_t rows = acts.B * acts.T, C = c.hidden_size;
+  // Views of the gradient buffer, same layout as the weights; without grads every view is empty
+  // and writable() gives null, which the kernels read as "no parameter gradient".
+  LlamaWeights g;
+  if (grads)
+    g = grads->weights();
+  else
+    g.layers.resize(size_t(c.num_hidden_layers));
   const AttentionDims dims = train_dims(c, acts.B, acts.T);
   const double* inv_freq = weights.rope_inv_freq.data();
 
@@ -156,11 +173,8 @@ void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams& 
     linear_backward(dx, writable(grad.weight), dy, x, linear, rows, accumulate_dx);
   };
 
-  // Loss → logits → final norm. The logits buffer becomes its own gradient.
-  float* d_logits = acts.logits;
-  const float scale = acts.counted ? 1.0f / float(acts.counted) : 0.0f;
-  cross_entropy_backward(d_logits, acts.logits, acts.lse, acts.targets.data(), rows, V, scale);
-  linear_grad(acts.d_x, d_logits, acts.final_out, weights.lm_head, g.lm_head, false);
+  // Logits → final norm.
+  linear_grad(acts.d_x, acts.logits, acts.final_out, weights.lm_head, g.lm_head, false);
   std::fill_n(acts.d_h, rows * C, 0.0f);
   rmsnorm_backward(acts.d_h, writable(g.final_norm), acts.d_x, acts.final_in,
                    weights.final_norm.as<float>(), acts.final_rstd, rows, C);
@@ -193,7 +207,7 @@ void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams& 
     rmsnorm_backward(acts.d_h, writable(gw.attn_norm), acts.d_x, a.in, w.attn_norm.as<float>(),
                      a.attn_rstd, rows, C);
   }
-  embedding_backward(writable(g.embed), acts.d_h, acts.tokens.data(), rows, C);
+  if (grads) embedding_backward(writable(g.embed), acts.d_h, acts.tokens.data(), rows, C);
 }
 
 }  // namespace bd

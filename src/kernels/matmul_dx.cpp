@@ -1,0 +1,52 @@
+#include "kernels/matmul_dx.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+
+#include "hwy/aligned_allocator.h"
+#include "kernels/matmul_gemv.h"
+
+namespace bd {
+
+namespace {
+
+// F32 bytes of W rows widened per SGEMM call (as in matmul.cpp: SGEMM's full rate, still cached).
+constexpr size_t kBlockBytes = size_t(4) << 20;
+// Below this many elements a block is widened by one thread.
+constexpr int64_t kMinParallelElements = int64_t(1) << 16;
+
+}  // namespace
+
+void matmul_dx(float* dx, const float* dy, const TensorView& weight, int64_t T, bool accumulate) {
+  check_matmul_args("matmul_dx", weight, T);
+  const int64_t O = weight.dim(0), I = weight.dim(1);
+  if (T == 0 || I == 0) return;
+  if (O == 0) {  // empty sums (SGEMM rejects a zero inner dimension)
+    if (!accumulate) std::fill(dx, dx + T * I, 0.0f);
+    return;
+  }
+  if (weight.dtype == DType::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(I), int(O), 1.0f, dy, int(O),
+                weight.as<float>(), int(I), accumulate ? 1.0f : 0.0f, dx, int(I));
+    return;
+  }
+  // dx = Σ over row blocks of dy[T, block rows] · W[block rows, I]; the first block overwrites.
+  const size_t element = dtype_size(weight.dtype);
+  const int64_t block_rows = std::clamp<int64_t>(int64_t(kBlockBytes / (4 * size_t(I))), 1, O);
+  auto block = hwy::AllocateAligned<float>(size_t(block_rows * I));
+  const auto* rows_bytes = static_cast<const uint8_t*>(weight.data);
+  for (int64_t row0 = 0; row0 < O; row0 += block_rows) {
+    const int64_t rows = std::min(block_rows, O - row0);
+#pragma omp parallel for schedule(static) if (rows * I >= kMinParallelElements)
+    for (int64_t r = 0; r < rows; ++r) {
+      widen_to_f32(weight.dtype, rows_bytes + size_t((row0 + r) * I) * element, block.get() + r * I,
+                   size_t(I));
+    }
+    const float beta = accumulate || row0 > 0 ? 1.0f : 0.0f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(I), int(rows), 1.0f,
+                dy + row0, int(O), block.get(), int(I), beta, dx, int(I));
+  }
+}
+
+}  // namespace bd
