@@ -16,9 +16,14 @@ class DeltaWeights {
   // `scales[i]` overrides the scale of matrices[i] when given (distillation trains them);
   // otherwise the adapter's own scales are used. Checks that the adapter fits the base.
   DeltaWeights(const Checkpoint& base, const std::vector<AdapterMatrix>& matrices,
-               const std::vector<AdapterExact>& exact,
-               const std::vector<float*>& scales = {});
+               const std::vector<AdapterExact>& exact, const std::vector<float*>& scales = {});
+  // The same for an adapter file, after AdapterFile::check_base (fingerprint, names, shapes).
   DeltaWeights(const Checkpoint& base, const AdapterFile& adapter);
+  // weights() views buffers owned here: moving keeps them valid, copying would not.
+  DeltaWeights(const DeltaWeights&) = delete;
+  DeltaWeights& operator=(const DeltaWeights&) = delete;
+  DeltaWeights(DeltaWeights&&) = default;
+  DeltaWeights& operator=(DeltaWeights&&) = default;
 
   const LlamaWeights& weights() const { return weights_; }
 
