@@ -2,13 +2,10 @@
 // agreement of the reported held-out NLL with `bitdelta eval`, and every refusal (one line on
 // stderr, non-zero exit, nothing written).
 #include <gtest/gtest.h>
-#include <stdlib.h>
-#include <sys/wait.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -16,31 +13,13 @@
 #include "core/sha256.h"
 #include "io/checkpoint.h"
 #include "model/byte_tokenizer.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct CliRun {
-  int exit_code;
-  std::string out, err;
-};
-
-// Runs the bitdelta binary with `arguments` (a shell fragment), capturing stdout and stderr.
-CliRun run_bitdelta(const std::string& arguments, const std::string& scratch) {
-  const std::string err_path = scratch + "/stderr.txt";
-  const std::string command = std::string(BITDELTA_BINARY) + " " + arguments + " 2>" + err_path;
-  CliRun run;
-  std::FILE* pipe = ::popen(command.c_str(), "r");
-  char buffer[4096];
-  size_t got;
-  while ((got = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) run.out.append(buffer, got);
-  const int status = ::pclose(pipe);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  run.err = read_file(err_path);
-  return run;
-}
+using test::CommandResult;
 
 std::string sha256_of(const std::string& text) {
   Sha256 hash;
@@ -64,34 +43,28 @@ std::string training_text() {
 class CliTrain : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir_template[] = "/tmp/bd_cli_train_XXXXXX";
-    dir_ = ::mkdtemp(dir_template);
-    config_ = write("config.json", R"({"vocab_size": 258, "hidden_size": 32,
+    config_ = scratch_.write("config.json", R"({"vocab_size": 258, "hidden_size": 32,
         "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 64, "rms_norm_eps": 1e-5,
         "tie_word_embeddings": true})");
-    data_ = write("train.txt", training_text());
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string write(const std::string& name, const std::string& contents) {
-    const std::string path = dir_ + "/" + name;
-    std::ofstream(path, std::ios::binary) << contents;
-    return path;
+    data_ = scratch_.write("train.txt", training_text());
   }
   // A short from-scratch run: 40 steps of 4 windows of 32 tokens, one thread (deterministic).
   std::string scratch_args(const std::string& out) const {
     return "train --config " + config_ + " --data " + data_ + " -o " + out +
            " --steps 40 --batch 4 --seq 32 --lr 3e-3 --threads 1";
   }
-  CliRun run(const std::string& arguments) const { return run_bitdelta(arguments, dir_); }
+  CommandResult run(const std::string& arguments) const {
+    return test::run_bitdelta(arguments, scratch_);
+  }
 
-  std::string dir_, config_, data_;
+  test::ScratchDir scratch_;
+  std::string dir_ = scratch_.path(), config_, data_;
 };
 
 TEST_F(CliTrain, TrainsFromScratchAndWritesAnHfFolderWithTheRunInItsMetadata) {
   const std::string out = dir_ + "/scratch";
-  const CliRun result = run(scratch_args(out) + " --json");
+  const CommandResult result = run(scratch_args(out) + " --json");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   const nlohmann::json report = nlohmann::json::parse(result.out);  // exactly one object
   EXPECT_EQ(report["steps"], 40);
@@ -138,14 +111,14 @@ TEST_F(CliTrain, SameSeedSameModel) {
 // The trainer's held-out NLL (training forward, windows of seq + 1 tokens) equals what
 // `bitdelta eval --context seq+1` computes on the same file with its own (KV-cache) forward.
 TEST_F(CliTrain, HeldoutNllAgreesWithBitdeltaEval) {
-  const std::string heldout = write("heldout.txt",
-                                    "the lazy fox and the quick dog saved nine.\n"
-                                    "all that glitters is gold, said the bird.\n");
+  const std::string heldout = scratch_.write("heldout.txt",
+                                             "the lazy fox and the quick dog saved nine.\n"
+                                             "all that glitters is gold, said the bird.\n");
   const std::string out = dir_ + "/model";
-  const CliRun trained = run(scratch_args(out) + " --heldout " + heldout + " --json");
+  const CommandResult trained = run(scratch_args(out) + " --heldout " + heldout + " --json");
   ASSERT_EQ(trained.exit_code, 0) << trained.err;
   const nlohmann::json report = nlohmann::json::parse(trained.out);
-  const CliRun evaluated =
+  const CommandResult evaluated =
       run("eval --model " + out + " --data " + heldout + " --context 33 --json");
   ASSERT_EQ(evaluated.exit_code, 0) << evaluated.err;
   const nlohmann::json eval = nlohmann::json::parse(evaluated.out);
@@ -163,10 +136,10 @@ TEST_F(CliTrain, FineTunesAModelFolderAndKeepsItsTokenizer) {
   // A tokenizer.json whose bytes differ from the byte tokenizer's text but mean the same:
   // the fine-tune must copy the file as it is.
   const std::string tokenizer = read_file(base + "/tokenizer.json") + "\n";
-  write("base/tokenizer.json", tokenizer);
+  scratch_.write("base/tokenizer.json", tokenizer);
   const std::string tuned = dir_ + "/tuned";
-  const CliRun result = run("train --model " + base + " --data " + data_ + " -o " + tuned +
-                            " --steps 10 --batch 4 --seq 32 --threads 1 --json");
+  const CommandResult result = run("train --model " + base + " --data " + data_ + " -o " + tuned +
+                                   " --steps 10 --batch 4 --seq 32 --threads 1 --json");
   ASSERT_EQ(result.exit_code, 0) << result.err;
   EXPECT_EQ(read_file(tuned + "/tokenizer.json"), tokenizer);
   const Checkpoint source(base), output(tuned);
@@ -179,12 +152,12 @@ TEST_F(CliTrain, FineTunesAModelFolderAndKeepsItsTokenizer) {
 TEST_F(CliTrain, RefusesAnExistingOutputUnlessForced) {
   const std::string out = dir_ + "/out";
   fs::create_directory(out);
-  write("out/keep.txt", "mine");
-  const CliRun refused = run(scratch_args(out));
+  scratch_.write("out/keep.txt", "mine");
+  const CommandResult refused = run(scratch_args(out));
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("already exists"), std::string::npos) << refused.err;
   EXPECT_EQ(read_file(out + "/keep.txt"), "mine");
-  const CliRun forced = run(scratch_args(out) + " --force --json");
+  const CommandResult forced = run(scratch_args(out) + " --force --json");
   ASSERT_EQ(forced.exit_code, 0) << forced.err;
   EXPECT_FALSE(fs::exists(out + "/keep.txt"));  // replaced as a whole
   EXPECT_NO_THROW(Checkpoint{out});
@@ -194,51 +167,51 @@ TEST_F(CliTrain, RefusesToOverwriteTheModelItFineTunes) {
   const std::string base = dir_ + "/base";
   ASSERT_EQ(run(scratch_args(base) + " --json").exit_code, 0);
   const std::string before = Checkpoint(base).fingerprint();
-  const CliRun result = run("train --model " + base + " --data " + data_ + " -o " + base +
-                            " --force --steps 2 --batch 2 --seq 16");
+  const CommandResult result = run("train --model " + base + " --data " + data_ + " -o " + base +
+                                   " --force --steps 2 --batch 2 --seq 16");
   EXPECT_NE(result.exit_code, 0);
   EXPECT_NE(result.err.find("is the model being fine-tuned"), std::string::npos) << result.err;
   EXPECT_EQ(Checkpoint(base).fingerprint(), before);
 }
 
-// Each bad input: non-zero exit, one line on stderr naming the problem, no output folder.
+// Each bad input: exit 1 (bad input) or 2 (bad usage), one line on stderr naming the problem,
+// no output folder.
 TEST_F(CliTrain, BadInputsFailWithOneLineAndWriteNothing) {
-  write("empty.txt", "");
-  write("short.txt", "tiny text");
+  scratch_.write("empty.txt", "");
+  scratch_.write("short.txt", "tiny text");
   const std::string out = dir_ + "/never";
   const std::string base = "train --config " + config_ + " -o " + out + " --batch 2 --seq 32";
   const struct {
-    std::string arguments, message;
+    std::string arguments;
+    int exit_code;  // 1: bad input, 2: bad usage
+    std::string message;
   } cases[] = {
-      {base + " --data " + dir_ + "/missing.txt", "missing.txt"},
-      {base + " --data " + dir_ + "/empty.txt", "empty.txt: the data file is empty"},
-      {base + " --data " + dir_ + "/short.txt", "short.txt: too short"},
-      {base + " --data " + data_ + " --steps abc", "--steps expects an integer"},
-      {base + " --data " + data_ + " --steps 0", "--steps must be at least 1"},
-      {base + " --data " + data_ + " --lr -1", "--lr must be a positive number"},
-      {base + " --data " + data_ + " --batch 0", "--batch must be at least 1"},
-      {base + " --data " + data_ + " --seq 65", "exceeds the model's max_position_embeddings"},
-      {base + " --data " + data_ + " --warmup 500", "--warmup must lie in"},
-      {base + " --data " + data_ + " --heldout-fraction 1", "--heldout-fraction must lie in"},
-      {base + " --data " + data_ + " --clip nan", "--clip must be a number"},
-      {base + " --data " + data_ + " --heldout " + dir_ + "/empty.txt", "empty.txt"},
-      {base + " --data " + data_ + " --model " + dir_, "at most one of --model"},
-      {"train --config " + data_ + " --data " + data_ + " -o " + out, "train.txt"},
-      {"train --config " + config_ + " --data " + data_, "-o is required"},
-      {base + " --data " + data_ + " --bogus 1", "unknown option --bogus"},
+      {base + " --data " + dir_ + "/missing.txt", 1, "missing.txt"},
+      {base + " --data " + dir_ + "/empty.txt", 1, "empty.txt: the data file is empty"},
+      {base + " --data " + dir_ + "/short.txt", 1, "short.txt: too short"},
+      {base + " --data " + data_ + " --steps abc", 2, "--steps expects an integer"},
+      {base + " --data " + data_ + " --steps 0", 2, "--steps must be at least 1"},
+      {base + " --data " + data_ + " --lr -1", 2, "--lr must be a positive number"},
+      {base + " --data " + data_ + " --batch 0", 2, "--batch must be at least 1"},
+      {base + " --data " + data_ + " --seq 65", 2, "exceeds the model's max_position_embeddings"},
+      {base + " --data " + data_ + " --warmup 500", 2, "--warmup must lie in"},
+      {base + " --data " + data_ + " --heldout-fraction 1", 2, "--heldout-fraction must lie in"},
+      {base + " --data " + data_ + " --clip nan", 2, "--clip must be a number"},
+      {base + " --data " + data_ + " --heldout " + dir_ + "/empty.txt", 1, "empty.txt"},
+      {base + " --data " + data_ + " --model " + dir_, 2, "at most one of --model"},
+      {"train --config " + data_ + " --data " + data_ + " -o " + out, 1, "train.txt"},
+      {"train --config " + config_ + " --data " + data_, 2, "-o is required"},
+      {base + " --data " + data_ + " --bogus 1", 2, "unknown option --bogus"},
   };
   for (const auto& c : cases) {
-    const CliRun result = run(c.arguments);
-    EXPECT_NE(result.exit_code, 0) << c.arguments;
-    EXPECT_NE(result.err.find(c.message), std::string::npos) << c.arguments << "\n" << result.err;
-    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
-    EXPECT_TRUE(result.out.empty()) << result.out;
-    EXPECT_FALSE(fs::exists(out)) << c.arguments;
+    SCOPED_TRACE(c.arguments);
+    test::expect_refusal(run(c.arguments), c.exit_code, {c.message});
+    EXPECT_FALSE(fs::exists(out));
   }
 }
 
 TEST_F(CliTrain, HelpListsTheOptions) {
-  const CliRun result = run("train --help");
+  const CommandResult result = run("train --help");
   EXPECT_EQ(result.exit_code, 0);
   for (const char* option : {"--model", "--config", "--data", "-o", "--steps", "--lr", "--batch",
                              "--seq", "--json", "--force", "--heldout"})
