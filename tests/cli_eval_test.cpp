@@ -17,22 +17,22 @@ namespace bd {
 namespace {
 
 using nlohmann::json;
+using test::expect_refusal;
 using test::run_bitdelta;
 using test::ScratchDir;
 
 // A random byte-level model (GQA, untied head) with logits spread wide enough that greedy
 // decoding rarely meets a near tie.
 std::string make_model(const ScratchDir& scratch) {
-  LlamaConfig config;
-  config.vocab_size = 258;
-  config.hidden_size = 48;
-  config.intermediate_size = 80;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = 2;
-  config.head_dim = 12;
-  config.max_position_embeddings = 64;
-  config.rms_norm_eps = 1e-5;
+  LlamaConfig config = test::llama_config({.vocab = 258,
+                                           .hidden = 48,
+                                           .intermediate = 80,
+                                           .layers = 2,
+                                           .heads = 4,
+                                           .kv_heads = 2,
+                                           .head_dim = 12,
+                                           .rms_norm_eps = 1e-5,
+                                           .max_positions = 64});
   config.bos_token_id = 256;
   config.eos_token_id = 257;
   LlamaParams params(config);
@@ -64,8 +64,7 @@ std::vector<RefOutput> reference(const std::string& model,
     const std::string in = scratch.write("case" + std::to_string(i) + ".json", case_json.dump());
     args += " " + model + " " + in + " " + (scratch / ("out" + std::to_string(i) + ".safetensors"));
   }
-  test::CommandResult run = test::run_command(
-      "/usr/bin/python3 " + test::reference_script("llama_ref.py") + args, scratch);
+  test::CommandResult run = test::run_reference("llama_ref.py", args, scratch);
   EXPECT_EQ(run.exit_code, 0) << run.err;
   std::vector<RefOutput> outputs;
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -173,33 +172,25 @@ TEST_F(CliEval, SamplingIsSeeded) {
   EXPECT_NE(sample(1), sample(2));
 }
 
-// One line on stderr, the expected exit code, and the message names the problem.
-void expect_refusal(const test::CommandResult& run, int exit_code, const std::string& fragment) {
-  EXPECT_EQ(run.exit_code, exit_code) << run.err;
-  EXPECT_TRUE(run.out.empty()) << run.out;
-  EXPECT_EQ(std::count(run.err.begin(), run.err.end(), '\n'), 1) << run.err;
-  EXPECT_NE(run.err.find(fragment), std::string::npos) << run.err;
-}
-
 TEST_F(CliEval, RefusesBadInput) {
   const std::string oov = scratch_.write("oov.txt", "1 2 300 4");
   const std::string junk = scratch_.write("junk.txt", "1 2 x3 4");
   const std::string ok = scratch_.write("ok.txt", "1 2 3 4");
   const std::string m = "--model " + model_;
-  expect_refusal(run_bitdelta("eval " + m + " --tokens " + oov, scratch_), 1, "300");
-  expect_refusal(run_bitdelta("eval " + m + " --tokens " + junk, scratch_), 1, "not an integer");
+  expect_refusal(run_bitdelta("eval " + m + " --tokens " + oov, scratch_), 1, {"300"});
+  expect_refusal(run_bitdelta("eval " + m + " --tokens " + junk, scratch_), 1, {"not an integer"});
   expect_refusal(run_bitdelta("eval " + m + " --tokens " + ok + " --data " + ok, scratch_), 2,
-                 "exactly one");
+                 {"exactly one"});
   expect_refusal(run_bitdelta("eval " + m + " --tokens /nonexistent/ids.txt", scratch_), 1,
-                 "/nonexistent/ids.txt");
+                 {"/nonexistent/ids.txt"});
   expect_refusal(run_bitdelta("eval " + m + " --tokens " + ok + " --context 1", scratch_), 2,
-                 "--context");
+                 {"--context"});
   expect_refusal(run_bitdelta("eval --model /nonexistent/model --tokens " + ok, scratch_), 1,
-                 "/nonexistent/model");
-  expect_refusal(run_bitdelta("generate " + m + " --prompt hi -n 100", scratch_), 1, "context");
+                 {"/nonexistent/model"});
+  expect_refusal(run_bitdelta("generate " + m + " --prompt hi -n 100", scratch_), 1, {"context"});
   expect_refusal(run_bitdelta("generate " + m + " --prompt hi --temperature -1", scratch_), 1,
-                 "temperature");
-  expect_refusal(run_bitdelta("generate " + m, scratch_), 2, "--prompt");
+                 {"temperature"});
+  expect_refusal(run_bitdelta("generate " + m, scratch_), 2, {"--prompt"});
 }
 
 }  // namespace
