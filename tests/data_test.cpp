@@ -1,20 +1,20 @@
 // The data pipeline: file → tokens, the deterministic split, seeded random windows, and the
 // consecutive evaluation windows.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
-#include <filesystem>
-#include <fstream>
 #include <numeric>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "test_util.h"
 #include "train/data.h"
 
 namespace bd {
 namespace {
+
+using test::error_of;
 
 // A byte-level encoder: token id = byte value.
 std::vector<int32_t> encode_bytes(std::string_view text) {
@@ -27,28 +27,9 @@ std::vector<int32_t> iota_tokens(int32_t n) {
   return tokens;
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "(no error)";
-}
-
 class DataFile : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char dir_template[] = "/tmp/bd_data_XXXXXX";
-    dir_ = ::mkdtemp(dir_template);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string write(const std::string& name, const std::string& contents) {
-    const std::string path = dir_ + "/" + name;
-    std::ofstream(path, std::ios::binary) << contents;
-    return path;
-  }
-  std::string dir_;
+  test::ScratchDir scratch_;
 };
 
 TEST(SplitTokens, HoldsOutTheTail) {
@@ -64,7 +45,7 @@ TEST(SplitTokens, HoldsOutTheTail) {
 }
 
 TEST_F(DataFile, LoadsEncodesSplitsAndHashes) {
-  const std::string path = write("abc.txt", "abcdefghij");
+  const std::string path = scratch_.write("abc.txt", "abcdefghij");
   const TokenData data = load_token_data(path, encode_bytes, 0.2, 4);
   EXPECT_EQ(data.train, encode_bytes("abcdefgh"));
   EXPECT_EQ(data.heldout, encode_bytes("ij"));
@@ -74,22 +55,23 @@ TEST_F(DataFile, LoadsEncodesSplitsAndHashes) {
 }
 
 TEST_F(DataFile, RejectsMissingEmptyAndShortFilesNamingThem) {
-  EXPECT_NE(
-      error_of([&] { load_token_data(dir_ + "/none.txt", encode_bytes, 0.1, 4); }).find("none.txt"),
-      std::string::npos);
-  const std::string empty = write("empty.txt", "");
+  EXPECT_NE(error_of([&] {
+              load_token_data(scratch_ / "none.txt", encode_bytes, 0.1, 4);
+            }).find("none.txt"),
+            std::string::npos);
+  const std::string empty = scratch_.write("empty.txt", "");
   EXPECT_NE(error_of([&] {
               load_token_data(empty, encode_bytes, 0.1, 4);
             }).find("empty.txt: the data file is empty"),
             std::string::npos);
-  const std::string short_file = write("short.txt", "abcd");
+  const std::string short_file = scratch_.write("short.txt", "abcd");
   EXPECT_NE(error_of([&] {
               load_token_data(short_file, encode_bytes, 0.0, 4);
             }).find("short.txt: too short"),
             std::string::npos);
   EXPECT_NO_THROW(load_token_data(short_file, encode_bytes, 0.0, 3));
   // 20 bytes, 5% held out = 1 token: too little to predict anything.
-  const std::string tiny_heldout = write("tiny.txt", std::string(20, 'x'));
+  const std::string tiny_heldout = scratch_.write("tiny.txt", std::string(20, 'x'));
   EXPECT_NE(
       error_of([&] { load_token_data(tiny_heldout, encode_bytes, 0.05, 4); }).find("held-out"),
       std::string::npos);
