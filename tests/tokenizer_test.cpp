@@ -3,13 +3,9 @@
 // tests/reference/tokenizer_ref.py: the `regex` module for the split patterns, a Python BPE
 // encoder for byte-level vocabularies, and Google's SentencePiece library for Llama-2-style BPE.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -20,46 +16,29 @@
 #include "model/pretokenize.h"
 #include "model/tokenizer.h"
 #include "model/tokenizer_unicode.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
 
 using nlohmann::json;
 using Ids = std::vector<int32_t>;
+using test::error_of;
 
-const std::string kReference =
-    std::string(BITDELTA_SOURCE_DIR) + "/tests/reference/tokenizer_ref.py";
 const std::string kCorpus = "/usr/share/common-licenses/GPL-3";  // in every Debian (base-files)
 
-std::string make_temp_dir() {
-  std::string pattern = (std::filesystem::temp_directory_path() / "bd_tok_XXXXXX").string();
-  if (!mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
-  return pattern;
-}
-
 json read_json(const std::string& path) {
-  std::ifstream in(path);
-  return json::parse(in);
+  return json::parse(read_file(path));
 }
 
-void run_reference(const std::string& arguments) {
-  const std::string command = "/usr/bin/python3 " + kReference + " " + arguments;
-  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+// Runs tokenizer_ref.py with `arguments`, which name where its outputs go.
+void run_reference(const std::string& arguments, const test::ScratchDir& scratch) {
+  const test::CommandResult run = test::run_reference("tokenizer_ref.py", arguments, scratch);
+  ASSERT_EQ(run.exit_code, 0) << arguments << "\n" << run.err;
 }
 
 std::unique_ptr<Tokenizer> parse(const json& config) {
   return parse_tokenizer_json(config.dump(), "test.json");
-}
-
-// The message of the bd::Error that `action` throws ("" if none).
-template <typename Action>
-std::string error_of(Action action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "";
 }
 
 std::string random_bytes(std::mt19937& rng, size_t max_length) {
@@ -373,9 +352,9 @@ TEST(PreTokenize, SplitBehaviors) {
 }
 
 TEST(PreTokenize, SplitRegexesMatchPythonRegex) {
-  const std::string dir = make_temp_dir();
-  run_reference("pretokenize " + dir + "/pre.json");
-  const json cases = read_json(dir + "/pre.json");
+  const test::ScratchDir scratch;
+  run_reference("pretokenize " + (scratch / "pre.json"), scratch);
+  const json cases = read_json(scratch / "pre.json");
   ASSERT_GT(cases.size(), 3000u);
   const std::pair<const char*, SplitRegex> regexes[] = {
       {"gpt2", SplitRegex::kGpt2}, {"cl100k", SplitRegex::kCl100k}, {"qwen2", SplitRegex::kQwen2}};
@@ -392,7 +371,6 @@ TEST(PreTokenize, SplitRegexesMatchPythonRegex) {
     }
   }
   EXPECT_EQ(mismatches, 0);
-  std::filesystem::remove_all(dir);
 }
 
 TEST(PreTokenize, RecognisesOnlyTheImplementedRegexes) {
@@ -404,16 +382,22 @@ TEST(PreTokenize, RecognisesOnlyTheImplementedRegexes) {
 
 // ---- differential: byte-level BPE against the Python encoder -----------------------------------
 
-class ByteLevelReference : public ::testing::Test {
+// Runs `tokenizer_ref.py <kKind> CORPUS DIR` once for the whole suite; its tests read DIR.
+template <const char* kKind>
+class ReferenceOutput : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = make_temp_dir();
-    run_reference("bytelevel " + kCorpus + " " + dir_);
+    scratch_ = std::make_unique<test::ScratchDir>();
+    dir_ = scratch_->path();
+    run_reference(std::string(kKind) + " " + kCorpus + " " + dir_, *scratch_);
   }
-  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
-  static std::string dir_;
+  static void TearDownTestSuite() { scratch_.reset(); }
+  static inline std::unique_ptr<test::ScratchDir> scratch_;
+  static inline std::string dir_;
 };
-std::string ByteLevelReference::dir_;
+
+constexpr char kByteLevel[] = "bytelevel";
+using ByteLevelReference = ReferenceOutput<kByteLevel>;
 
 TEST_F(ByteLevelReference, IdsMatch) {
   const json cases = read_json(dir_ + "/bytelevel_cases.json");
@@ -467,16 +451,8 @@ TEST_F(ByteLevelReference, RoundTripsRandomBytesAndUtf8) {
 
 // ---- differential: SentencePiece-style BPE against the SentencePiece library -------------------
 
-class SentencePieceReference : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = make_temp_dir();
-    run_reference("sentencepiece " + kCorpus + " " + dir_);
-  }
-  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
-  static std::string dir_;
-};
-std::string SentencePieceReference::dir_;
+constexpr char kSentencePiece[] = "sentencepiece";
+using SentencePieceReference = ReferenceOutput<kSentencePiece>;
 
 // HF's Metaspace pre-tokenizer prepends ▁ only to text that does not already start with one (after
 // spaces become ▁), where SentencePiece always adds its dummy prefix: text that starts with a space
@@ -604,10 +580,10 @@ TEST(TokenizerErrors, NameTheFileAndTheField) {
 }
 
 TEST(TokenizerErrors, MissingFileNamesThePath) {
-  const std::string dir = make_temp_dir();
-  EXPECT_NE(error_of([&] { load_tokenizer_for_model(dir); }).find(dir + "/tokenizer.json"),
-            std::string::npos);
-  std::filesystem::remove_all(dir);
+  const test::ScratchDir scratch;
+  EXPECT_NE(
+      error_of([&] { load_tokenizer_for_model(scratch.path()); }).find(scratch / "tokenizer.json"),
+      std::string::npos);
 }
 
 TEST(TokenizerErrors, NormalizerNeedsUtf8) {
