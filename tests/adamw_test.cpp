@@ -1,18 +1,16 @@
 // AdamW and gradient clipping: hand-computed steps, then a run against torch.optim.AdamW +
 // clip_grad_norm_ + LambdaLR (tests/reference/train_ref.py) on random tensors.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
+#include "test_util.h"
 #include "train/adamw.h"
 #include "train/grad_clip.h"
 #include "train/lr_schedule.h"
@@ -84,24 +82,10 @@ TEST(GradClip, LeavesSmallGradientsAndDisabledClippingAlone) {
   EXPECT_EQ(big[1], 40.0f);
 }
 
-void write_floats(const std::string& path, const std::vector<float>& values) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(values.data()), std::streamsize(values.size() * 4));
-}
-
-std::vector<float> read_floats(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<float> values(bytes.size() / 4);
-  std::memcpy(values.data(), bytes.data(), values.size() * 4);
-  return values;
-}
-
 // Three tensors (two decayed matrices, one vector without decay), 30 steps of random gradients
 // whose scale varies so clipping is active on some steps and not on others.
 TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
-  char dir_template[] = "/tmp/bd_adamw_XXXXXX";
-  const std::string dir = ::mkdtemp(dir_template);
+  const test::ScratchDir scratch;
   const std::vector<std::vector<int64_t>> shapes = {{7, 13}, {13}, {5, 3}};
   const std::vector<bool> decay = {true, false, true};
   const int steps = 30;
@@ -124,8 +108,8 @@ TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
   for (int t = 0; t < steps; ++t)
     for (size_t i = 0; i < total; ++i)
       grads[t * total + i] = normal(rng) * (t % 3 == 0 ? 1.0f : 0.05f);
-  write_floats(dir + "/params0.f32", params);
-  write_floats(dir + "/grads.f32", grads);
+  test::write_values(scratch / "params0.f32", params);
+  test::write_values(scratch / "grads.f32", grads);
   nlohmann::json spec = {{"shapes", shapes},
                          {"decay", decay},
                          {"steps", steps},
@@ -137,12 +121,12 @@ TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
                          {"eps", config.eps},
                          {"weight_decay", config.weight_decay},
                          {"clip", max_norm}};
-  std::ofstream(dir + "/spec.json") << spec.dump();
-  const std::string command = std::string("/usr/bin/python3 ") + BITDELTA_SOURCE_DIR +
-                              "/tests/reference/train_ref.py adamw " + dir;
-  ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  const std::vector<float> torch_params = read_floats(dir + "/params.f32");
-  const std::vector<float> torch_norms = read_floats(dir + "/norms.f32");
+  scratch.write("spec.json", spec.dump());
+  const test::CommandResult torch =
+      test::run_reference("train_ref.py", "adamw " + scratch.path(), scratch);
+  ASSERT_EQ(torch.exit_code, 0) << torch.err;
+  const std::vector<float> torch_params = test::read_values<float>(scratch / "params.f32");
+  const std::vector<float> torch_norms = test::read_values<float>(scratch / "norms.f32");
   ASSERT_EQ(torch_params.size(), total * steps);
   ASSERT_EQ(torch_norms.size(), size_t(steps));
 
@@ -167,7 +151,6 @@ TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
   EXPECT_LT(clipped_steps, steps);
   EXPECT_LT(max_param_error, 2e-6);
   EXPECT_LT(max_norm_error, 1e-6);
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
