@@ -2,10 +2,8 @@
 // inference path == the training path, BF16/F16 weight views == F32 weights of the same rounded
 // values, checkpoint round trips of LlamaParams, and bad input.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cmath>
-#include <filesystem>
 #include <random>
 #include <vector>
 
@@ -13,23 +11,23 @@
 #include "io/checkpoint.h"
 #include "model/llama.h"
 #include "model/llama_params.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
 
-namespace fs = std::filesystem;
+using test::max_relative_error;
 
 LlamaConfig small_config(RopeScaling::Type scaling = RopeScaling::Type::None) {
-  LlamaConfig c;
-  c.vocab_size = 37;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 6;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 500.0;
+  LlamaConfig c = test::llama_config({.vocab = 37,
+                                      .hidden = 16,
+                                      .intermediate = 24,
+                                      .layers = 2,
+                                      .heads = 4,
+                                      .kv_heads = 2,
+                                      .head_dim = 6,
+                                      .rms_norm_eps = 1e-5,
+                                      .rope_theta = 500.0});
   c.rope_scaling.type = scaling;
   c.rope_scaling.factor = 4.0;
   c.rope_scaling.original_max_position_embeddings = 16;  // all llama3 regimes at head_dim 6
@@ -37,14 +35,7 @@ LlamaConfig small_config(RopeScaling::Type scaling = RopeScaling::Type::None) {
 }
 
 LlamaParams random_params(const LlamaConfig& config, uint64_t seed) {
-  LlamaParams params(config);
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (const ParamSlice& slice : params.slices())
-    for (size_t i = 0; i < slice.numel; ++i)
-      params.data()[slice.offset + i] =
-          slice.shape.size() == 1 ? 1.0f + 0.1f * normal(rng) : 0.25f * normal(rng);
-  return params;
+  return test::random_llama_params(config, seed, 0.25f, 0.1f);
 }
 
 std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
@@ -52,16 +43,6 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
   std::vector<int32_t> tokens(static_cast<size_t>(n));
   for (int32_t& t : tokens) t = int32_t(rng() % uint64_t(vocab));
   return tokens;
-}
-
-// max |a - b| / max |b|
-double relative_error(const float* a, const float* b, int64_t n) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    diff = std::max(diff, std::abs(double(a[i]) - b[i]));
-    scale = std::max(scale, std::abs(double(b[i])));
-  }
-  return diff / scale;
 }
 
 std::vector<float> prefill_logits(const LlamaWeights& weights, const std::vector<int32_t>& tokens) {
@@ -72,10 +53,19 @@ std::vector<float> prefill_logits(const LlamaWeights& weights, const std::vector
   return logits;
 }
 
-class KVCacheConsistency : public ::testing::TestWithParam<RopeScaling::Type> {};
+struct ScalingCase {
+  const char* name;
+  RopeScaling::Type type;
+};
+
+void PrintTo(const ScalingCase& scaling, std::ostream* out) {
+  *out << scaling.name;
+}
+
+class KVCacheConsistency : public ::testing::TestWithParam<ScalingCase> {};
 
 TEST_P(KVCacheConsistency, PrefillEqualsChunksEqualsDecode) {
-  const LlamaConfig config = small_config(GetParam());
+  const LlamaConfig config = small_config(GetParam().type);
   const LlamaParams params = random_params(config, 1);
   const LlamaWeights weights = params.weights();
   const int64_t T = 20, V = config.vocab_size;
@@ -86,7 +76,7 @@ TEST_P(KVCacheConsistency, PrefillEqualsChunksEqualsDecode) {
   std::vector<float> logits(static_cast<size_t>(V));
   for (int64_t t = 0; t < T; ++t) {
     forward(weights, decode_cache, &tokens[t], 1, logits.data());
-    EXPECT_LT(relative_error(logits.data(), &full[t * V], V), 1e-5) << "position " << t;
+    EXPECT_LT(max_relative_error(logits.data(), &full[t * V], V), 1e-5) << "position " << t;
   }
 
   KVCache chunk_cache(config, 32);
@@ -94,28 +84,21 @@ TEST_P(KVCacheConsistency, PrefillEqualsChunksEqualsDecode) {
   for (int64_t chunk : {7, 1, 9, 3}) {
     forward(weights, chunk_cache, &tokens[done], chunk, logits.data());  // last token only
     done += chunk;
-    EXPECT_LT(relative_error(logits.data(), &full[(done - 1) * V], V), 1e-5) << "after " << done;
+    EXPECT_LT(max_relative_error(logits.data(), &full[(done - 1) * V], V), 1e-5)
+        << "after " << done;
   }
   chunk_cache.reset();
   forward(weights, chunk_cache, tokens.data(), 3, logits.data());
-  EXPECT_LT(relative_error(logits.data(), &full[2 * V], V), 1e-5) << "after reset";
-}
-
-std::string scaling_name(const ::testing::TestParamInfo<RopeScaling::Type>& info) {
-  switch (info.param) {
-    case RopeScaling::Type::Linear:
-      return "linear";
-    case RopeScaling::Type::Llama3:
-      return "llama3";
-    default:
-      return "none";
-  }
+  EXPECT_LT(max_relative_error(logits.data(), &full[2 * V], V), 1e-5) << "after reset";
 }
 
 INSTANTIATE_TEST_SUITE_P(RopeScalings, KVCacheConsistency,
-                         ::testing::Values(RopeScaling::Type::None, RopeScaling::Type::Linear,
-                                           RopeScaling::Type::Llama3),
-                         scaling_name);
+                         ::testing::Values(ScalingCase{"none", RopeScaling::Type::None},
+                                           ScalingCase{"linear", RopeScaling::Type::Linear},
+                                           ScalingCase{"llama3", RopeScaling::Type::Llama3}),
+                         [](const ::testing::TestParamInfo<ScalingCase>& info) {
+                           return std::string(info.param.name);
+                         });
 
 TEST(LlamaForward, InferenceMatchesTrainingForward) {
   const LlamaConfig config = small_config(RopeScaling::Type::Llama3);
@@ -128,7 +111,7 @@ TEST(LlamaForward, InferenceMatchesTrainingForward) {
   for (int64_t b = 0; b < B; ++b) {
     const std::vector<int32_t> sequence(tokens.begin() + b * T, tokens.begin() + (b + 1) * T);
     const std::vector<float> logits = prefill_logits(weights, sequence);
-    EXPECT_LT(relative_error(logits.data(), acts.logits + b * T * V, T * V), 1e-5);
+    EXPECT_LT(max_relative_error(logits.data(), acts.logits + b * T * V, T * V), 1e-5);
   }
 }
 
@@ -173,14 +156,15 @@ TEST(LlamaForward, HalfPrecisionWeightsEqualTheirF32Values) {
       EXPECT_EQ(half.final_norm.dtype, DType::F32);  // norms are widened once
       // Prefill (12 rows: the SGEMM path) and decode (1 row: the GEMV path).
       const std::vector<float> a = prefill_logits(half, tokens), b = prefill_logits(wide, tokens);
-      EXPECT_LT(relative_error(a.data(), b.data(), int64_t(a.size())), 1e-5) << dtype_name(dtype);
+      EXPECT_LT(max_relative_error(a.data(), b.data(), int64_t(a.size())), 1e-5)
+          << dtype_name(dtype);
       KVCache cache_a(config, 12), cache_b(config, 12);
       std::vector<float> step_a(static_cast<size_t>(config.vocab_size)), step_b(step_a.size());
       for (int32_t token : tokens) {
         forward(half, cache_a, &token, 1, step_a.data());
         forward(wide, cache_b, &token, 1, step_b.data());
       }
-      EXPECT_LT(relative_error(step_a.data(), step_b.data(), config.vocab_size), 1e-5);
+      EXPECT_LT(max_relative_error(step_a.data(), step_b.data(), config.vocab_size), 1e-5);
     }
   }
 }
@@ -250,8 +234,8 @@ TEST(LlamaParams, InitRandomIsSeededAndScaled) {
 }
 
 TEST(LlamaParams, CheckpointRoundTripGivesTheSameModel) {
-  std::string pattern = (fs::temp_directory_path() / "bd_llama_XXXXXX").string();
-  const std::string dir = ::mkdtemp(pattern.data());
+  const test::ScratchDir scratch;
+  const std::string dir = scratch / "model";
   const LlamaConfig config = small_config(RopeScaling::Type::Linear);
   const LlamaParams params = random_params(config, 9);
   save_checkpoint(dir, config, params.named_tensors(), "", {}, true);
@@ -263,7 +247,6 @@ TEST(LlamaParams, CheckpointRoundTripGivesTheSameModel) {
   const std::vector<float> mapped = prefill_logits(weights_from_checkpoint(checkpoint), tokens);
   const std::vector<float> owned = prefill_logits(params.weights(), tokens);
   EXPECT_EQ(mapped, owned);
-  fs::remove_all(dir);
 }
 
 }  // namespace
