@@ -8,42 +8,33 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
-#include <random>
 #include <tuple>
 #include <vector>
 
 #include "core/error.h"
 #include "model/llama.h"
 #include "model/llama_params.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
 
 LlamaConfig tiny_config(bool tied) {
-  LlamaConfig c;
-  c.vocab_size = 11;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;  // hidden / heads would be 2
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 100.0;  // visible rotation within a few positions
-  c.tie_word_embeddings = tied;
-  return c;
+  return test::llama_config({.vocab = 11,
+                             .hidden = 8,
+                             .intermediate = 12,
+                             .layers = 2,
+                             .heads = 4,
+                             .kv_heads = 2,
+                             .head_dim = 4,  // hidden / heads would be 2
+                             .rms_norm_eps = 1e-5,
+                             .rope_theta = 100.0,  // visible rotation within a few positions
+                             .tied = tied});
 }
 
 // Weights large enough that every layer is far from linear (std 0.3), norms around 1.
-void randomize(LlamaParams& params, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (const ParamSlice& slice : params.slices()) {
-    float* values = params.data() + slice.offset;
-    const bool norm = slice.shape.size() == 1;
-    for (size_t i = 0; i < slice.numel; ++i)
-      values[i] = norm ? 1.0f + 0.2f * normal(rng) : 0.3f * normal(rng);
-  }
+LlamaParams random_params(const LlamaConfig& config, uint64_t seed) {
+  return test::random_llama_params(config, seed, 0.3f, 0.2f);
 }
 
 struct Batch {
@@ -56,8 +47,8 @@ class LlamaGrad : public ::testing::TestWithParam<bool> {};
 
 TEST_P(LlamaGrad, EveryParameterMatchesFiniteDifferences) {
   const LlamaConfig config = tiny_config(GetParam());
-  LlamaParams params(config), grads(config);
-  randomize(params, 42);
+  LlamaParams params = random_params(config, 42);  // perturbed below
+  LlamaParams grads(config);
   const Batch batch;
   TrainActivations acts(config, batch.B, batch.T);
   const LlamaWeights weights = params.weights();
@@ -122,8 +113,8 @@ struct OuterProductObserver : LinearBackwardObserver {
 
 TEST(LlamaBackward, ObserverSeesEveryLinearWithItsInputAndOutputGradient) {
   const LlamaConfig config = tiny_config(false);
-  LlamaParams params(config), grads(config);
-  randomize(params, 7);
+  const LlamaParams params = random_params(config, 7);
+  LlamaParams grads(config);
   const Batch batch;
   TrainActivations acts(config, batch.B, batch.T);
   const LlamaWeights weights = params.weights();
@@ -145,8 +136,8 @@ TEST(LlamaBackward, ObserverSeesEveryLinearWithItsInputAndOutputGradient) {
 
 TEST(LlamaBackward, AccumulatesIntoGradients) {
   const LlamaConfig config = tiny_config(true);
-  LlamaParams params(config), once(config), twice(config);
-  randomize(params, 8);
+  const LlamaParams params = random_params(config, 8);
+  LlamaParams once(config), twice(config);
   const Batch batch;
   TrainActivations acts(config, batch.B, batch.T);
   const LlamaWeights weights = params.weights();
@@ -160,8 +151,7 @@ TEST(LlamaBackward, AccumulatesIntoGradients) {
 
 TEST(LlamaBackward, RejectsMismatchedBuffers) {
   const LlamaConfig config = tiny_config(false);
-  LlamaParams params(config);
-  randomize(params, 9);
+  const LlamaParams params = random_params(config, 9);
   const Batch batch;
   TrainActivations acts(config, batch.B, batch.T);
   EXPECT_THROW(
