@@ -7,12 +7,9 @@
 // sequence lengths 1 and > 64, and rope_scaling none / linear / llama3. The inference forward
 // (prefill through the KV cache, then decode) is compared with the same logits.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -24,20 +21,14 @@
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "model/llama_params.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
 
-namespace fs = std::filesystem;
+using test::max_relative_error;
 
 constexpr double kTolerance = 1e-4;
-const char* kPython = "/usr/bin/python3";
-
-bool torch_available() {
-  static const bool available =
-      std::system(cat(kPython, " -c 'import torch, numpy' > /dev/null 2>&1").c_str()) == 0;
-  return available;
-}
 
 struct ParityCase {
   std::string label;
@@ -46,18 +37,16 @@ struct ParityCase {
 };
 
 LlamaConfig base_config() {
-  LlamaConfig c;
-  c.vocab_size = 67;
-  c.hidden_size = 48;
-  c.intermediate_size = 80;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 6;
-  c.num_key_value_heads = 2;
-  c.head_dim = 10;  // hidden / heads = 8
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.max_position_embeddings = 128;
-  return c;
+  return test::llama_config({.vocab = 67,
+                             .hidden = 48,
+                             .intermediate = 80,
+                             .layers = 2,
+                             .heads = 6,
+                             .kv_heads = 2,
+                             .head_dim = 10,  // hidden / heads = 8
+                             .rms_norm_eps = 1e-5,
+                             .rope_theta = 10000.0,
+                             .max_positions = 128});
 }
 
 std::vector<ParityCase> parity_cases() {
@@ -107,25 +96,7 @@ std::vector<ParityCase> parity_cases() {
 // Weights N(0, 0.15²) (norms 1 + N(0, 0.1²)): large enough that attention is far from uniform
 // and the loss far from log V.
 LlamaParams random_params(const LlamaConfig& config, uint64_t seed) {
-  LlamaParams params(config);
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (const ParamSlice& slice : params.slices())
-    for (size_t i = 0; i < slice.numel; ++i)
-      params.data()[slice.offset + i] =
-          slice.shape.size() == 1 ? 1.0f + 0.1f * normal(rng) : 0.15f * normal(rng);
-  return params;
-}
-
-// max|ours - torch| / max|torch|; the plain difference when torch's tensor is all zeros (with
-// T = 1 each query sees one key, so q_proj and k_proj get exactly zero gradient).
-double relative_error(const float* ours, const float* torch, int64_t n) {
-  double diff = 0, scale = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    diff = std::max(diff, std::abs(double(ours[i]) - torch[i]));
-    scale = std::max(scale, std::abs(double(torch[i])));
-  }
-  return scale > 0 ? diff / scale : diff;
+  return test::random_llama_params(config, seed, 0.15f, 0.1f);
 }
 
 struct PreparedCase {
@@ -152,7 +123,7 @@ PreparedCase prepare(const ParityCase& p, const std::string& dir) {
     inputs["tokens"].push_back(row(prepared.tokens));
     inputs["targets"].push_back(row(prepared.targets));
   }
-  std::ofstream(dir + "/inputs.json") << inputs.dump();
+  test::write_bytes(dir + "/inputs.json", inputs.dump());
   return prepared;
 }
 
@@ -160,22 +131,21 @@ void check_case(const ParityCase& p, const PreparedCase& prepared);
 
 // One test over all configs, so the reference runs once (torch's import dominates its time).
 TEST(TorchParity, LogitsLossAndEveryGradient) {
-  if (!torch_available()) GTEST_SKIP() << kPython << " has no torch";
-  std::string pattern = (fs::temp_directory_path() / "bd_parity_XXXXXX").string();
-  const std::string root = ::mkdtemp(pattern.data());
-  std::string command = cat(kPython, " ", BITDELTA_SOURCE_DIR, "/tests/reference/llama_ref.py");
+  if (!test::have_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch";
+  const test::ScratchDir root;
+  std::string arguments;
   std::vector<PreparedCase> prepared;
   for (const ParityCase& p : parity_cases()) {
-    const std::string dir = cat(root, "/", p.label);
+    const std::string dir = root / p.label;
     prepared.push_back(prepare(p, dir));
-    command += cat(" ", dir, "/model ", dir, "/inputs.json ", dir, "/torch.safetensors");
+    arguments += cat(" ", dir, "/model ", dir, "/inputs.json ", dir, "/torch.safetensors");
   }
-  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  const test::CommandResult torch = test::run_reference("llama_ref.py", arguments, root);
+  ASSERT_EQ(torch.exit_code, 0) << torch.err;
   for (size_t i = 0; i < prepared.size(); ++i) {
     SCOPED_TRACE(parity_cases()[i].label);
     check_case(parity_cases()[i], prepared[i]);
   }
-  fs::remove_all(root);
 }
 
 void check_case(const ParityCase& p, const PreparedCase& prepared) {
@@ -194,7 +164,7 @@ void check_case(const ParityCase& p, const PreparedCase& prepared) {
   TrainActivations acts(config, p.B, p.T);
   const float loss = forward_train(weights, tokens.data(), targets.data(), p.B, p.T, acts);
   const double logits_error =
-      relative_error(acts.logits, torch.get("logits").as<float>(), rows * V);
+      max_relative_error(acts.logits, torch.get("logits").as<float>(), rows * V);
   EXPECT_LE(logits_error, kTolerance);
   EXPECT_NEAR(loss, torch.get("loss").as<float>()[0], kTolerance * loss);
 
@@ -208,10 +178,12 @@ void check_case(const ParityCase& p, const PreparedCase& prepared) {
     forward(mapped, cache, &tokens[b * p.T + p.T - 1], 1, &logits[(p.T - 1) * V]);
     inference_error = std::max(
         inference_error,
-        relative_error(logits.data(), torch.get("logits").as<float>() + b * p.T * V, p.T * V));
+        max_relative_error(logits.data(), torch.get("logits").as<float>() + b * p.T * V, p.T * V));
   }
   EXPECT_LE(inference_error, kTolerance);
 
+  // With T = 1 each query sees one key, so q_proj and k_proj get exactly zero gradient: there
+  // max_relative_error is the plain difference from torch's zeros.
   backward(weights, acts, grads);
   double worst = 0;
   std::string worst_name;
@@ -219,7 +191,7 @@ void check_case(const ParityCase& p, const PreparedCase& prepared) {
     const TensorView& expected = torch.get("grad." + slice.name);
     ASSERT_EQ(expected.shape, slice.shape) << slice.name;
     const double error =
-        relative_error(grads.data() + slice.offset, expected.as<float>(), int64_t(slice.numel));
+        max_relative_error(grads.data() + slice.offset, expected.as<float>(), int64_t(slice.numel));
     EXPECT_LE(error, kTolerance) << slice.name;
     if (error > worst) worst = error, worst_name = slice.name;
   }
@@ -227,7 +199,6 @@ void check_case(const ParityCase& p, const PreparedCase& prepared) {
       "%s: logits %.2e, inference logits %.2e, loss %.6f vs %.6f, worst gradient %.2e (%s)\n",
       p.label.c_str(), logits_error, inference_error, loss, torch.get("loss").as<float>()[0], worst,
       worst_name.c_str());
-  fs::remove_all(dir);
 }
 
 }  // namespace
