@@ -3,14 +3,10 @@
 // independent float64 torch model with autograd, torch.optim.AdamW, LambdaLR and
 // clip_grad_norm_ (tests/reference/train_ref.py). The losses must agree step by step.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -18,25 +14,21 @@
 
 #include "io/checkpoint.h"
 #include "model/llama_params.h"
+#include "test_util.h"
 #include "train/trainer.h"
 
 namespace bd {
 namespace {
-
-template <typename T>
-std::vector<T> read_values(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<T> values(bytes.size() / sizeof(T));
-  std::memcpy(values.data(), bytes.data(), values.size() * sizeof(T));
-  return values;
-}
 
 struct ParityCase {
   const char* name;
   LlamaConfig config;
   int64_t batch, seq, steps;
 };
+
+void PrintTo(const ParityCase& c, std::ostream* out) {
+  *out << c.name;
+}
 
 // A token stream with structure to learn (a noisy linear recurrence), cut into `steps` batches of
 // B random windows of T + 1 tokens: [steps, B, T + 1].
@@ -68,15 +60,14 @@ class TrainTorchParity : public ::testing::TestWithParam<ParityCase> {};
 
 TEST_P(TrainTorchParity, LossCurveMatchesStepByStep) {
   const ParityCase& c = GetParam();
-  char dir_template[] = "/tmp/bd_train_parity_XXXXXX";
-  const std::string dir = ::mkdtemp(dir_template);
+  const test::ScratchDir scratch;
+  const std::string dir = scratch.path();
 
   LlamaParams params(c.config);
   params.init_random(5);
   save_checkpoint(dir + "/model", c.config, params.named_tensors(), "", {}, false);
   const std::vector<int32_t> windows = make_windows(c.config.vocab_size, c.steps, c.batch, c.seq);
-  std::ofstream(dir + "/batches.i32", std::ios::binary)
-      .write(reinterpret_cast<const char*>(windows.data()), std::streamsize(windows.size() * 4));
+  test::write_values(dir + "/batches.i32", windows);
 
   TrainOptions options;
   options.steps = c.steps;
@@ -101,13 +92,12 @@ TEST_P(TrainTorchParity, LossCurveMatchesStepByStep) {
                                {"eps", options.adamw.eps},
                                {"weight_decay", options.adamw.weight_decay},
                                {"clip", options.clip}};
-  std::ofstream(dir + "/spec.json") << spec.dump();
-  const std::string command = std::string("/usr/bin/python3 ") + BITDELTA_SOURCE_DIR +
-                              "/tests/reference/train_ref.py train " + dir;
-  ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  const std::vector<double> torch_losses = read_values<double>(dir + "/losses.f64");
-  const std::vector<double> torch_norms = read_values<double>(dir + "/norms.f64");
-  const std::vector<float> torch_params = read_values<float>(dir + "/params.f32");
+  scratch.write("spec.json", spec.dump());
+  const test::CommandResult torch = test::run_reference("train_ref.py", "train " + dir, scratch);
+  ASSERT_EQ(torch.exit_code, 0) << torch.err;
+  const std::vector<double> torch_losses = test::read_values<double>(dir + "/losses.f64");
+  const std::vector<double> torch_norms = test::read_values<double>(dir + "/norms.f64");
+  const std::vector<float> torch_params = test::read_values<float>(dir + "/params.f32");
   ASSERT_EQ(torch_losses.size(), size_t(c.steps));
   ASSERT_EQ(torch_params.size(), params.size());
 
@@ -150,23 +140,20 @@ TEST_P(TrainTorchParity, LossCurveMatchesStepByStep) {
   EXPECT_LT(torch_losses.back(), torch_losses.front() - 0.1);  // the run really trains
   EXPECT_GT(clipped, 0);  // both paths of clipping were exercised
   EXPECT_LT(clipped, c.steps);
-  std::filesystem::remove_all(dir);
 }
 
 LlamaConfig tiny_config(bool tied, int64_t kv_heads, int64_t head_dim) {
-  LlamaConfig config;
-  config.vocab_size = 61;
-  config.hidden_size = 24;
-  config.intermediate_size = 40;
-  config.num_hidden_layers = 2;
-  config.num_attention_heads = 4;
-  config.num_key_value_heads = kv_heads;
-  config.head_dim = head_dim;
-  config.rms_norm_eps = 1e-5;
-  config.rope_theta = 10000.0;
-  config.max_position_embeddings = 64;
-  config.tie_word_embeddings = tied;
-  return config;
+  return test::llama_config({.vocab = 61,
+                             .hidden = 24,
+                             .intermediate = 40,
+                             .layers = 2,
+                             .heads = 4,
+                             .kv_heads = kv_heads,
+                             .head_dim = head_dim,
+                             .rms_norm_eps = 1e-5,
+                             .rope_theta = 10000.0,
+                             .max_positions = 64,
+                             .tied = tied});
 }
 
 INSTANTIATE_TEST_SUITE_P(
