@@ -2,6 +2,7 @@
 // packing (the layout of kernels/sign_matmul.h) and their own dense reconstruction, independent
 // of the adapter writer and of the sign kernels.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -37,6 +38,16 @@ inline std::vector<std::string> block_linear_names(const LlamaConfig& config) {
     for (const char* part : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                              "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
       names.push_back("model.layers." + std::to_string(l) + "." + part + ".weight");
+  return names;
+}
+
+// The tensors BitDelta keeps exactly: everything but the block linears (embedding, norms, head).
+inline std::vector<std::string> exact_tensor_names(const LlamaConfig& config) {
+  const std::vector<std::string> linears = block_linear_names(config);
+  std::vector<std::string> names;
+  for (const TensorSpec& spec : llama_tensor_specs(config))
+    if (std::find(linears.begin(), linears.end(), spec.name) == linears.end())
+      names.push_back(spec.name);
   return names;
 }
 

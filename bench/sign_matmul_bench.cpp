@@ -1,0 +1,128 @@
+// Packed-sign products against the dense BF16 product of the same shape: what a BitDelta overlay
+// adds to each linear of a decode step (T = 1) or a prefill (T = 256).
+//
+//   build/sign_matmul_bench                   (all cores; OMP_NUM_THREADS=n for fewer)
+//
+// Both operands are spread over enough copies (≥ 512 MiB in all) that every call streams its
+// matrix from DRAM, as decode does with a model much larger than the last-level cache.
+// Counters: GBps: matrix bytes read per second (sign bits: O·I/8; BF16: 2·O·I); of_bw: that over
+// the measured read bandwidth; Gweights: O·I·T weight-token products per second.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/threads.h"
+#include "kernels/matmul.h"
+#include "kernels/membw.h"
+#include "kernels/sign_matmul.h"
+
+namespace {
+
+double g_read_bandwidth = 0;  // bytes/s, measured once at start
+
+constexpr size_t kMinBytes = size_t(512) << 20;
+
+// `count` copies of `one` random bytes, together at least kMinBytes.
+std::vector<uint8_t> random_copies(size_t one, size_t* count) {
+  *count = (kMinBytes + one - 1) / one;
+  std::vector<uint8_t> bytes(one * *count);
+  std::mt19937 rng(1);
+  for (uint8_t& b : bytes) b = uint8_t(rng());
+  return bytes;
+}
+
+void set_counters(benchmark::State& state, double matrix_bytes, double weights) {
+  const double calls = double(state.iterations());
+  using benchmark::Counter;
+  state.counters["GBps"] = Counter(matrix_bytes * calls / 1e9, Counter::kIsRate);
+  state.counters["of_bw"] = Counter(matrix_bytes * calls / g_read_bandwidth, Counter::kIsRate);
+  state.counters["Gweights"] = Counter(weights * calls / 1e9, Counter::kIsRate);
+}
+
+// Args: O, I, T. y += γ ⊙ (x · Sᵀ) with one scale per row.
+void BM_Sign(benchmark::State& state) {
+  const int64_t O = state.range(0), I = state.range(1), T = state.range(2);
+  const size_t one = size_t(O * bd::sign_row_bytes(I));
+  size_t count;
+  const std::vector<uint8_t> bits = random_copies(one, &count);
+  std::vector<float> x(size_t(T * I), 0.5f), y(size_t(T * O)), scale(size_t(O), 0.01f);
+  size_t next = 0;
+  for (auto _ : state) {
+    bd::sign_matmul(y.data(), x.data(), bits.data() + next * one, scale.data(), true, T, O, I);
+    next = (next + 1) % count;
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(one), double(O * I * T));
+  state.SetLabel("sign");
+}
+
+// Args: O, I, T. y = x · Wᵀ with W in BF16: the base product the overlay rides on.
+void BM_DenseBF16(benchmark::State& state) {
+  const int64_t O = state.range(0), I = state.range(1), T = state.range(2);
+  const size_t one = size_t(O * I) * 2;
+  size_t count;
+  std::vector<uint8_t> bytes = random_copies(one, &count);
+  {  // uniform values in [-1, 1) rather than random bit patterns (no NaN, no subnormals)
+    std::vector<float> values(size_t(O * I));
+    std::mt19937 rng(2);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    for (float& v : values) v = uniform(rng);
+    for (size_t c = 0; c < count; ++c)
+      bd::from_f32(bd::DType::BF16, values.data(), bytes.data() + c * one, values.size());
+  }
+  std::vector<float> x(size_t(T * I), 0.5f), y(size_t(T * O));
+  size_t next = 0;
+  for (auto _ : state) {
+    const bd::TensorView w{bd::DType::BF16, {O, I}, bytes.data() + next * one};
+    bd::matmul(y.data(), x.data(), w, T);
+    next = (next + 1) % count;
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(one), double(O * I * T));
+  state.SetLabel("bf16");
+}
+
+// The matrices of a 1.1B Llama (hidden 2048, intermediate 5632, 4 of 32 heads for K/V) and of a
+// 7B one (4096, 11008).
+void Shapes(benchmark::internal::Benchmark* b, int64_t T) {
+  const int64_t shapes[][2] = {{2048, 2048}, {256, 2048},  {5632, 2048},
+                               {2048, 5632}, {4096, 4096}, {11008, 4096}};
+  for (const auto& s : shapes) b->Args({s[0], s[1], T});
+}
+
+BENCHMARK(BM_Sign)->Name("decode/sign")->Apply([](auto* b) {
+                                         Shapes(b, 1);
+                                       }) -> UseRealTime() -> Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_DenseBF16)->Name("decode/bf16")->Apply([](auto* b) {
+                                              Shapes(b, 1);
+                                            }) -> UseRealTime() -> Unit(benchmark::kMicrosecond);
+
+// Where the masked-add GEMV stops beating widened SGEMM as tokens grow (kGemvMaxTokens).
+void Tokens(benchmark::internal::Benchmark* b) {
+  for (int64_t T : {1, 2, 4, 8, 9, 16, 64, 256}) b->Args({5632, 2048, T});
+}
+BENCHMARK(BM_Sign)
+    ->Name("tokens/sign")
+    ->Apply(Tokens)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_DenseBF16)
+    ->Name("tokens/bf16")
+    ->Apply(Tokens)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  g_read_bandwidth = bd::measure_read_bandwidth();
+  benchmark::AddCustomContext("threads", std::to_string(bd::num_threads()));
+  benchmark::AddCustomContext("read_bandwidth_GBps", std::to_string(g_read_bandwidth / 1e9));
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+}
