@@ -21,6 +21,7 @@
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #include "model/linear.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
@@ -57,18 +58,9 @@ std::vector<double> numeric_grad(std::vector<float>& x, const std::function<doub
   return grad;
 }
 
-// max |analytic - numeric| / max |numeric|
-double relative_error(const std::vector<float>& analytic, const std::vector<double>& numeric) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < numeric.size(); ++i) {
-    max_diff = std::max(max_diff, std::abs(double(analytic[i]) - numeric[i]));
-    max_ref = std::max(max_ref, std::abs(numeric[i]));
-  }
-  return max_diff / max_ref;
-}
-
+// max |analytic - numeric| / max |numeric| below kTolerance.
 #define EXPECT_GRAD(analytic, x, loss) \
-  EXPECT_LT(relative_error(analytic, numeric_grad(x, loss)), kTolerance) << #analytic
+  EXPECT_LT(test::max_relative_error(analytic, numeric_grad(x, loss)), kTolerance) << #analytic
 
 TEST(Rmsnorm, ForwardMatchesFormula) {
   const int64_t N = 3, C = 7;
