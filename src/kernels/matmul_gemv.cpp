@@ -7,6 +7,7 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul_gemv.cpp"
+#include "hwy/cache_control.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 
@@ -21,6 +22,11 @@ constexpr size_t kTokens = 4;
 // Below this many weight elements a matrix is read by one thread: waking the pool would cost
 // about as much as the work.
 constexpr size_t kMinParallelElements = size_t(1) << 16;
+// Software prefetch distance: the next 4 KiB page, where the hardware prefetchers (which stop
+// at page boundaries) have not started yet; measured ~8% faster decode than none.
+constexpr size_t kPrefetchBytes = 4096;
+// Bytes of W a thread takes at a time.
+constexpr size_t kChunkBytes = size_t(64) << 10;
 
 // One vector of W's elements widened to F32: BF16 is the top half of an F32 (a shift), F16
 // converts with F16C where the target has it.
@@ -85,6 +91,8 @@ HWY_INLINE void DotRow(const WT* HWY_RESTRICT w, const float* HWY_RESTRICT in, s
   }
   size_t i = 0;
   for (; i + kU * N <= I; i += kU * N) {
+    const char* ahead = reinterpret_cast<const char*>(w + i) + kPrefetchBytes;
+    for (size_t b = 0; b < kU * N * sizeof(WT); b += 64) hwy::Prefetch(ahead + b);
     HWY_UNROLL(4)
     for (size_t u = 0; u < kU; ++u) {
       const VF wu = LoadF32(df, w + i + u * N);
@@ -120,12 +128,15 @@ HWY_INLINE void RowToOut(const WT* w, const float* in, size_t I, size_t O, size_
   }
 }
 
-// out[T, O] (+)= in[T, I] · W[O, I]^T. Threads split W's rows into contiguous ranges, so each
-// streams its share once; every token is multiplied while a row is in L1.
+// out[T, O] (+)= in[T, I] · W[O, I]^T. Threads take chunks of consecutive rows (about 64 KiB
+// of W each) as they go, so each streams its rows sequentially, and a thread that the OS
+// preempts (shared cores) holds up at most one chunk; every token is multiplied while a row is
+// in L1.
 template <typename WT>
 void GemvTyped(float* out, const float* in, const WT* w, size_t T, size_t O, size_t I,
                bool accumulate) {
-#pragma omp parallel for schedule(static) if (O * I >= kMinParallelElements)
+  const int64_t chunk_rows = int64_t(std::max<size_t>(1, kChunkBytes / (I * sizeof(WT) + 1)));
+#pragma omp parallel for schedule(dynamic, chunk_rows) if (O * I >= kMinParallelElements)
   for (int64_t r = 0; r < int64_t(O); ++r) {
     const size_t row = size_t(r);
     for (size_t t0 = 0; t0 < T; t0 += kTokens) {
