@@ -1,62 +1,31 @@
 """Independent PyTorch reference of the Llama forward and backward, for llama_torch_parity_test.
 
 Written from the Hugging Face Llama formulas (it does not import transformers): reads a
-checkpoint folder (config.json + model.safetensors, parsed here with numpy), runs the model in
-float32 on the given token batch, and writes a safetensors file with
+checkpoint folder (config.json + model.safetensors, parsed by st_io.py with numpy), runs the
+model in float32 on the given token batch, and writes a safetensors file with
   logits      [B, T, V]  (training forward)
   loss        [1]        mean cross-entropy over targets >= 0
   grad.<name>            d loss / d parameter, for every tensor of the checkpoint.
 
 usage: llama_ref.py CHECKPOINT_DIR INPUTS_JSON OUTPUT_SAFETENSORS [CHECKPOINT_DIR INPUTS_JSON ...]
 (several cases per run, so torch is imported once)
+train_ref.py imports forward() from here and runs it in float64.
 INPUTS_JSON: {"tokens": [[...], ...], "targets": [[...], ...]}  (B lists of T ids; target -1 = ignored)
 """
 import json
 import math
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+import st_io
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (header_size,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + header_size])
-    body = memoryview(data)[8 + header_size:]
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        raw = np.frombuffer(body[begin:end], dtype=DTYPES[info["dtype"]])
-        if info["dtype"] == "BF16":  # bfloat16 is the high half of a float32
-            raw = (raw.astype(np.uint32) << 16).view(np.float32)
-        tensors[name] = raw.astype(np.float32).reshape(info["shape"])
-    return tensors
-
-
-def write_safetensors(path, tensors):
-    header, offset, blobs = {}, 0, []
-    for name, array in tensors.items():
-        blob = np.ascontiguousarray(array, dtype=np.float32).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
-
-def rope_cos_sin(config, head_dim, seq_len):
-    """cos, sin [T, head_dim] of the split-half rotary embedding, computed in float64."""
+def rope_cos_sin(config, head_dim, seq_len, dtype):
+    """cos, sin [T, head_dim] of the split-half rotary embedding, computed in float64 and
+    returned as `dtype`."""
     theta = config.get("rope_theta", 10000.0)
     inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
     positions = np.arange(seq_len, dtype=np.float64)
@@ -77,8 +46,7 @@ def rope_cos_sin(config, head_dim, seq_len):
         raise SystemExit(f"unsupported rope_scaling {kind}")
     angles = np.outer(positions, inv_freq)
     angles = np.concatenate([angles, angles], axis=1)
-    return (torch.tensor(np.cos(angles), dtype=torch.float32),
-            torch.tensor(np.sin(angles), dtype=torch.float32))
+    return torch.tensor(np.cos(angles), dtype=dtype), torch.tensor(np.sin(angles), dtype=dtype)
 
 
 def rotate_half(x):
@@ -91,12 +59,13 @@ def rms_norm(x, weight, eps):
 
 
 def forward(config, p, tokens):
+    """Logits [B, T, V] of tokens [B, T] for parameters `p` {name: tensor}, in p's dtype."""
     B, T = tokens.shape
     H = config["num_attention_heads"]
     Hkv = config.get("num_key_value_heads", H)
     D = config.get("head_dim") or config["hidden_size"] // H
     eps = config["rms_norm_eps"]
-    cos, sin = rope_cos_sin(config, D, T)
+    cos, sin = rope_cos_sin(config, D, T, p["model.embed_tokens.weight"].dtype)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
 
     h = p["model.embed_tokens.weight"][tokens]
@@ -126,8 +95,9 @@ def run_case(checkpoint_dir, inputs_path, output_path):
         config = json.load(f)
     with open(inputs_path) as f:
         inputs = json.load(f)
-    params = {name: torch.tensor(array, requires_grad=True)
-              for name, array in read_safetensors(f"{checkpoint_dir}/model.safetensors").items()}
+    arrays = st_io.read_arrays(f"{checkpoint_dir}/model.safetensors")
+    params = {name: torch.tensor(array.astype(np.float32), requires_grad=True)
+              for name, array in arrays.items()}
     tokens = torch.tensor(inputs["tokens"], dtype=torch.long)
     targets = torch.tensor(inputs["targets"], dtype=torch.long)
     logits = forward(config, params, tokens)
@@ -137,7 +107,8 @@ def run_case(checkpoint_dir, inputs_path, output_path):
     out = {"logits": logits.detach().numpy(), "loss": loss.detach().numpy().reshape(1)}
     for name, param in params.items():
         out[f"grad.{name}"] = param.grad.numpy()
-    write_safetensors(output_path, out)
+    st_io.write(output_path, [(name, "F32", array.shape, st_io.encode("F32", array))
+                              for name, array in out.items()])
 
 
 def main():

@@ -1,8 +1,8 @@
 """Independent safetensors reader/writer for cross-checking bitdelta's C++ implementation.
 
 Written from the published format (8-byte little-endian header size, JSON header, data section
-with data_offsets relative to its start) using only json, struct and numpy, because Debian ships
-no `safetensors` Python package.
+with data_offsets relative to its start); the file handling is st_io.py's (json, struct and
+numpy only, because Debian ships no `safetensors` Python package).
 
   safetensors_ref.py read FILE    prints {"metadata": {...}, "tensors": {name: {dtype, shape, values}}}
   safetensors_ref.py write FILE   writes the fixed tensors of expected_tensors() with metadata
@@ -11,39 +11,12 @@ no `safetensors` Python package.
 """
 import hashlib
 import json
-import struct
 import sys
 
 import numpy as np
 
-NUMPY_DTYPES = {"F32": np.float32, "F16": np.float16, "U8": np.uint8, "I8": np.int8,
-                "I32": np.int32, "U32": np.uint32}
-
-
-def decode(dtype, raw):
-    if dtype == "BF16":  # numpy has no bfloat16: widen the 16 stored bits to a float32
-        return (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-    return np.frombuffer(raw, dtype=np.dtype(NUMPY_DTYPES[dtype]).newbyteorder("<"))
-
-
-def encode(dtype, values):
-    if dtype == "BF16":  # values are exact in bfloat16, so truncation is exact
-        return (np.asarray(values, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
-    return np.asarray(values, np.dtype(NUMPY_DTYPES[dtype]).newbyteorder("<")).tobytes()
-
-
-def load(path):
-    """Returns (metadata, {name: (dtype, shape, raw bytes)})."""
-    blob = open(path, "rb").read()
-    (header_size,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + header_size].decode("utf-8"))
-    data = blob[8 + header_size:]
-    metadata = header.pop("__metadata__", {})
-    tensors = {}
-    for name, entry in header.items():
-        begin, end = entry["data_offsets"]
-        tensors[name] = (entry["dtype"], entry["shape"], data[begin:end])
-    return metadata, tensors
+import st_io
+from st_io import decode, load  # bitdelta_ref.py imports these two from here
 
 
 def read(path):
@@ -92,21 +65,14 @@ def expected_tensors():
 
 
 def write(path):
-    header = {"__metadata__": {"format": "pt", "writer": "python"}}
-    chunks, offset = [], 0
     # Data in reverse listing order, header keys in listing order: the two orders differ,
     # which a reader must handle.
+    tensors = []
     for name, dtype, shape in reversed(expected_tensors()):
-        raw = encode(dtype, pattern(dtype, int(np.prod(shape, dtype=np.int64))))
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    ordered = {"__metadata__": header.pop("__metadata__")}
-    ordered.update({name: header[name] for name, _, _ in expected_tensors()})
-    text = json.dumps(ordered).encode("utf-8")
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as out:
-        out.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+        values = pattern(dtype, int(np.prod(shape, dtype=np.int64)))
+        tensors.append((name, dtype, shape, st_io.encode(dtype, values)))
+    st_io.write(path, tensors, {"format": "pt", "writer": "python"},
+                header_order=[name for name, _, _ in expected_tensors()])
 
 
 if __name__ == "__main__":

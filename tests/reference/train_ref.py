@@ -4,8 +4,8 @@
   train_ref.py adamw DIR   torch.optim.AdamW + clip_grad_norm_ + a LambdaLR warm-up/cosine
                            schedule on flat random tensors: DIR/spec.json, params0.f32, grads.f32
                            in; params.f32 (params after every step) and norms.f32 out.
-  train_ref.py train DIR   training steps of a Llama model written here in plain torch
-                           (float64, autograd) with the same optimizer stack: DIR/spec.json,
+  train_ref.py train DIR   training steps of llama_ref.py's plain-torch Llama (run in float64,
+                           autograd) with the same optimizer stack: DIR/spec.json,
                            DIR/model (HF folder, F32 model.safetensors) and DIR/batches.i32
                            ([steps, B, T+1] token windows) in; losses.f64, norms.f64 (per step)
                            and params.f32 (the tensors after the last step, concatenated in the
@@ -14,11 +14,13 @@
 import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
+
+import st_io
+from llama_ref import forward as llama_forward
 
 
 def lr_factor(step, warmup, total, min_ratio):
@@ -78,72 +80,27 @@ def run_adamw(folder):
     np.array(norms, dtype=np.float32).tofile(os.path.join(folder, "norms.f32"))
 
 
-def load_safetensors_f32(path):
-    """{name: float64 tensor} of an all-F32 safetensors file, in file order."""
-    blob = open(path, "rb").read()
-    (header_size,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + header_size])
-    header.pop("__metadata__", None)
-    data = blob[8 + header_size:]
-    tensors = {}
-    for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-        assert entry["dtype"] == "F32", (name, entry["dtype"])
-        begin, end = entry["data_offsets"]
-        values = np.frombuffer(data[begin:end], dtype="<f4").astype(np.float64)
-        tensors[name] = torch.from_numpy(values.copy()).reshape(entry["shape"])
-    return tensors
-
-
-def rms_norm(x, weight, eps):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
-def rotate_half_rope(x, cos, sin):
-    """HF split-half RoPE: pairs (i, i + D/2). x [B, heads, T, D]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+def load_params_f64(path):
+    """{name: float64 parameter} of an all-F32 safetensors file."""
+    params = {}
+    for name, (dtype, shape, raw) in st_io.load(path)[1].items():
+        assert dtype == "F32", (name, dtype)
+        values = st_io.decode(dtype, raw).astype(np.float64).reshape(shape)
+        params[name] = torch.nn.Parameter(torch.from_numpy(values))
+    return params
 
 
 def llama_loss(p, cfg, tokens, targets):
-    """Mean cross-entropy of a Llama (HF semantics) over tokens/targets [B, T]."""
-    B, T = tokens.shape
-    H, Hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    D = cfg.get("head_dim") or cfg["hidden_size"] // H
-    eps = cfg["rms_norm_eps"]
-    assert cfg.get("rope_scaling") is None
-    inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
-    angles = torch.outer(torch.arange(T, dtype=torch.float64), inv_freq)  # [T, D/2]
-    cos = torch.cat([angles, angles], dim=-1).cos()
-    sin = torch.cat([angles, angles], dim=-1).sin()
-    causal = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
-    h = p["model.embed_tokens.weight"][tokens]  # [B, T, C]
-    for layer in range(cfg["num_hidden_layers"]):
-        w = lambda name: p[f"model.layers.{layer}.{name}.weight"]
-        x = rms_norm(h, w("input_layernorm"), eps)
-        q = (x @ w("self_attn.q_proj").T).view(B, T, H, D).transpose(1, 2)
-        k = (x @ w("self_attn.k_proj").T).view(B, T, Hkv, D).transpose(1, 2)
-        v = (x @ w("self_attn.v_proj").T).view(B, T, Hkv, D).transpose(1, 2)
-        q, k = rotate_half_rope(q, cos, sin), rotate_half_rope(k, cos, sin)
-        k = k.repeat_interleave(H // Hkv, dim=1)  # query head i reads kv head i // (H / Hkv)
-        v = v.repeat_interleave(H // Hkv, dim=1)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(D) + causal
-        att = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * D)
-        h = h + att @ w("self_attn.o_proj").T
-        x = rms_norm(h, w("post_attention_layernorm"), eps)
-        mlp = torch.nn.functional.silu(x @ w("mlp.gate_proj").T) * (x @ w("mlp.up_proj").T)
-        h = h + mlp @ w("mlp.down_proj").T
-    h = rms_norm(h, p["model.norm.weight"], eps)
-    head = p["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else p["lm_head.weight"]
-    logits = h @ head.T
-    return torch.nn.functional.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1))
+    """Mean cross-entropy of the Llama over tokens/targets [B, T]."""
+    logits = llama_forward(cfg, p, tokens)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                             targets.reshape(-1))
 
 
 def run_train(folder):
     spec = json.load(open(os.path.join(folder, "spec.json")))
     cfg = json.load(open(os.path.join(folder, "model", "config.json")))
-    tensors = load_safetensors_f32(os.path.join(folder, "model", "model.safetensors"))
-    params = {name: torch.nn.Parameter(t) for name, t in tensors.items()}
+    params = load_params_f64(os.path.join(folder, "model", "model.safetensors"))
     steps, B, T = spec["steps"], spec["batch"], spec["seq"]
     windows = np.fromfile(os.path.join(folder, "batches.i32"), dtype="<i4").astype(np.int64)
     windows = torch.from_numpy(windows).reshape(steps, B, T + 1)
