@@ -2,7 +2,7 @@
 // (y = W·x + γ ⊙ (S·x), S from packed bits) must give the logits of the densely applied model
 // W + γ·S (built here in F32 from the unpacked bits) within F32 rounding, on every path: prefill,
 // one-token decode (sign GEMV) and the training forward (widened SGEMM); and a linear with an
-// overlay must back-propagate through W + γ·S.
+// overlay must back-propagate through W + γ·S. `bitdelta eval/generate --delta` run it end to end.
 #include "delta/overlay.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +11,8 @@
 #include <random>
 
 #include "delta_test_util.h"
+#include "io/adapter.h"
+#include "model/byte_tokenizer.h"
 #include "model/linear.h"
 #include "test_util.h"
 
@@ -253,6 +255,94 @@ TEST(DeltaWeights, RejectsAdaptersThatDoNotFit) {
   test::expect_error(build(a), {a.matrices[0].name, "both compressed and as an exact delta"});
   a = fresh();
   test::expect_error(build(a, {a.scale_pointers()[0]}), {"1 scale overrides for"});
+}
+
+// `bitdelta eval` and `generate` with --delta against the same commands on the dense model that
+// W + γ·S gives (saved as an F32 checkpoint), and the refusal of a base the adapter was not made
+// for.
+class CliDelta : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LlamaConfig config = small_config(false);
+    config.vocab_size = kByteVocabSize;
+    config.max_position_embeddings = 64;
+    config.bos_token_id = kByteBosId;
+    config.eos_token_id = kByteEosId;
+    // Wide logits, so that greedy decoding rarely meets a near tie.
+    base_ = test::random_llama_params(config, 61, 1.0f, 0.1f);
+    const LlamaParams finetune = test::finetune_of(base_, 0.2f, 62);
+    adapter_ = test::compress_in_memory(
+        base_, finetune, [](const std::string&) { return true; }, test::exact_tensor_names(config),
+        DType::F32);
+    save_checkpoint(scratch_ / "base", config, base_.named_tensors(), byte_tokenizer_json(), {},
+                    false);
+    save_checkpoint(scratch_ / "dense", config,
+                    test::apply_in_memory(base_, adapter_).named_tensors(), byte_tokenizer_json(),
+                    {}, false);
+    AdapterInfo info;
+    info.base_fingerprint = Checkpoint(scratch_ / "base").fingerprint();
+    info.finetune_fingerprint = std::string(64, 'a');
+    info.scale_mode = "mean";
+    info.granularity = "row";
+    info.tool_version = "test";
+    info.created = "2026-11-27T10:00:00Z";
+    write_adapter(scratch_ / "user.bitdelta", info, adapter_.matrices, adapter_.exact, false);
+    text_ =
+        scratch_.write("text.txt", "A fine-tune kept as one bit per weight and a scale per row.");
+  }
+  test::CommandResult bitdelta(const std::string& arguments) {
+    return test::run_bitdelta(arguments, scratch_);
+  }
+
+  ScratchDir scratch_;
+  LlamaParams base_{small_config(false)};
+  InMemoryAdapter adapter_;
+  std::string text_;
+};
+
+TEST_F(CliDelta, EvalAndGenerateMatchTheDenseModel) {
+  const std::string delta = scratch_ / "user.bitdelta";
+  const auto fused = bitdelta("eval --model " + scratch_ / "base" + " --delta " + delta +
+                              " --data " + text_ + " --context 16 --json");
+  const auto dense =
+      bitdelta("eval --model " + scratch_ / "dense" + " --data " + text_ + " --context 16 --json");
+  const auto base =
+      bitdelta("eval --model " + scratch_ / "base" + " --data " + text_ + " --context 16 --json");
+  ASSERT_EQ(fused.exit_code, 0) << fused.err;
+  ASSERT_EQ(dense.exit_code, 0) << dense.err;
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  const nlohmann::json f = nlohmann::json::parse(fused.out), d = nlohmann::json::parse(dense.out);
+  EXPECT_EQ(f["delta"], delta);
+  EXPECT_FALSE(d.contains("delta"));
+  EXPECT_EQ(f["tokens"], d["tokens"]);
+  const double nll = d["nll"].get<double>();
+  EXPECT_NEAR(f["nll"].get<double>(), nll, 1e-5 * nll);
+  EXPECT_GT(std::fabs(nlohmann::json::parse(base.out)["nll"].get<double>() - nll), 1e-2 * nll);
+
+  const std::string prompt = " --prompt 'One bit' -n 24 --temperature 0 --json";
+  const auto fused_text =
+      bitdelta("generate --model " + scratch_ / "base" + " --delta " + delta + prompt);
+  const auto dense_text = bitdelta("generate --model " + scratch_ / "dense" + prompt);
+  ASSERT_EQ(fused_text.exit_code, 0) << fused_text.err;
+  ASSERT_EQ(dense_text.exit_code, 0) << dense_text.err;
+  EXPECT_EQ(nlohmann::json::parse(fused_text.out)["delta"], delta);
+  const nlohmann::json tokens = nlohmann::json::parse(fused_text.out)["tokens"];
+  EXPECT_GE(tokens.size(), 8u);
+  EXPECT_EQ(tokens, nlohmann::json::parse(dense_text.out)["tokens"]);
+}
+
+TEST_F(CliDelta, RefusesAnotherBaseOrAMissingAdapter) {
+  const std::string delta = scratch_ / "user.bitdelta";
+  // The dense model has the same names and shapes but another fingerprint.
+  test::expect_refusal(
+      bitdelta("eval --model " + scratch_ / "dense" + " --delta " + delta + " --data " + text_), 1,
+      {delta, "fingerprint"});
+  test::expect_refusal(bitdelta("generate --model " + scratch_ / "dense" + " --delta " + delta +
+                                " --prompt hi -n 2"),
+                       1, {delta, "fingerprint"});
+  test::expect_refusal(bitdelta("eval --model " + scratch_ / "base" + " --delta " +
+                                scratch_ / "none.bitdelta" + " --data " + text_),
+                       1, {"none.bitdelta"});
 }
 
 }  // namespace

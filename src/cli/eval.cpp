@@ -11,7 +11,9 @@
 #include "core/mapped_file.h"
 #include "core/progress.h"
 #include "core/threads.h"
+#include "delta/overlay.h"
 #include "eval/perplexity.h"
+#include "io/adapter.h"
 #include "io/checkpoint.h"
 #include "model/tokenizer.h"
 
@@ -21,12 +23,14 @@ namespace {
 
 const CommandSpec kSpec = {
     "eval",
-    "[--model DIR] (--data TEXTFILE | --tokens IDSFILE) [--context N] [--json]",
+    "[--model DIR] [--delta FILE] (--data TEXTFILE | --tokens IDSFILE) [--context N] [--json]",
     "Cuts the token sequence into consecutive non-overlapping windows of --context tokens and\n"
     "predicts every token after the first of each window from the ones before it. Prints the\n"
     "number of predicted tokens, their mean negative log-likelihood (nats) and perplexity.",
     {
         {"--model", "DIR", "Hugging Face model folder (default: the embedded default model)"},
+        {"--delta", "FILE",
+         "BitDelta adapter for that model, run inside the forward (W·x + γ ⊙ (S·x)), never merged"},
         {"--data", "TEXTFILE", "text to evaluate, tokenized with the model's tokenizer.json"},
         {"--tokens", "IDSFILE", "whitespace-separated token ids (needs no tokenizer)"},
         {"--context", "N", "window length in tokens (default: max_position_embeddings)"},
@@ -68,7 +72,14 @@ int run_eval(int argc, char** argv) {
   const bool json = args.has("--json");
 
   Checkpoint checkpoint(model_dir_or_default(args));
-  LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  // With --delta: the base's weights with the adapter's overlays (it must fit the base).
+  std::unique_ptr<AdapterFile> adapter;
+  std::unique_ptr<DeltaWeights> delta;
+  if (args.has("--delta")) {
+    adapter = std::make_unique<AdapterFile>(args.get("--delta"));
+    delta = std::make_unique<DeltaWeights>(checkpoint, *adapter);
+  }
+  const LlamaWeights weights = delta ? delta->weights() : weights_from_checkpoint(checkpoint);
   const int64_t context = args.get_int("--context", weights.config.max_position_embeddings);
   if (context < 2) throw UsageError("--context must be at least 2");
 
@@ -96,12 +107,11 @@ int run_eval(int argc, char** argv) {
 
   const double nll = result.mean_nll();
   if (json) {
-    print_json({{"tokens", result.predicted},
-                {"nll", nll},
-                {"ppl", std::exp(nll)},
-                {"context", context},
-                {"model", checkpoint.dir()},
-                {"source", source}});
+    nlohmann::json out = {{"tokens", result.predicted}, {"nll", nll},
+                          {"ppl", std::exp(nll)},       {"context", context},
+                          {"model", checkpoint.dir()},  {"source", source}};
+    if (adapter) out["delta"] = adapter->path();
+    print_json(out);
   } else {
     std::printf("%s: %lld tokens predicted, nll %.4f nats/token, ppl %.3f\n", source.c_str(),
                 (long long)result.predicted, nll, std::exp(nll));

@@ -7,6 +7,8 @@
 #include "cli/output.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "delta/overlay.h"
+#include "io/adapter.h"
 #include "io/checkpoint.h"
 #include "model/llama.h"
 #include "model/sampler.h"
@@ -18,13 +20,16 @@ namespace {
 
 const CommandSpec kSpec = {
     "generate",
-    "[--model DIR] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S] "
+    "[--model DIR] [--delta FILE] --prompt TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] "
+    "[--seed S] "
     "[--json]",
     "Encodes the prompt with the model's tokenizer (adding its special tokens, e.g. BOS) and\n"
     "samples up to N new tokens, stopping early at the end-of-sequence token. Without --json the\n"
     "continuation streams to stdout as it is generated.",
     {
         {"--model", "DIR", "Hugging Face model folder (default: the embedded default model)"},
+        {"--delta", "FILE",
+         "BitDelta adapter for that model, run inside the forward (W·x + γ ⊙ (S·x)), never merged"},
         {"--prompt", "TEXT", "the text to continue"},
         {"-n", "N", "tokens to generate (default 128)"},
         {"--temperature", "T", "softmax temperature; 0 = greedy (default 0.8)"},
@@ -53,7 +58,14 @@ int run_generate(int argc, char** argv) {
   const bool json = args.has("--json");
 
   Checkpoint checkpoint(model_dir_or_default(args));
-  LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  // With --delta: the base's weights with the adapter's overlays (it must fit the base).
+  std::unique_ptr<AdapterFile> adapter;
+  std::unique_ptr<DeltaWeights> delta;
+  if (args.has("--delta")) {
+    adapter = std::make_unique<AdapterFile>(args.get("--delta"));
+    delta = std::make_unique<DeltaWeights>(checkpoint, *adapter);
+  }
+  const LlamaWeights weights = delta ? delta->weights() : weights_from_checkpoint(checkpoint);
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(checkpoint.dir());
   std::vector<int32_t> prompt_ids = tokenizer->encode(prompt, true);
   if (prompt_ids.empty()) fail("the prompt encodes to no tokens");
@@ -94,12 +106,14 @@ int run_generate(int argc, char** argv) {
   const double prefill_seconds = std::chrono::duration<double>(first_token - start).count();
 
   if (json) {
-    print_json({{"text", tokenizer->decode(generated)},
-                {"tokens", generated},
-                {"prompt_tokens", prompt_ids.size()},
-                {"prefill_seconds", prefill_seconds},
-                {"decode_tokens_per_second",
-                 decode_seconds > 0 ? double(generated.size()) / decode_seconds : 0.0}});
+    nlohmann::json out = {{"text", tokenizer->decode(generated)},
+                          {"tokens", generated},
+                          {"prompt_tokens", prompt_ids.size()},
+                          {"prefill_seconds", prefill_seconds},
+                          {"decode_tokens_per_second",
+                           decode_seconds > 0 ? double(generated.size()) / decode_seconds : 0.0}};
+    if (adapter) out["delta"] = adapter->path();
+    print_json(out);
   } else {
     std::printf("\n");
   }
