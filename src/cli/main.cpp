@@ -19,6 +19,8 @@ struct Command {
 
 // clang-format off
 const std::vector<Command> kCommands = {
+    {"apply",    bd::run_apply,    "write base + adapter as a dense checkpoint folder"},
+    {"compress", bd::run_compress, "compress a fine-tune into a BitDelta adapter (1-bit signs + scales)"},
     {"eval",     bd::run_eval,     "mean NLL and perplexity of a model on text or token ids"},
     {"generate", bd::run_generate, "generate text from a prompt"},
     {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},

@@ -2,6 +2,7 @@
 // W, `W.sign` (U8 [O, ceil(I/8)]) and `W.scale` (F32 [1] or [O]), and for each tensor kept
 // exactly, `W.delta` (the checkpoint's dtype and shape). docs/format.md documents every field.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -17,7 +18,9 @@ class SafetensorsFile;
 
 inline constexpr int kAdapterFormatVersion = 1;
 
-// What __metadata__ records (all strings in the file).
+// What __metadata__ records (all strings in the file, under the keys docs/format.md lists:
+// bitdelta.format_version, bitdelta.base_fingerprint, ...; the compressed weights' shapes go in
+// bitdelta.shapes, and `extra` holds every key outside the bitdelta. namespace).
 struct AdapterInfo {
   int version = kAdapterFormatVersion;
   std::string base_fingerprint;      // fingerprint of the base checkpoint (64 hex)
@@ -25,9 +28,10 @@ struct AdapterInfo {
   std::string owner;                 // owner DID (did:lux:...), may be empty
   std::string scale_mode;            // "mean" | "distill"
   std::string granularity;           // "matrix" | "row"
-  std::string privacy;               // JSON text of privacy spent, empty when none was carried
-  std::string tool_version;          // bitdelta version that wrote it
-  std::string created;               // UTC, ISO 8601 (2026-11-27T10:00:00Z)
+  std::string privacy;       // JSON object text {"privacy.<key>": "<value>", ...} copied from the
+                             // fine-tune's metadata; empty when it carried none
+  std::string tool_version;  // bitdelta version that wrote it
+  std::string created;       // UTC, ISO 8601 (2026-11-27T10:00:00Z)
   std::map<std::string, std::string> extra;  // further namespaced keys (e.g. distillation facts)
 };
 
@@ -35,8 +39,8 @@ struct AdapterInfo {
 struct AdapterMatrix {
   std::string name;  // the checkpoint's tensor name, e.g. model.layers.0.mlp.up_proj.weight
   int64_t out = 0, in = 0;
-  TensorView sign;   // U8 [out, ceil(in/8)]
-  TensorView scale;  // F32 [1] (matrix) or [out] (row)
+  TensorView sign;                                     // U8 [out, ceil(in/8)]
+  TensorView scale;                                    // F32 [1] (matrix) or [out] (row)
   bool per_row() const { return scale.numel() != 1; }  // out == 1: either reading is the same
 };
 
@@ -69,8 +73,33 @@ class AdapterFile {
   std::vector<AdapterExact> exact_;
 };
 
+// Sizes of an adapter's parts, for reports (compress --json, inspect).
+struct AdapterSizes {
+  int64_t compressed_parameters = 0;  // Σ out·in over the sign-compressed weights
+  int64_t exact_parameters = 0;       // Σ numel over the tensors kept exactly
+  int64_t sign_bytes = 0, scale_bytes = 0, exact_bytes = 0;
+  // The same tensors stored as fp16 deltas: 2 bytes per parameter.
+  int64_t fp16_compressed_bytes() const { return 2 * compressed_parameters; }
+  int64_t fp16_changed_bytes() const { return 2 * (compressed_parameters + exact_parameters); }
+  // Compression ratios (docs/format.md): the compressed weights in fp16 ÷ their signs and
+  // scales; everything that differs from the base in fp16 ÷ the whole adapter file.
+  double ratio_compressed_vs_fp16() const {
+    return double(fp16_compressed_bytes()) / double(std::max<int64_t>(1, sign_bytes + scale_bytes));
+  }
+  double ratio_changed_vs_fp16(int64_t adapter_file_bytes) const {
+    return double(fp16_changed_bytes()) / double(std::max<int64_t>(1, adapter_file_bytes));
+  }
+};
+AdapterSizes adapter_sizes(const std::vector<AdapterMatrix>& matrices,
+                           const std::vector<AdapterExact>& exact);
+
+// True for an owner the format accepts: "did:lux:" then a non-empty method-specific id of
+// letters, digits, '.', '-', '_', %XX escapes and ':' separators, not ending in ':'.
+bool valid_owner_did(const std::string& did);
+
 // Writes an adapter atomically (refuses an existing path unless overwrite); the views point to
-// caller-owned memory.
+// caller-owned memory. Checks everything the reader checks first (so it never writes a file
+// that AdapterFile would refuse) and throws bd::Error naming the path and the problem.
 void write_adapter(const std::string& path, const AdapterInfo& info,
                    const std::vector<AdapterMatrix>& matrices,
                    const std::vector<AdapterExact>& exact, bool overwrite);
