@@ -110,17 +110,9 @@ TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
       grads[t * total + i] = normal(rng) * (t % 3 == 0 ? 1.0f : 0.05f);
   test::write_values(scratch / "params0.f32", params);
   test::write_values(scratch / "grads.f32", grads);
-  nlohmann::json spec = {{"shapes", shapes},
-                         {"decay", decay},
-                         {"steps", steps},
-                         {"lr", schedule.peak_lr},
-                         {"warmup", schedule.warmup_steps},
-                         {"min_lr_ratio", schedule.min_lr_ratio},
-                         {"beta1", config.beta1},
-                         {"beta2", config.beta2},
-                         {"eps", config.eps},
-                         {"weight_decay", config.weight_decay},
-                         {"clip", max_norm}};
+  nlohmann::json spec = test::train_ref_optimizer_spec(schedule, config, max_norm);
+  spec["shapes"] = shapes;
+  spec["decay"] = decay;
   scratch.write("spec.json", spec.dump());
   const test::CommandResult torch =
       test::run_reference("train_ref.py", "adamw " + scratch.path(), scratch);

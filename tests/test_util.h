@@ -24,6 +24,8 @@
 #include "core/mapped_file.h"
 #include "io/checkpoint.h"
 #include "model/llama_params.h"
+#include "train/adamw.h"
+#include "train/lr_schedule.h"
 
 namespace bd::test {
 
@@ -134,6 +136,21 @@ inline CommandResult run_reference(const std::string& script, const std::string&
                      scratch);
 }
 
+// The optimizer fields of train_ref.py's spec.json: the warm-up/cosine schedule, AdamW and the
+// clipping norm.
+inline nlohmann::json train_ref_optimizer_spec(const LrSchedule& schedule, const AdamWConfig& adamw,
+                                               double clip) {
+  return {{"steps", schedule.total_steps},
+          {"lr", schedule.peak_lr},
+          {"warmup", schedule.warmup_steps},
+          {"min_lr_ratio", schedule.min_lr_ratio},
+          {"beta1", adamw.beta1},
+          {"beta2", adamw.beta2},
+          {"eps", adamw.eps},
+          {"weight_decay", adamw.weight_decay},
+          {"clip", clip}};
+}
+
 // ---- expected errors ---------------------------------------------------------------------------
 
 // The message of the bd::Error that `action` throws; "" when it throws none.
@@ -179,7 +196,8 @@ inline void expect_refusal(const CommandResult& run, int exit_code,
 template <typename A, typename B>
 double max_abs_difference(const A* ours, const B* reference, int64_t n) {
   double diff = 0;
-  for (int64_t i = 0; i < n; ++i) diff = std::max(diff, std::abs(double(ours[i]) - double(reference[i])));
+  for (int64_t i = 0; i < n; ++i)
+    diff = std::max(diff, std::abs(double(ours[i]) - double(reference[i])));
   return diff;
 }
 

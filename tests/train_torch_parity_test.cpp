@@ -80,18 +80,11 @@ TEST_P(TrainTorchParity, LossCurveMatchesStepByStep) {
   options.clip = 1.3;  // the gradient norms here run from about 1 to 2: some steps clip
   std::vector<std::string> names;
   for (const ParamSlice& slice : params.slices()) names.push_back(slice.name);
-  const nlohmann::json spec = {{"names", names},
-                               {"steps", c.steps},
-                               {"batch", c.batch},
-                               {"seq", c.seq},
-                               {"lr", options.lr},
-                               {"warmup", options.warmup},
-                               {"min_lr_ratio", options.min_lr_ratio},
-                               {"beta1", options.adamw.beta1},
-                               {"beta2", options.adamw.beta2},
-                               {"eps", options.adamw.eps},
-                               {"weight_decay", options.adamw.weight_decay},
-                               {"clip", options.clip}};
+  nlohmann::json spec =
+      test::train_ref_optimizer_spec(options.schedule(), options.adamw, options.clip);
+  spec["names"] = names;
+  spec["batch"] = c.batch;
+  spec["seq"] = c.seq;
   scratch.write("spec.json", spec.dump());
   const test::CommandResult torch = test::run_reference("train_ref.py", "train " + dir, scratch);
   ASSERT_EQ(torch.exit_code, 0) << torch.err;
