@@ -10,6 +10,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -30,7 +31,8 @@ std::vector<uint8_t> random_copies(size_t one, size_t* count) {
   *count = (kMinBytes + one - 1) / one;
   std::vector<uint8_t> bytes(one * *count);
   std::mt19937 rng(1);
-  for (uint8_t& b : bytes) b = uint8_t(rng());
+  for (size_t i = 0; i < one; ++i) bytes[i] = uint8_t(rng());
+  for (size_t c = 1; c < *count; ++c) std::memcpy(bytes.data() + c * one, bytes.data(), one);
   return bytes;
 }
 
@@ -70,8 +72,8 @@ void BM_DenseBF16(benchmark::State& state) {
     std::mt19937 rng(2);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     for (float& v : values) v = uniform(rng);
-    for (size_t c = 0; c < count; ++c)
-      bd::from_f32(bd::DType::BF16, values.data(), bytes.data() + c * one, values.size());
+    bd::from_f32(bd::DType::BF16, values.data(), bytes.data(), values.size());
+    for (size_t c = 1; c < count; ++c) std::memcpy(bytes.data() + c * one, bytes.data(), one);
   }
   std::vector<float> x(size_t(T * I), 0.5f), y(size_t(T * O));
   size_t next = 0;

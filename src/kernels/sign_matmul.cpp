@@ -24,6 +24,8 @@ using MF = hn::Mask<DF>;
 
 // Tokens summed per pass over a sign row (the row stays in L1 between passes).
 constexpr size_t kTokens = 4;
+// Rows per unit of work for the thread pool (a multiple of every block size in SignRows).
+constexpr size_t kRowBlock = 4;
 // Below this many sign elements a matrix is handled by one thread.
 constexpr size_t kMinParallelElements = size_t(1) << 16;
 
@@ -39,62 +41,78 @@ HWY_INLINE bool SignBit(const uint8_t* row_bits, size_t i) {
   return (row_bits[i / 8] >> (i % 8)) & 1;
 }
 
-// plus[t] = Σ_{i: S[i] = +1} x[t, i] over one sign row, for tokens t < kT. The row is split into
-// kU interleaved parts with their own accumulators so that several adds are in flight.
-template <size_t kT>
-HWY_INLINE void PlusSums(const uint8_t* HWY_RESTRICT row_bits, const float* HWY_RESTRICT x,
-                         size_t I, float* HWY_RESTRICT plus) {
-  constexpr size_t kU = kT == 1 ? 4 : kT == 2 ? 2 : 1;
+// plus[r·kT + t] = Σ_{i: S[row0 + r, i] = +1} x[t, i] for kR consecutive sign rows (contiguous
+// in memory, so still one sequential stream) and kT tokens: each x vector loaded serves kR·kT
+// masked adds, and the kR·kT accumulators keep several adds in flight.
+template <size_t kR, size_t kT>
+HWY_INLINE void PlusSums(const uint8_t* HWY_RESTRICT bits, size_t row_bytes,
+                         const float* HWY_RESTRICT x, size_t I, float* HWY_RESTRICT plus) {
   const DF df;
   const size_t N = hn::Lanes(df);
-  VF acc[kU][kT];
+  VF acc[kR][kT];
   HWY_UNROLL(4)
-  for (size_t u = 0; u < kU; ++u) {
+  for (size_t r = 0; r < kR; ++r) {
     HWY_UNROLL(4)
-    for (size_t t = 0; t < kT; ++t) acc[u][t] = hn::Zero(df);
+    for (size_t t = 0; t < kT; ++t) acc[r][t] = hn::Zero(df);
   }
   size_t i = 0;
-  for (; i + kU * N <= I; i += kU * N) {
+  for (; i + N <= I; i += N) {
+    VF xv[kT];
     HWY_UNROLL(4)
-    for (size_t u = 0; u < kU; ++u) {
-      const MF positive = SignMask(df, row_bits, i + u * N);
+    for (size_t t = 0; t < kT; ++t) xv[t] = hn::LoadU(df, x + t * I + i);
+    HWY_UNROLL(4)
+    for (size_t r = 0; r < kR; ++r) {
+      const MF positive = SignMask(df, bits + r * row_bytes, i);
       HWY_UNROLL(4)
-      for (size_t t = 0; t < kT; ++t) {
-        const VF xv = hn::LoadU(df, x + t * I + i + u * N);
-        acc[u][t] = hn::Add(acc[u][t], hn::IfThenElseZero(positive, xv));
-      }
+      for (size_t t = 0; t < kT; ++t)  // a masked add where the target has one
+        acc[r][t] = hn::IfThenElse(positive, hn::Add(acc[r][t], xv[t]), acc[r][t]);
     }
   }
-  for (; i + N <= I; i += N) {
-    const MF positive = SignMask(df, row_bits, i);
-    HWY_UNROLL(4)
-    for (size_t t = 0; t < kT; ++t)
-      acc[0][t] = hn::Add(acc[0][t], hn::IfThenElseZero(positive, hn::LoadU(df, x + t * I + i)));
-  }
-  for (size_t t = 0; t < kT; ++t) {
-    for (size_t u = 1; u < kU; ++u) acc[0][t] = hn::Add(acc[0][t], acc[u][t]);
-    float sum = hn::GetLane(hn::SumOfLanes(df, acc[0][t]));
-    for (size_t j = i; j < I; ++j)
-      if (SignBit(row_bits, j)) sum += x[t * I + j];
-    plus[t] = sum;
+  for (size_t r = 0; r < kR; ++r) {
+    for (size_t t = 0; t < kT; ++t) {
+      float sum = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+      for (size_t j = i; j < I; ++j)
+        if (SignBit(bits + r * row_bytes, j)) sum += x[t * I + j];
+      plus[r * kT + t] = sum;
+    }
   }
 }
 
-// out[t, row] (+)= factor · (x[t] · S[row]) for tokens t < kT, with totals[t] = Σ_i x[t, i].
-template <size_t kT>
-HWY_INLINE void SignRow(const uint8_t* row_bits, const float* x, const float* totals, size_t I,
-                        size_t O, size_t row, float factor, bool accumulate, float* out) {
-  float plus[kT];
-  PlusSums<kT>(row_bits, x, I, plus);
-  for (size_t t = 0; t < kT; ++t) {
-    const float product = factor * (2.0f * plus[t] - totals[t]);
-    float* o = out + t * O + row;
-    *o = accumulate ? *o + product : product;
+// out[t, row] (+)= factor[row] · (x[t] · S[row]) for rows row0 .. row0 + kR − 1 and tokens
+// t < kT, with totals[t] = Σ_i x[t, i].
+template <size_t kR, size_t kT>
+HWY_INLINE void SignBlock(const uint8_t* bits, size_t row_bytes, const float* x,
+                          const float* totals, size_t I, size_t O, size_t row0, const float* scale,
+                          bool per_row, bool accumulate, float* out) {
+  float plus[kR * kT];
+  PlusSums<kR, kT>(bits + row0 * row_bytes, row_bytes, x, I, plus);
+  for (size_t r = 0; r < kR; ++r) {
+    const float factor = scale ? scale[per_row ? row0 + r : 0] : 1.0f;
+    for (size_t t = 0; t < kT; ++t) {
+      const float product = factor * (2.0f * plus[r * kT + t] - totals[t]);
+      float* o = out + t * O + row0 + r;
+      *o = accumulate ? *o + product : product;
+    }
   }
+}
+
+// Rows row0 .. row0 + rows − 1 for tokens t < kT, in blocks of kR rows (fewer for more tokens,
+// to keep the accumulators in registers).
+template <size_t kT>
+HWY_INLINE void SignRows(const uint8_t* bits, size_t row_bytes, const float* x, const float* totals,
+                         size_t I, size_t O, size_t row0, size_t rows, const float* scale,
+                         bool per_row, bool accumulate, float* out) {
+  constexpr size_t kR = kT == 1 ? 4 : kT == 2 ? 2 : 1;
+  size_t r = 0;
+  for (; r + kR <= rows; r += kR)
+    SignBlock<kR, kT>(bits, row_bytes, x, totals, I, O, row0 + r, scale, per_row, accumulate, out);
+  for (; r < rows; ++r)
+    SignBlock<1, kT>(bits, row_bytes, x, totals, I, O, row0 + r, scale, per_row, accumulate, out);
 }
 
 // out[T, O] (+)= factor[o] ⊙ (x[T, I] · Sᵀ) for few tokens. factor is scale (per_row: [O]) or
-// null for 1. Threads split the rows, so each sign byte is read once per kTokens tokens.
+// null for 1. Threads split the rows in blocks of kRowBlock, so each sign byte is read once per
+// kTokens tokens.
 void SignGemv(float* out, const float* x, const uint8_t* bits, const float* scale, bool per_row,
               size_t T, size_t O, size_t I, bool accumulate) {
   const DF df;
@@ -108,27 +126,30 @@ void SignGemv(float* out, const float* x, const uint8_t* bits, const float* scal
     totals[t] = hn::GetLane(hn::SumOfLanes(df, sum));
     for (; i < I; ++i) totals[t] += x[t * I + i];
   }
+  const size_t blocks = (O + kRowBlock - 1) / kRowBlock;
 #pragma omp parallel for schedule(static) if (O * I >= kMinParallelElements)
-  for (int64_t r = 0; r < int64_t(O); ++r) {
-    const size_t row = size_t(r);
-    const uint8_t* row_bits = bits + row * row_bytes;
-    const float factor = scale ? scale[per_row ? row : 0] : 1.0f;
+  for (int64_t b = 0; b < int64_t(blocks); ++b) {
+    const size_t row0 = size_t(b) * kRowBlock, rows = std::min(kRowBlock, O - row0);
     for (size_t t0 = 0; t0 < T; t0 += kTokens) {
       const float* x_t = x + t0 * I;
       const float* totals_t = totals + t0;
       float* out_t = out + t0 * O;
       switch (std::min(kTokens, T - t0)) {  // a kernel per token count, chosen at compile time
         case 1:
-          SignRow<1>(row_bits, x_t, totals_t, I, O, row, factor, accumulate, out_t);
+          SignRows<1>(bits, row_bytes, x_t, totals_t, I, O, row0, rows, scale, per_row, accumulate,
+                      out_t);
           break;
         case 2:
-          SignRow<2>(row_bits, x_t, totals_t, I, O, row, factor, accumulate, out_t);
+          SignRows<2>(bits, row_bytes, x_t, totals_t, I, O, row0, rows, scale, per_row, accumulate,
+                      out_t);
           break;
         case 3:
-          SignRow<3>(row_bits, x_t, totals_t, I, O, row, factor, accumulate, out_t);
+          SignRows<3>(bits, row_bytes, x_t, totals_t, I, O, row0, rows, scale, per_row, accumulate,
+                      out_t);
           break;
         default:
-          SignRow<kTokens>(row_bits, x_t, totals_t, I, O, row, factor, accumulate, out_t);
+          SignRows<kTokens>(bits, row_bytes, x_t, totals_t, I, O, row0, rows, scale, per_row,
+                            accumulate, out_t);
           break;
       }
     }
