@@ -148,8 +148,14 @@ void print_text(const Summary& summary) {
   std::printf("parameters   %s\n", grouped(summary.parameters()).c_str());
   std::printf("fingerprint  %s\n", summary.fingerprint.c_str());
   std::printf("metadata%s\n", summary.metadata.empty() ? "     (none)" : "");
-  for (const auto& [key, value] : summary.metadata)
+  for (const auto& [key, value] : summary.metadata) {
+    if (!summary.adapter.is_null() && key == "bitdelta.shapes") {  // shown with the scales
+      std::printf("  %s = (%zu shapes, listed under scales below)\n", key.c_str(),
+                  summary.adapter["matrices"].size());
+      continue;
+    }
     std::printf("  %s = %s\n", key.c_str(), value.c_str());
+  }
   std::printf("tensors      %zu\n", summary.tensors.size());
   size_t width = 0;
   for (const NamedTensor& tensor : summary.tensors) width = std::max(width, tensor.name.size());
@@ -160,6 +166,7 @@ void print_text(const Summary& summary) {
 }
 
 std::string scale_line(const ordered_json& scales) {
+  if (scales["count"] == 1) return cat("scale ", scales["min"].get<float>());
   std::string first;
   for (const ordered_json& value : scales["first"]) first += " " + cat(value.get<float>());
   return cat(scales["count"].get<int64_t>(), " values, min ", scales["min"].get<float>(), ", mean ",

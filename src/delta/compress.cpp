@@ -298,7 +298,7 @@ CompressedDelta compress_delta(const Checkpoint& base, const Checkpoint& finetun
     MappedFile::drop_pages(tuned.view.data, tuned.view.bytes());
     out.stats.input_bytes += 2 * int64_t(base_tensor.view.bytes());
     progress.update(out.stats.input_bytes >> 20,
-                    cat("tensor ", out.stats.tensors, "/", base_tensors.size()));
+                    cat("MB, tensor ", out.stats.tensors, "/", base_tensors.size()));
   }
   progress.finish();
   if (out.matrices.empty() && out.exact.empty())

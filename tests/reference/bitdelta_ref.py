@@ -1,6 +1,6 @@
 """Independent reference for BitDelta compression and reconstruction, in numpy and PyTorch.
 
-Reads checkpoints and adapters with safetensors_ref.py's reader (not bitdelta's) and recomputes
+Reads checkpoints and adapters with st_io.py's safetensors reader (not bitdelta's) and recomputes
 everything from the definitions in docs/format.md:
 
   δ            = f32(W_finetune) − f32(W_base), one float32 subtraction per element
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from safetensors_ref import decode, load  # noqa: E402
+from st_io import decode, load  # noqa: E402
 
 LINEARS = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
            "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
