@@ -5,7 +5,8 @@
 //   build-perf/train_bench [--config FILE] [--batch B] [--seq T] [--steps N] [--threads N]
 //                          [--no-torch] [--torch-script PATH]
 //
-// --config: a config.json (default: a built-in one of the embedded default model's size).
+// --config: a config.json (default: models/default-config.json, the embedded default model);
+// B and T default to 16 and 256, as scripts/train_default.sh trains it.
 // Steps train on random tokens; 2 warm-up steps, then N timed ones; tokens/s = B·T ÷ median
 // step time. The SGEMM rate is the best of cblas_sgemm on 1024² and 2048² squares.
 // bench/torch_train.py gets the same config, B, T, N and threads (float32, eager).
@@ -37,8 +38,11 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Options {
-  std::string config_path;  // empty: the built-in config
-  int64_t batch = 8;
+  // The embedded default model's config, next to this source file wherever the build runs.
+  std::string config_path =
+      (std::filesystem::path(__FILE__).parent_path().parent_path() / "models/default-config.json")
+          .string();
+  int64_t batch = 16;  // as scripts/train_default.sh trains it
   int64_t seq = 256;
   int64_t steps = 10;
   int threads = 0;  // 0: all cores
@@ -77,21 +81,6 @@ Options parse_options(int argc, char** argv) {
   }
   if (o.batch < 1 || o.seq < 1 || o.steps < 1) fail("--batch, --seq, --steps must be >= 1");
   return o;
-}
-
-// The size of the embedded default model: byte vocabulary, a few layers of width 256.
-LlamaConfig builtin_config() {
-  LlamaConfig c;
-  c.vocab_size = 258;
-  c.hidden_size = 256;
-  c.intermediate_size = 704;
-  c.num_hidden_layers = 6;
-  c.num_attention_heads = 8;
-  c.num_key_value_heads = 4;
-  c.head_dim = 32;
-  c.max_position_embeddings = 512;
-  c.tie_word_embeddings = true;
-  return c;
 }
 
 // Best F32 SGEMM rate (FLOP/s) over square products C = A·B of a few sizes.
@@ -171,9 +160,7 @@ int run(int argc, char** argv) {
   const Options o = parse_options(argc, argv);
   set_threads(o.threads);
   const int threads = num_threads();
-  const LlamaConfig config = o.config_path.empty()
-                                 ? builtin_config()
-                                 : parse_llama_config(read_file(o.config_path), o.config_path);
+  const LlamaConfig config = parse_llama_config(read_file(o.config_path), o.config_path);
   if (o.seq > config.max_position_embeddings)
     fail("--seq ", o.seq, " exceeds max_position_embeddings ", config.max_position_embeddings);
 
