@@ -5,10 +5,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+
+#include <sys/mman.h>
+
+#include "core/error.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/membw.cpp"
-#include "hwy/aligned_allocator.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 
@@ -42,7 +47,16 @@ double measure_read_bandwidth(size_t bytes, int repeats) {
   // Chunks of 64 KiB: whole vectors, and many per thread so the static schedule stays balanced.
   constexpr size_t kChunk = 16384;
   const size_t chunks = std::max<size_t>(1, bytes / (kChunk * sizeof(float)));
-  auto buffer = hwy::AllocateAligned<float>(chunks * kChunk);
+  // 2 MiB aligned and backed by huge pages where the kernel allows, so that TLB misses do not
+  // lower the ceiling (the weights' page-cache mapping may use large folios too).
+  const size_t size = chunks * kChunk * sizeof(float);
+  constexpr size_t kHugePage = size_t(2) << 20;
+  std::unique_ptr<float, decltype(&std::free)> buffer(
+      static_cast<float*>(
+          std::aligned_alloc(kHugePage, (size + kHugePage - 1) / kHugePage * kHugePage)),
+      &std::free);
+  if (!buffer) fail("measure_read_bandwidth: cannot allocate ", size, " bytes");
+  madvise(buffer.get(), size, MADV_HUGEPAGE);
   float* values = buffer.get();
   // Written (not just allocated) so that every page is backed by its own memory, and by the
   // thread that later reads it.
