@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <barrier>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -11,11 +12,13 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/progress.h"
 #include "core/sha256.h"
+#include "core/threads.h"
 #include "io/fingerprint.h"
 #include "kernels/matmul_gemv.h"
 #include "kernels/parallel.h"
@@ -26,30 +29,16 @@ namespace bd {
 
 namespace {
 
-// Work is handed to threads in blocks of about this many elements (a few hundred KB of input):
-// small enough to balance two threads that join late after hashing, large enough to be cheap.
+// Work is handed to threads in blocks of about this many elements (a few hundred KB of input).
 constexpr int64_t kBlockElements = int64_t(1) << 16;
 
-struct Fingerprints {
-  Sha256 base, finetune;
-};
-
-// Runs work(block) for blocks [0, blocks) on the thread team while two of its threads feed
-// the tensor into each model's fingerprint. SHA-256 is one sequential stream per model, so the
-// hashes run beside the parallel work rather than before or after it; the threads that hashed
-// then join the remaining blocks. Small tensors stay on one thread. `work` must not throw.
+// Runs work(block) for blocks [0, blocks) on `threads` threads (one for small tensors, whose
+// parallel region would cost more than it saves). `work` must not throw.
 template <typename Work>
-void hash_beside(Fingerprints& hashes, const NamedTensor& base, const NamedTensor& finetune,
-                 int64_t blocks, const Work& work) {
-#pragma omp parallel if (base.view.numel() >= kMinParallelWork)
-  {
-#pragma omp single nowait
-    fingerprint_update(hashes.base, base);
-#pragma omp single nowait
-    fingerprint_update(hashes.finetune, finetune);
-#pragma omp for schedule(dynamic, 1) nowait
-    for (int64_t block = 0; block < blocks; ++block) work(block);
-  }
+void parallel_blocks(int threads, int64_t elements, int64_t blocks, const Work& work) {
+#pragma omp parallel for num_threads(threads) \
+    schedule(dynamic, 1) if (threads > 1 && elements >= kMinParallelWork)
+  for (int64_t block = 0; block < blocks; ++block) work(block);
 }
 
 int64_t ceil_div(int64_t a, int64_t b) {
@@ -94,27 +83,51 @@ std::string privacy_spent(const Checkpoint& finetune) {
   return privacy.empty() ? "" : privacy.dump();
 }
 
-// The streaming state of one compress_delta() call.
+// Compresses one tensor pair at a time into `out`, packing on `threads` threads.
 class Compressor {
  public:
-  Compressor(const Checkpoint& base, const Checkpoint& finetune, const CompressOptions& options,
+  Compressor(const Checkpoint& finetune, const CompressOptions& options, int threads,
              CompressedDelta& out)
-      : base_(base), finetune_(finetune), options_(options), out_(out) {}
+      : finetune_(finetune), options_(options), threads_(threads), out_(out) {}
 
-  // Returns true when the tensor differs from the base and was added to the adapter.
+  // Adds the tensor to the adapter (compressed or exact) unless it equals the base's.
+  void add(const NamedTensor& base, const NamedTensor& tuned);
+
+ private:
+  // Each returns false when δ = 0 everywhere (the tensor is left out).
   bool add_matrix(const NamedTensor& base, const NamedTensor& tuned, std::vector<uint8_t>& signs,
                   std::vector<float>& scales);
   bool add_exact(const NamedTensor& base, const NamedTensor& tuned, std::vector<uint8_t>& delta);
-  std::string base_fingerprint() { return hashes_.base.hex_digest(); }
-  std::string finetune_fingerprint() { return hashes_.finetune.hex_digest(); }
 
- private:
-  const Checkpoint& base_;
   const Checkpoint& finetune_;
   const CompressOptions& options_;
+  const int threads_;
   CompressedDelta& out_;
-  Fingerprints hashes_;
 };
+
+void Compressor::add(const NamedTensor& base, const NamedTensor& tuned) {
+  const Shape& shape = base.view.shape;
+  bool changed;
+  if (is_compressed_weight(base.name)) {
+    std::vector<uint8_t> signs;
+    std::vector<float> scales;
+    changed = add_matrix(base, tuned, signs, scales);
+    if (changed) {
+      out_.add_matrix(base.name, shape[0], shape[1], std::move(signs), std::move(scales));
+      ++out_.stats.compressed_tensors;
+    }
+  } else {
+    std::vector<uint8_t> delta;
+    changed = add_exact(base, tuned, delta);
+    if (changed) {
+      out_.add_exact(base.name, base.view.dtype, shape, std::move(delta));
+      ++out_.stats.exact_tensors;
+    }
+  }
+  out_.stats.unchanged_tensors += !changed;
+  ++out_.stats.tensors;
+  out_.stats.input_bytes += int64_t(base.view.bytes() + tuned.view.bytes());
+}
 
 bool Compressor::add_matrix(const NamedTensor& base, const NamedTensor& tuned,
                             std::vector<uint8_t>& signs, std::vector<float>& scales) {
@@ -124,7 +137,7 @@ bool Compressor::add_matrix(const NamedTensor& base, const NamedTensor& tuned,
   const int64_t block_rows = std::max<int64_t>(1, kBlockElements / in);
   signs.resize(size_t(rows * row_bytes));
   std::vector<double> abs_sums(static_cast<size_t>(rows));
-  hash_beside(hashes_, base, tuned, ceil_div(rows, block_rows), [&](int64_t block) {
+  parallel_blocks(threads_, rows * in, ceil_div(rows, block_rows), [&](int64_t block) {
     const int64_t first = block * block_rows, count = std::min(block_rows, rows - first);
     const int64_t offset = first * in * element;
     pack_delta_signs(b.dtype, static_cast<const uint8_t*>(b.data) + offset,
@@ -137,9 +150,6 @@ bool Compressor::add_matrix(const NamedTensor& base, const NamedTensor& tuned,
   if (total == 0) return false;  // δ = 0: the fine-tune left this weight alone
   scales.resize(options_.per_row ? size_t(rows) : 1);
   mean_abs_scales(abs_sums.data(), rows, in, options_.per_row, scales.data());
-  out_.matrices.push_back({base.name, rows, in,
-                           TensorView{DType::U8, {rows, row_bytes}, signs.data()},
-                           TensorView{DType::F32, {int64_t(scales.size())}, scales.data()}});
   return true;
 }
 
@@ -151,7 +161,7 @@ bool Compressor::add_exact(const NamedTensor& base, const NamedTensor& tuned,
   const uint8_t* base_bytes = static_cast<const uint8_t*>(b.data);
   const uint8_t* tuned_bytes = static_cast<const uint8_t*>(tuned.view.data);
   std::atomic<bool> differs = false;
-  hash_beside(hashes_, base, tuned, blocks, [&](int64_t block) {
+  parallel_blocks(threads_, n, blocks, [&](int64_t block) {
     const int64_t first = block * kBlockElements, count = std::min(kBlockElements, n - first);
     if (std::memcmp(base_bytes + first * element, tuned_bytes + first * element,
                     size_t(count * element)))
@@ -167,7 +177,7 @@ bool Compressor::add_exact(const NamedTensor& base, const NamedTensor& tuned,
   delta.resize(size_t(n * element));
   std::atomic<int64_t> non_finite = 0, nonzero = 0, rounded = 0;
   const size_t capacity = size_t(std::min(n, kBlockElements));
-#pragma omp parallel if (n >= kMinParallelWork)
+#pragma omp parallel num_threads(threads_) if (threads_ > 1 && n >= kMinParallelWork)
   {
     std::vector<float> bf(capacity), ff(capacity), df(capacity);
     std::vector<uint8_t> rebuilt(capacity * size_t(element));
@@ -198,9 +208,94 @@ bool Compressor::add_exact(const NamedTensor& base, const NamedTensor& tuned,
   if (non_finite > 0) fail_non_finite(finetune_, base.name, b, tuned.view);
   if (nonzero == 0) return false;  // only signed zeros differ: the same values
   out_.stats.exact_rounded_elements += rounded;
-  out_.exact.push_back({base.name, TensorView{b.dtype, b.shape, delta.data()}});
   return true;
 }
+
+// Feeds every tensor pair, in name order, through the two fingerprints and the compressor.
+// SHA-256 is one sequential stream per model, so with two or more threads each model is hashed
+// by a thread of its own while the calling thread compresses (on threads − 2 OpenMP threads, at
+// least one): the three work on the same tensor and meet at a barrier (blocking, not spinning),
+// whose completion gives the tensor's pages back. At most one tensor per model is resident.
+class TensorStream {
+ public:
+  TensorStream(const std::vector<NamedTensor>& base, const std::vector<NamedTensor>& tuned,
+               Progress& progress)
+      : base_(base), tuned_(tuned), progress_(progress) {}
+
+  void run(int threads, Compressor& compressor, Sha256& base_hash, Sha256& tuned_hash) {
+    if (threads == 1) {
+      for (size_t i = 0; i < base_.size(); ++i) {
+        fingerprint_update(base_hash, base_[i]);
+        fingerprint_update(tuned_hash, tuned_[i]);
+        compressor.add(base_[i], tuned_[i]);
+        finish(i);
+      }
+      return;
+    }
+    Meet meet(3, FinishTensor{this});
+    std::exception_ptr errors[3];
+    std::thread base_hasher([&] { hash(base_, base_hash, meet, errors[0]); });
+    std::thread tuned_hasher([&] { hash(tuned_, tuned_hash, meet, errors[1]); });
+    for (size_t i = 0; i < base_.size() && !stop_; ++i) {
+      try {
+        compressor.add(base_[i], tuned_[i]);
+      } catch (...) {
+        errors[2] = std::current_exception();
+        stop_ = true;
+        meet.arrive_and_drop();
+        break;
+      }
+      meet.arrive_and_wait();
+    }
+    base_hasher.join();
+    tuned_hasher.join();
+    for (const std::exception_ptr& error : errors)
+      if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  // The barrier's completion: runs once per tensor, when all three workers are done with it.
+  struct FinishTensor {
+    TensorStream* stream;
+    void operator()() noexcept { stream->finish(stream->done_++); }
+  };
+  using Meet = std::barrier<FinishTensor>;
+
+  void hash(const std::vector<NamedTensor>& tensors, Sha256& hash, Meet& meet,
+            std::exception_ptr& error) {
+    for (const NamedTensor& tensor : tensors) {
+      if (stop_) break;
+      try {
+        fingerprint_update(hash, tensor);
+      } catch (...) {
+        error = std::current_exception();
+        stop_ = true;
+        break;
+      }
+      meet.arrive_and_wait();
+    }
+    meet.arrive_and_drop();
+  }
+  // Gives tensor i's pages back. When a worker stops early, the others drop out of the barrier,
+  // which may complete one phase past the last tensor.
+  void finish(size_t i) noexcept {
+    if (i >= base_.size()) return;
+    MappedFile::drop_pages(base_[i].view.data, base_[i].view.bytes());
+    MappedFile::drop_pages(tuned_[i].view.data, tuned_[i].view.bytes());
+    bytes_done_ += int64_t(base_[i].view.bytes() + tuned_[i].view.bytes());
+    try {
+      progress_.update(bytes_done_ >> 20, cat("MB, tensor ", i + 1, "/", base_.size()));
+    } catch (...) {  // a progress line that cannot be drawn is not worth stopping for
+    }
+  }
+
+  const std::vector<NamedTensor>& base_;
+  const std::vector<NamedTensor>& tuned_;
+  Progress& progress_;
+  std::atomic<bool> stop_ = false;
+  size_t done_ = 0;  // tensors all three workers have finished
+  int64_t bytes_done_ = 0;
+};
 
 }  // namespace
 
@@ -257,6 +352,21 @@ void CompressedDelta::write(const std::string& path, bool overwrite) const {
   write_adapter(path, info, matrices, exact, overwrite);
 }
 
+void CompressedDelta::add_matrix(const std::string& name, int64_t out, int64_t in,
+                                 std::vector<uint8_t> signs, std::vector<float> scales) {
+  signs_.push_back(std::move(signs));
+  scales_.push_back(std::move(scales));
+  matrices.push_back(
+      {name, out, in, TensorView{DType::U8, {out, sign_row_bytes(in)}, signs_.back().data()},
+       TensorView{DType::F32, {int64_t(scales_.back().size())}, scales_.back().data()}});
+}
+
+void CompressedDelta::add_exact(const std::string& name, DType dtype, const Shape& shape,
+                                std::vector<uint8_t> delta) {
+  deltas_.push_back(std::move(delta));
+  exact.push_back({name, TensorView{dtype, shape, deltas_.back().data()}});
+}
+
 CompressedDelta compress_delta(const Checkpoint& base, const Checkpoint& finetune,
                                const CompressOptions& options) {
   const auto start = std::chrono::steady_clock::now();
@@ -268,46 +378,26 @@ CompressedDelta compress_delta(const Checkpoint& base, const Checkpoint& finetun
 
   CompressedDelta out;
   const std::vector<NamedTensor> base_tensors = base.tensors();  // name order, as fingerprints
+  std::vector<NamedTensor> tuned_tensors;
   int64_t total_bytes = 0;
-  for (const NamedTensor& tensor : base_tensors) total_bytes += 2 * int64_t(tensor.view.bytes());
-  Progress progress("compress", total_bytes >> 20, "MB", options.quiet);
-  Compressor compressor(base, finetune, options, out);
-  for (const NamedTensor& base_tensor : base_tensors) {
-    const NamedTensor tuned{base_tensor.name, finetune.get(base_tensor.name)};
-    bool changed;
-    if (is_compressed_weight(base_tensor.name)) {
-      std::vector<uint8_t> signs;
-      std::vector<float> scales;
-      changed = compressor.add_matrix(base_tensor, tuned, signs, scales);
-      if (changed) {
-        out.signs_.push_back(std::move(signs));
-        out.scales_.push_back(std::move(scales));
-        ++out.stats.compressed_tensors;
-      }
-    } else {
-      std::vector<uint8_t> delta;
-      changed = compressor.add_exact(base_tensor, tuned, delta);
-      if (changed) {
-        out.deltas_.push_back(std::move(delta));
-        ++out.stats.exact_tensors;
-      }
-    }
-    out.stats.unchanged_tensors += !changed;
-    ++out.stats.tensors;
-    MappedFile::drop_pages(base_tensor.view.data, base_tensor.view.bytes());
-    MappedFile::drop_pages(tuned.view.data, tuned.view.bytes());
-    out.stats.input_bytes += 2 * int64_t(base_tensor.view.bytes());
-    progress.update(out.stats.input_bytes >> 20,
-                    cat("MB, tensor ", out.stats.tensors, "/", base_tensors.size()));
+  for (const NamedTensor& tensor : base_tensors) {
+    tuned_tensors.push_back({tensor.name, finetune.get(tensor.name)});
+    total_bytes += 2 * int64_t(tensor.view.bytes());
   }
+  Progress progress("compress", total_bytes >> 20, "MB", options.quiet);
+  const int threads = num_threads();
+  Compressor compressor(finetune, options, std::max(1, threads - 2), out);
+  Sha256 base_hash, tuned_hash;
+  TensorStream(base_tensors, tuned_tensors, progress)
+      .run(threads, compressor, base_hash, tuned_hash);
   progress.finish();
   if (out.matrices.empty() && out.exact.empty())
     fail(finetune.dir(), ": every tensor equals the base's in ", base.dir(),
          "; there is no delta to compress");
 
   AdapterInfo& info = out.info;
-  info.base_fingerprint = compressor.base_fingerprint();
-  info.finetune_fingerprint = compressor.finetune_fingerprint();
+  info.base_fingerprint = base_hash.hex_digest();
+  info.finetune_fingerprint = tuned_hash.hex_digest();
   info.owner = options.owner;
   info.scale_mode = "mean";
   info.granularity = options.per_row ? "row" : "matrix";

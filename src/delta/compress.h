@@ -44,9 +44,13 @@ class CompressedDelta {
   // write_adapter() of this delta.
   void write(const std::string& path, bool overwrite) const;
 
+  // Take the buffers and append views of them to matrices / exact.
+  void add_matrix(const std::string& name, int64_t out, int64_t in, std::vector<uint8_t> signs,
+                  std::vector<float> scales);
+  void add_exact(const std::string& name, DType dtype, const Shape& shape,
+                 std::vector<uint8_t> delta);
+
  private:
-  friend CompressedDelta compress_delta(const Checkpoint&, const Checkpoint&,
-                                        const CompressOptions&);
   std::vector<std::vector<uint8_t>> signs_;
   std::vector<std::vector<float>> scales_;
   std::vector<std::vector<uint8_t>> deltas_;
