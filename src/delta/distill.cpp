@@ -81,16 +81,19 @@ DistillReport distill_scales(const Checkpoint& base, const Checkpoint& finetune,
                              const std::vector<float*>& scales, const DistillOptions& options) {
   check_options(options);
   const auto start = std::chrono::steady_clock::now();
+  // Windows never run past the model's context.
+  DistillOptions o = options;
+  o.seq = std::min(o.seq, finetune.config().max_position_embeddings);
   const std::vector<float*> gamma = scale_values(matrices, scales);
-  const TokenData data = calibration_tokens(finetune, options);
-  const std::vector<Batch> heldout = eval_batches(data.heldout, options.batch, options.seq);
+  const TokenData data = calibration_tokens(finetune, o);
+  const std::vector<Batch> heldout = eval_batches(data.heldout, o.batch, o.seq);
 
   const LlamaWeights teacher = weights_from_checkpoint(finetune);
   const DeltaWeights student(base, matrices, exact, scales);  // reads the scales we update
-  DistillObjective objective(teacher, student.weights(), matrices, options.loss);
+  DistillObjective objective(teacher, student.weights(), matrices, o.loss);
 
   DistillReport report;
-  report.loss_name = distill_loss_name(options.loss);
+  report.loss_name = distill_loss_name(o.loss);
   report.scale_count = int64_t(gamma.size());
   report.heldout_before = heldout_loss(objective, heldout, &report.heldout_tokens);
 
@@ -103,14 +106,14 @@ DistillReport distill_scales(const Checkpoint& base, const Checkpoint& finetune,
     log_gamma[k] = trained[k] ? std::log(*gamma[k]) : 0.0f;
   }
   AdamW adam(n, AdamWConfig{.beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0.0f});
-  const LrSchedule schedule{.peak_lr = options.lr,
+  const LrSchedule schedule{.peak_lr = o.lr,
                             .warmup_steps = 0,
-                            .total_steps = std::max<int64_t>(options.steps, 1),
-                            .min_lr_ratio = options.min_lr_ratio};
+                            .total_steps = std::max<int64_t>(o.steps, 1),
+                            .min_lr_ratio = o.min_lr_ratio};
   schedule.validate();
-  BatchSampler sampler(data.train, options.batch, options.seq, options.seed);
-  Progress progress("distill", options.steps, "step", options.quiet);
-  for (int64_t step = 0; step < options.steps; ++step) {
+  BatchSampler sampler(data.train, o.batch, o.seq, o.seed);
+  Progress progress("distill", o.steps, "step", o.quiet);
+  for (int64_t step = 0; step < o.steps; ++step) {
     const Batch batch = sampler.next();
     std::fill(grad.begin(), grad.end(), 0.0f);
     const double loss =
@@ -126,7 +129,7 @@ DistillReport distill_scales(const Checkpoint& base, const Checkpoint& finetune,
   }
   progress.finish();
 
-  report.steps = options.steps;
+  report.steps = o.steps;
   report.heldout_after = heldout_loss(objective, heldout, &report.heldout_tokens);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;

@@ -20,8 +20,8 @@ struct DistillOptions {
   DistillLoss loss = DistillLoss::KL;
   int64_t steps = 200;
   int64_t batch = 4;
-  int64_t seq = 128;
-  double lr = 1e-2;  // Adam on log γ: relative step; cosine decay to lr·min_lr_ratio
+  int64_t seq = 128;  // at most the model's max_position_embeddings (clamped)
+  double lr = 1e-2;   // Adam on log γ: relative step; cosine decay to lr·min_lr_ratio
   double min_lr_ratio = 0.1;
   double heldout_fraction = 0.1;       // tail of the calibration tokens kept for the report
   int64_t heldout_max_tokens = 16384;  // at most this many of them are scored (bounds the time)
