@@ -1,7 +1,5 @@
 #include "delta/compress.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -45,7 +43,7 @@ int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
-double element_f32(const TensorView& view, int64_t index) {
+float element_f32(const TensorView& view, int64_t index) {
   float value;
   to_f32(view.dtype, static_cast<const uint8_t*>(view.data) + index * dtype_size(view.dtype),
          &value, 1);
@@ -56,7 +54,7 @@ double element_f32(const TensorView& view, int64_t index) {
 [[noreturn]] void fail_non_finite(const Checkpoint& finetune, const std::string& name,
                                   const TensorView& base, const TensorView& tuned) {
   for (int64_t i = 0; i < base.numel(); ++i) {
-    const float b = float(element_f32(base, i)), f = float(element_f32(tuned, i));
+    const float b = element_f32(base, i), f = element_f32(tuned, i);
     if (std::isfinite(f - b)) continue;
     std::string where = cat("[", i, "]");
     if (base.shape.size() == 2) where = cat("[", i / base.shape[1], ", ", i % base.shape[1], "]");
@@ -95,9 +93,10 @@ class Compressor {
 
  private:
   // Each returns false when δ = 0 everywhere (the tensor is left out).
-  bool add_matrix(const NamedTensor& base, const NamedTensor& tuned, std::vector<uint8_t>& signs,
-                  std::vector<float>& scales);
-  bool add_exact(const NamedTensor& base, const NamedTensor& tuned, std::vector<uint8_t>& delta);
+  bool pack_matrix(const NamedTensor& base, const NamedTensor& tuned, std::vector<uint8_t>& signs,
+                   std::vector<float>& scales);
+  bool subtract_exact(const NamedTensor& base, const NamedTensor& tuned,
+                      std::vector<uint8_t>& delta);
 
   const Checkpoint& finetune_;
   const CompressOptions& options_;
@@ -111,14 +110,14 @@ void Compressor::add(const NamedTensor& base, const NamedTensor& tuned) {
   if (is_compressed_weight(base.name)) {
     std::vector<uint8_t> signs;
     std::vector<float> scales;
-    changed = add_matrix(base, tuned, signs, scales);
+    changed = pack_matrix(base, tuned, signs, scales);
     if (changed) {
       out_.add_matrix(base.name, shape[0], shape[1], std::move(signs), std::move(scales));
       ++out_.stats.compressed_tensors;
     }
   } else {
     std::vector<uint8_t> delta;
-    changed = add_exact(base, tuned, delta);
+    changed = subtract_exact(base, tuned, delta);
     if (changed) {
       out_.add_exact(base.name, base.view.dtype, shape, std::move(delta));
       ++out_.stats.exact_tensors;
@@ -129,8 +128,8 @@ void Compressor::add(const NamedTensor& base, const NamedTensor& tuned) {
   out_.stats.input_bytes += int64_t(base.view.bytes() + tuned.view.bytes());
 }
 
-bool Compressor::add_matrix(const NamedTensor& base, const NamedTensor& tuned,
-                            std::vector<uint8_t>& signs, std::vector<float>& scales) {
+bool Compressor::pack_matrix(const NamedTensor& base, const NamedTensor& tuned,
+                             std::vector<uint8_t>& signs, std::vector<float>& scales) {
   const TensorView& b = base.view;
   const int64_t rows = b.shape[0], in = b.shape[1];
   const int64_t row_bytes = sign_row_bytes(in), element = int64_t(dtype_size(b.dtype));
@@ -153,8 +152,8 @@ bool Compressor::add_matrix(const NamedTensor& base, const NamedTensor& tuned,
   return true;
 }
 
-bool Compressor::add_exact(const NamedTensor& base, const NamedTensor& tuned,
-                           std::vector<uint8_t>& delta) {
+bool Compressor::subtract_exact(const NamedTensor& base, const NamedTensor& tuned,
+                                std::vector<uint8_t>& delta) {
   const TensorView& b = base.view;
   const int64_t n = b.numel(), element = int64_t(dtype_size(b.dtype));
   const int64_t blocks = ceil_div(n, kBlockElements);
