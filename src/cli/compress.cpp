@@ -42,7 +42,7 @@ const CommandSpec kSpec = {
         {"--steps", "N", "distillation steps (default 200)"},
         {"--loss", "L", "distillation loss: kl (default) or logit_mse"},
         {"--owner", "DID", "owner recorded in the adapter: did:lux:<id>"},
-        {"--threads", "N", "threads (default: all cores)"},
+        {"--threads", "N", "threads (default: all cores): two hash, the rest (at least one) pack"},
         {"--force", "", "overwrite an existing output file"},
         {"--json", "", "print one JSON object"},
     },
