@@ -4,14 +4,14 @@
 //   build-perf/decode_bench [--threads N] [--dir DIR] [--prompt P] [--tokens N] [--runs R]
 //                           [--no-torch] [--torch-script PATH]
 //
-// 1. Writes the random checkpoint (HF folder, ~2.2 GB) into DIR once; later runs reuse it.
-// 2. Measures the read bandwidth B of main memory (all threads streaming a 1 GiB buffer, best
-//    of 5, before and after decoding): the limit is B ÷ (weight bytes read per token).
-// 3. bitdelta: maps the checkpoint, prefills P tokens, then decodes N tokens greedily, R times
-//    after one warm-up run; tokens/s = 1 / median time per decoded token.
-// 4. PyTorch: bench/torch_decode.py on the same checkpoint, same threads, same P, N, R.
-// Prints a table, then one JSON line with every number.
-#include <omp.h>
+// Writes the random checkpoint (HF folder, ~2.2 GB) into DIR once; later runs reuse it. After
+// one warm-up decode, R rounds (default 5) each measure, back to back:
+//   1. the read bandwidth B of main memory (all threads streaming a 1 GiB buffer, best of 3):
+//      the limit is B ÷ (weight bytes read per token);
+//   2. bitdelta: prefill P tokens, decode N tokens greedily; tokens/s = 1 / median token time;
+//   3. PyTorch: bench/torch_decode.py on the same checkpoint with the same threads, P and N.
+// Reports each round and the medians over rounds of the speeds and of the per-round ratios
+// (robust when other jobs share the machine), then one JSON line with every number.
 
 #include <algorithm>
 #include <chrono>
@@ -43,7 +43,7 @@ struct Options {
       (std::filesystem::temp_directory_path() / "bitdelta-decode-bench-1.1b").string();
   int64_t prompt = 8;
   int64_t tokens = 32;
-  int runs = 3;
+  int runs = 5;
   bool torch = true;
   // Next to this source file, wherever the build runs from.
   std::string torch_script =
@@ -171,46 +171,43 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
-struct DecodeResult {
-  std::vector<double> token_seconds;  // every decoded token of every timed run
-  std::vector<double> run_tokens_per_s;
-  std::vector<int32_t> generated;   // of the last run
-  std::vector<float> first_logits;  // after the prompt
-};
+// One engine's decode: 1 / median seconds per decoded token.
+struct Decoder {
+  const LlamaWeights& weights;
+  std::vector<int32_t> prompt;
+  KVCache cache;
+  std::vector<float> logits;
+  std::vector<float> prompt_logits;  // after the prompt, for the cross-check with PyTorch
 
-DecodeResult decode(const LlamaWeights& weights, const Options& o) {
-  const LlamaConfig& c = weights.config;
-  const std::vector<int32_t> prompt = prompt_ids(o.prompt, c.vocab_size);
-  KVCache cache(c, o.prompt + o.tokens);
-  std::vector<float> logits(size_t(c.vocab_size));
-  DecodeResult result;
-  for (int run = -1; run < o.runs; ++run) {  // run -1: warm-up (page mappings, thread pool)
+  Decoder(const LlamaWeights& w, const Options& o)
+      : weights(w),
+        prompt(prompt_ids(o.prompt, w.config.vocab_size)),
+        cache(w.config, o.prompt + o.tokens),
+        logits(size_t(w.config.vocab_size)) {}
+
+  // Prefills the prompt, then decodes `tokens` tokens greedily; returns tokens/s.
+  double run(int64_t tokens) {
     cache.reset();
-    result.generated.clear();
-    forward(weights, cache, prompt.data(), o.prompt, logits.data());
-    if (run == -1) result.first_logits = logits;
+    forward(weights, cache, prompt.data(), int64_t(prompt.size()), logits.data());
+    prompt_logits = logits;
     int32_t token = argmax(logits);
-    const auto start = Clock::now();
-    for (int64_t i = 0; i < o.tokens; ++i) {
-      const auto t0 = Clock::now();
+    std::vector<double> seconds;
+    for (int64_t i = 0; i < tokens; ++i) {
+      const auto start = Clock::now();
       forward(weights, cache, &token, 1, logits.data());
       token = argmax(logits);
-      const std::chrono::duration<double> dt = Clock::now() - t0;
-      if (run >= 0) result.token_seconds.push_back(dt.count());
-      result.generated.push_back(token);
+      seconds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
     }
-    const std::chrono::duration<double> total = Clock::now() - start;
-    if (run >= 0) result.run_tokens_per_s.push_back(double(o.tokens) / total.count());
+    return 1.0 / median(seconds);
   }
-  return result;
-}
+};
 
-// Runs the PyTorch twin and returns its JSON report.
+// Runs the PyTorch twin once (its own warm-up, then one timed run) and returns its report.
 nlohmann::json run_torch(const Options& o, int threads, const std::string& logits_path) {
-  const std::string command =
+  std::string command =
       cat("/usr/bin/python3 '", o.torch_script, "' --model '", o.dir, "' --threads ", threads,
-          " --prompt ", o.prompt, " --tokens ", o.tokens, " --runs ", o.runs, " --logits-out '",
-          logits_path, "'");
+          " --prompt ", o.prompt, " --tokens ", o.tokens, " --runs 1");
+  if (!logits_path.empty()) command += cat(" --logits-out '", logits_path, "'");
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) fail("cannot run ", command);
   std::string output;
@@ -235,70 +232,111 @@ double relative_rms_difference(const std::vector<float>& a, const std::string& p
   return std::sqrt(diff / norm);
 }
 
-double best_bandwidth() {
-  return measure_read_bandwidth(size_t(1) << 30, 5);
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one + " " + five + " " + fifteen;
+}
+
+// One round: bandwidth, then bitdelta, then PyTorch, back to back, so that the ratios compare
+// numbers taken under the same conditions (the machine may be shared).
+struct Round {
+  double bandwidth = 0;  // bytes/s
+  double ours = 0;       // tokens/s
+  double torch = 0;      // tokens/s; 0 without --no-torch
+};
+
+// Prints the rounds and their medians, then one JSON line; returns the exit status.
+int report(const Options& o, int threads, int64_t params, double bytes,
+           const std::vector<Round>& rounds, double logits_diff, const std::string& load_before) {
+  std::vector<double> bandwidth, ours, torch, ours_of_limit, torch_of_limit, ours_over_torch;
+  std::printf("threads %d, %.3fB parameters, %.3f GB of weights read per token\n", threads,
+              double(params) / 1e9, bytes / 1e9);
+  std::printf(
+      "round  bandwidth GB/s  limit tok/s  bitdelta tok/s (of limit)  torch tok/s (of limit)\n");
+  for (size_t r = 0; r < rounds.size(); ++r) {
+    const Round& round = rounds[r];
+    const double limit = round.bandwidth / bytes;
+    bandwidth.push_back(round.bandwidth / 1e9);
+    ours.push_back(round.ours);
+    ours_of_limit.push_back(round.ours / limit);
+    std::printf("%5zu  %14.1f  %11.2f  %14.2f (%5.1f%%)", r + 1, round.bandwidth / 1e9, limit,
+                round.ours, 100 * round.ours / limit);
+    if (round.torch > 0) {
+      torch.push_back(round.torch);
+      torch_of_limit.push_back(round.torch / limit);
+      ours_over_torch.push_back(round.ours / round.torch);
+      std::printf("  %11.2f (%5.1f%%)", round.torch, 100 * round.torch / limit);
+    }
+    std::printf("\n");
+  }
+  nlohmann::json json = {
+      {"threads", threads},
+      {"params", params},
+      {"weight_bytes_per_token", bytes},
+      {"prompt", o.prompt},
+      {"tokens", o.tokens},
+      {"rounds", o.runs},
+      {"load_average_before", load_before},
+      {"load_average_after", load_average()},
+      {"read_bandwidth_GBps", median(bandwidth)},
+      {"limit_tokens_per_s", median(bandwidth) * 1e9 / bytes},
+      {"bitdelta", {{"tokens_per_s", median(ours)}, {"of_limit", median(ours_of_limit)}}},
+  };
+  std::printf(
+      "median: bandwidth %.1f GB/s, limit %.2f tokens/s; bitdelta %.2f tokens/s = %.1f%% of "
+      "the limit\n",
+      median(bandwidth), median(bandwidth) * 1e9 / bytes, median(ours),
+      100 * median(ours_of_limit));
+  if (!torch.empty()) {
+    json["torch"] = {{"tokens_per_s", median(torch)}, {"of_limit", median(torch_of_limit)}};
+    json["bitdelta_over_torch"] = median(ours_over_torch);
+    json["prompt_logits_relative_rms_difference"] = logits_diff;
+    std::printf("median: torch %.2f tokens/s = %.1f%% of the limit; bitdelta / torch = %.2f\n",
+                median(torch), 100 * median(torch_of_limit), median(ours_over_torch));
+    std::printf("prompt logits: bitdelta and torch differ by %.2f%% (relative RMS)\n",
+                100 * logits_diff);
+  }
+  std::printf("load average before %s, after %s\n", load_before.c_str(), load_average().c_str());
+  std::printf("%s\n", json.dump().c_str());
+  return 0;
 }
 
 int run(int argc, char** argv) {
   const Options o = parse_options(argc, argv);
   set_threads(o.threads);
   const int threads = num_threads();
-  const LlamaConfig config = bench_config();
+  const std::string load_before = load_average();
 
   if (!reusable(o.dir)) {
     std::cerr << "writing random checkpoint to " << o.dir << " ...\n";
-    write_random_checkpoint(o.dir, config);
+    write_random_checkpoint(o.dir, bench_config());
   }
   const Checkpoint checkpoint(o.dir);
   const LlamaWeights weights = weights_from_checkpoint(checkpoint);
   const double bytes = weight_bytes_per_token(weights);
 
-  std::cerr << "measuring read bandwidth ...\n";
-  double bandwidth = best_bandwidth();
-  std::cerr << "decoding with bitdelta ...\n";
-  const DecodeResult ours = decode(weights, o);
-  bandwidth = std::max(bandwidth, best_bandwidth());
-
-  const double limit = bandwidth / bytes;
-  const double ours_tps = 1.0 / median(ours.token_seconds);
-  nlohmann::json report = {
-      {"threads", threads},
-      {"params", checkpoint.parameter_count()},
-      {"weight_bytes_per_token", bytes},
-      {"read_bandwidth_GBps", bandwidth / 1e9},
-      {"limit_tokens_per_s", limit},
-      {"prompt", o.prompt},
-      {"tokens", o.tokens},
-      {"runs", o.runs},
-      {"bitdelta",
-       {{"tokens_per_s", ours_tps},
-        {"of_limit", ours_tps / limit},
-        {"effective_GBps", ours_tps * bytes / 1e9},
-        {"run_tokens_per_s", ours.run_tokens_per_s}}},
-  };
-  std::printf("threads %d, %.3fB parameters, %.3f GB of weights read per token\n", threads,
-              double(checkpoint.parameter_count()) / 1e9, bytes / 1e9);
-  std::printf("read bandwidth %.1f GB/s -> limit %.2f tokens/s\n", bandwidth / 1e9, limit);
-  std::printf("bitdelta  %7.2f tokens/s  %5.1f%% of limit\n", ours_tps, 100 * ours_tps / limit);
-
-  if (o.torch) {
-    std::cerr << "decoding with PyTorch ...\n";
-    const std::string logits_path = o.dir + "/torch_first_logits.f32";
-    const nlohmann::json torch = run_torch(o, threads, logits_path);
-    const double torch_tps = torch.at("tokens_per_s").get<double>();
-    const double logits_diff = relative_rms_difference(ours.first_logits, logits_path);
-    std::filesystem::remove(logits_path);
-    report["torch"] = torch;
-    report["torch"]["of_limit"] = torch_tps / limit;
-    report["bitdelta_over_torch"] = ours_tps / torch_tps;
-    report["prompt_logits_relative_rms_difference"] = logits_diff;
-    std::printf("torch     %7.2f tokens/s  %5.1f%% of limit  (torch %s)\n", torch_tps,
-                100 * torch_tps / limit, torch.at("version").get<std::string>().c_str());
-    std::printf("bitdelta / torch = %.2f; prompt logits differ by %.2f%% (relative RMS)\n",
-                ours_tps / torch_tps, 100 * logits_diff);
+  Decoder decoder(weights, o);
+  decoder.run(o.tokens);  // warm-up: page mappings, thread pool
+  std::vector<Round> rounds;
+  double logits_diff = -1;
+  for (int r = 0; r < o.runs; ++r) {
+    std::cerr << "round " << r + 1 << " of " << o.runs << " ...\n";
+    Round round;
+    round.bandwidth = measure_read_bandwidth(size_t(1) << 30, 3);
+    round.ours = decoder.run(o.tokens);
+    if (o.torch) {
+      const std::string logits_path = r == 0 ? o.dir + "/torch_prompt_logits.f32" : "";
+      round.torch = run_torch(o, threads, logits_path).at("tokens_per_s").get<double>();
+      if (r == 0) {
+        logits_diff = relative_rms_difference(decoder.prompt_logits, logits_path);
+        std::filesystem::remove(logits_path);
+      }
+    }
+    rounds.push_back(round);
   }
-  std::printf("%s\n", report.dump().c_str());
-  return 0;
+  return report(o, threads, checkpoint.parameter_count(), bytes, rounds, logits_diff, load_before);
 }
 
 }  // namespace
