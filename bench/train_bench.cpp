@@ -1,24 +1,27 @@
-// Training speed of a small (default-model-sized) Llama: tokens/s of full optimizer steps
-// (forward, backward, clipping, AdamW), against 6 × parameters FLOPs per token at the measured
-// F32 SGEMM rate, and against the same model in PyTorch, all measured in one run.
+// Training speed of the embedded default model: tokens/s of full optimizer steps (forward,
+// backward, clipping, AdamW), against 6 × parameters FLOPs per token at the measured F32 SGEMM
+// rate, and against the same model in PyTorch, all measured in one run.
 //
-//   build-perf/train_bench [--config FILE] [--batch B] [--seq T] [--steps N] [--threads N]
-//                          [--no-torch] [--torch-script PATH]
+//   build-perf/train_bench [--config FILE] [--batch B] [--seq T] [--steps N] [--runs R]
+//                          [--threads N] [--no-torch] [--torch-script PATH]
 //
 // --config: a config.json (default: models/default-config.json, the embedded default model);
-// B and T default to 16 and 256, as scripts/train_default.sh trains it.
-// Steps train on random tokens; 2 warm-up steps, then N timed ones; tokens/s = B·T ÷ median
-// step time. The SGEMM rate is the best of cblas_sgemm on 1024² and 2048² squares.
-// bench/torch_train.py gets the same config, B, T, N and threads (float32, eager).
-// Prints a table, then one JSON line with every number.
+// B and T default to 16 and 256, as scripts/train_default.sh trains it. Steps train on random
+// tokens. After 2 warm-up steps, R rounds (default 3) each measure, back to back: the SGEMM rate
+// (best of cblas_sgemm on 1024² and 2048² squares), N steps of bitdelta (default 5; tokens/s =
+// B·T ÷ median step time), and bench/torch_train.py (same config, B, T, N and threads; float32,
+// eager; its own 2 warm-up steps). Reports each round and the medians over rounds of the speeds
+// and of the per-round ratios, then one JSON line with every number.
 #include <cblas.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -44,8 +47,9 @@ struct Options {
           .string();
   int64_t batch = 16;  // as scripts/train_default.sh trains it
   int64_t seq = 256;
-  int64_t steps = 10;
-  int threads = 0;  // 0: all cores
+  int64_t steps = 5;  // timed steps per engine and round
+  int runs = 3;       // rounds
+  int threads = 0;    // 0: all cores
   bool torch = true;
   // Next to this source file, wherever the build runs from.
   std::string torch_script =
@@ -70,6 +74,8 @@ Options parse_options(int argc, char** argv) {
       o.seq = std::stoll(value());
     else if (flag == "--steps")
       o.steps = std::stoll(value());
+    else if (flag == "--runs")
+      o.runs = std::stoi(value());
     else if (flag == "--threads")
       o.threads = std::stoi(value());
     else if (flag == "--no-torch")
@@ -79,7 +85,8 @@ Options parse_options(int argc, char** argv) {
     else
       fail("unknown option ", flag, " (see the comment at the top of bench/train_bench.cpp)");
   }
-  if (o.batch < 1 || o.seq < 1 || o.steps < 1) fail("--batch, --seq, --steps must be >= 1");
+  if (o.batch < 1 || o.seq < 1 || o.steps < 1 || o.runs < 1)
+    fail("--batch, --seq, --steps, --runs must be >= 1");
   return o;
 }
 
@@ -117,27 +124,37 @@ Batch random_batch(int64_t B, int64_t T, int64_t vocab, std::mt19937_64& rng) {
   return batch;
 }
 
-// Seconds of each timed optimizer step (after kWarmupSteps untimed ones).
-std::vector<double> time_steps(const LlamaConfig& config, const Options& o) {
-  LlamaParams params(config);
-  params.init_random(1);
-  TrainOptions options;
-  options.steps = kWarmupSteps + o.steps;
-  options.batch = o.batch;
-  options.seq = o.seq;
-  options.quiet = true;
-  Trainer trainer(params, options);
-  std::mt19937_64 rng(2);
-  std::vector<double> seconds;
-  for (int64_t step = 0; step < kWarmupSteps + o.steps; ++step) {
-    const Batch batch = random_batch(o.batch, o.seq, config.vocab_size, rng);
-    const auto start = Clock::now();
-    trainer.step(batch);
-    const std::chrono::duration<double> dt = Clock::now() - start;
-    if (step >= kWarmupSteps) seconds.push_back(dt.count());
+// bitdelta's Trainer on random batches; run() times `steps` optimizer steps.
+class StepTimer {
+ public:
+  StepTimer(const LlamaConfig& config, const Options& o) : params_(config), o_(o), rng_(2) {
+    params_.init_random(1);
+    TrainOptions options;
+    options.steps = 1'000'000;  // only sets the learning-rate schedule's length
+    options.batch = o.batch;
+    options.seq = o.seq;
+    options.quiet = true;
+    trainer_.emplace(params_, options);
   }
-  return seconds;
-}
+
+  // tokens/s = B·T ÷ median step time.
+  double run(int64_t steps) {
+    std::vector<double> seconds;
+    for (int64_t step = 0; step < steps; ++step) {
+      const Batch batch = random_batch(o_.batch, o_.seq, params_.config().vocab_size, rng_);
+      const auto start = Clock::now();
+      trainer_->step(batch);
+      seconds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    return double(o_.batch * o_.seq) / median(seconds);
+  }
+
+ private:
+  LlamaParams params_;
+  const Options& o_;
+  std::mt19937_64 rng_;
+  std::optional<Trainer> trainer_;
+};
 
 nlohmann::json run_torch(const Options& o, int threads, const std::string& config_path) {
   const std::string command = cat("/usr/bin/python3 '", o.torch_script, "' --config '", config_path,
@@ -152,59 +169,102 @@ nlohmann::json run_torch(const Options& o, int threads, const std::string& confi
   return nlohmann::json::parse(output);
 }
 
-int64_t parameter_count(const LlamaConfig& config) {
-  return int64_t(LlamaParams(config).size());
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one + " " + five + " " + fifteen;
+}
+
+// One round: SGEMM rate, bitdelta, PyTorch, back to back, so that the ratios compare numbers
+// taken under the same conditions (the machine may be shared).
+struct Round {
+  double rate = 0;   // FLOP/s
+  double ours = 0;   // tokens/s
+  double torch = 0;  // tokens/s; 0 with --no-torch
+};
+
+int report(const Options& o, int threads, const LlamaConfig& config, int64_t params,
+           const std::vector<Round>& rounds, const std::string& load_before) {
+  const double flops_per_token = 6.0 * double(params);
+  std::vector<double> rate, ours, torch, ours_of_bound, torch_of_bound, ours_over_torch;
+  std::printf(
+      "threads %d, %.2fM parameters, B=%lld T=%lld, %lld timed steps per engine and round\n",
+      threads, double(params) / 1e6, (long long)o.batch, (long long)o.seq, (long long)o.steps);
+  std::printf(
+      "round  SGEMM GFLOP/s  6N bound tok/s  bitdelta tok/s (of bound)  torch tok/s (of bound)\n");
+  for (size_t r = 0; r < rounds.size(); ++r) {
+    const Round& round = rounds[r];
+    const double bound = round.rate / flops_per_token;
+    rate.push_back(round.rate / 1e9);
+    ours.push_back(round.ours);
+    ours_of_bound.push_back(round.ours / bound);
+    std::printf("%5zu  %13.1f  %14.0f  %14.0f (%5.1f%%)", r + 1, round.rate / 1e9, bound,
+                round.ours, 100 * round.ours / bound);
+    if (round.torch > 0) {
+      torch.push_back(round.torch);
+      torch_of_bound.push_back(round.torch / bound);
+      ours_over_torch.push_back(round.ours / round.torch);
+      std::printf("  %11.0f (%5.1f%%)", round.torch, 100 * round.torch / bound);
+    }
+    std::printf("\n");
+  }
+  nlohmann::json json = {
+      {"threads", threads},
+      {"params", params},
+      {"batch", o.batch},
+      {"seq", o.seq},
+      {"steps", o.steps},
+      {"rounds", o.runs},
+      {"config", nlohmann::json::parse(llama_config_json(config))},
+      {"load_average_before", load_before},
+      {"load_average_after", load_average()},
+      {"sgemm_GFLOPs", median(rate)},
+      {"six_n_tokens_per_s", median(rate) * 1e9 / flops_per_token},
+      {"bitdelta", {{"tokens_per_s", median(ours)}, {"of_six_n", median(ours_of_bound)}}},
+  };
+  std::printf(
+      "median: SGEMM %.1f GFLOP/s, 6N bound %.0f tokens/s; bitdelta %.0f tokens/s = %.1f%% "
+      "of the bound\n",
+      median(rate), median(rate) * 1e9 / flops_per_token, median(ours),
+      100 * median(ours_of_bound));
+  if (!torch.empty()) {
+    json["torch"] = {{"tokens_per_s", median(torch)}, {"of_six_n", median(torch_of_bound)}};
+    json["bitdelta_over_torch"] = median(ours_over_torch);
+    std::printf("median: torch %.0f tokens/s = %.1f%% of the bound; bitdelta / torch = %.2f\n",
+                median(torch), 100 * median(torch_of_bound), median(ours_over_torch));
+  }
+  std::printf("load average before %s, after %s\n", load_before.c_str(), load_average().c_str());
+  std::printf("%s\n", json.dump().c_str());
+  return 0;
 }
 
 int run(int argc, char** argv) {
   const Options o = parse_options(argc, argv);
   set_threads(o.threads);
   const int threads = num_threads();
+  const std::string load_before = load_average();
   const LlamaConfig config = parse_llama_config(read_file(o.config_path), o.config_path);
   if (o.seq > config.max_position_embeddings)
     fail("--seq ", o.seq, " exceeds max_position_embeddings ", config.max_position_embeddings);
+  // The PyTorch twin reads the config as bitdelta parsed it.
+  const std::filesystem::path config_file =
+      std::filesystem::temp_directory_path() / cat("bitdelta-train-bench-", getpid(), ".json");
+  write_file_atomic(config_file.string(), llama_config_json(config), /*overwrite=*/true);
 
-  std::cerr << "measuring SGEMM rate ...\n";
-  const double rate = sgemm_rate();
-  const int64_t params = parameter_count(config);
-  const double flops_per_token = 6.0 * double(params);
-  const double ideal = rate / flops_per_token;
-  std::cerr << "training with bitdelta ...\n";
-  const double ours = double(o.batch * o.seq) / median(time_steps(config, o));
-
-  nlohmann::json report = {
-      {"threads", threads},
-      {"params", params},
-      {"batch", o.batch},
-      {"seq", o.seq},
-      {"steps", o.steps},
-      {"config", nlohmann::json::parse(llama_config_json(config))},
-      {"sgemm_GFLOPs", rate / 1e9},
-      {"six_n_tokens_per_s", ideal},
-      {"bitdelta", {{"tokens_per_s", ours}, {"of_six_n", ours / ideal}}},
-  };
-  std::printf("threads %d, %.2fM parameters, B=%lld T=%lld\n", threads, double(params) / 1e6,
-              (long long)o.batch, (long long)o.seq);
-  std::printf("SGEMM %.1f GFLOP/s -> 6N bound %.0f tokens/s\n", rate / 1e9, ideal);
-  std::printf("bitdelta %8.0f tokens/s  %5.1f%% of the 6N bound\n", ours, 100 * ours / ideal);
-
-  if (o.torch) {
-    std::cerr << "training with PyTorch ...\n";
-    const std::filesystem::path config_file =
-        std::filesystem::temp_directory_path() / cat("bitdelta-train-bench-", getpid(), ".json");
-    write_file_atomic(config_file.string(), llama_config_json(config), /*overwrite=*/true);
-    nlohmann::json torch = run_torch(o, threads, config_file.string());
-    std::filesystem::remove(config_file);
-    const double torch_tps = torch.at("tokens_per_s").get<double>();
-    torch["of_six_n"] = torch_tps / ideal;
-    report["torch"] = torch;
-    report["bitdelta_over_torch"] = ours / torch_tps;
-    std::printf("torch    %8.0f tokens/s  %5.1f%% of the 6N bound  (torch %s)\n", torch_tps,
-                100 * torch_tps / ideal, torch.at("version").get<std::string>().c_str());
-    std::printf("bitdelta / torch = %.2f\n", ours / torch_tps);
+  StepTimer timer(config, o);
+  timer.run(kWarmupSteps);
+  std::vector<Round> rounds;
+  for (int r = 0; r < o.runs; ++r) {
+    std::cerr << "round " << r + 1 << " of " << o.runs << " ...\n";
+    Round round;
+    round.rate = sgemm_rate();
+    round.ours = timer.run(o.steps);
+    if (o.torch) round.torch = run_torch(o, threads, config_file.string()).at("tokens_per_s");
+    rounds.push_back(round);
   }
-  std::printf("%s\n", report.dump().c_str());
-  return 0;
+  std::filesystem::remove(config_file);
+  return report(o, threads, config, int64_t(LlamaParams(config).size()), rounds, load_before);
 }
 
 }  // namespace
