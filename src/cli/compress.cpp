@@ -42,7 +42,9 @@ const CommandSpec kSpec = {
         {"--steps", "N", "distillation steps (default 200)"},
         {"--loss", "L", "distillation loss: kl (default) or logit_mse"},
         {"--owner", "DID", "owner recorded in the adapter: did:lux:<id>"},
-        {"--threads", "N", "threads (default: all cores): two hash, the rest (at least one) pack"},
+        {"--threads", "N",
+         "threads (default: all cores): one hashes each model not in the fingerprint cache, the "
+         "rest (at least one) pack"},
         {"--force", "", "overwrite an existing output file"},
         {"--json", "", "print one JSON object"},
     },
@@ -191,6 +193,9 @@ int run_compress(int argc, char** argv) {
                 {"distill", distilled},
                 {"base_fingerprint", delta.info.base_fingerprint},
                 {"finetune_fingerprint", delta.info.finetune_fingerprint},
+                {"fingerprints_cached",
+                 {{"base", stats.base_fingerprint_cached},
+                  {"finetune", stats.finetune_fingerprint_cached}}},
                 {"input_bytes", stats.input_bytes},
                 {"compress_seconds", stats.seconds},
                 {"seconds", seconds}});

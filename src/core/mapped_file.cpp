@@ -23,7 +23,21 @@ namespace {
 std::mutex live_maps_mutex;
 std::map<const uint8_t*, size_t> live_maps;
 
+FileIdentity identity_of(const struct stat& info) {
+  auto nanoseconds = [](const struct timespec& time) {
+    return int64_t(time.tv_sec) * 1'000'000'000 + int64_t(time.tv_nsec);
+  };
+  return {uint64_t(info.st_dev), uint64_t(info.st_ino), int64_t(info.st_size),
+          nanoseconds(info.st_mtim), nanoseconds(info.st_ctim)};
+}
+
 }  // namespace
+
+std::optional<FileIdentity> file_identity(const std::string& path) {
+  struct stat info;
+  if (::stat(path.c_str(), &info) != 0) return std::nullopt;
+  return identity_of(info);
+}
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -34,6 +48,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     fail(path, ": not a regular file");
   }
   size_ = size_t(info.st_size);
+  identity_ = identity_of(info);
   if (size_ > 0) {
     void* map = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED) {

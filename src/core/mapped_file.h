@@ -2,9 +2,22 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace bd {
+
+// What tells a file's contents apart without reading them, as git's index does: any write,
+// truncation, rename over it, chmod or touch changes at least one field (ctime cannot be set
+// back by a user). Times are nanoseconds since the Unix epoch.
+struct FileIdentity {
+  uint64_t device = 0, inode = 0;
+  int64_t size = 0, mtime_ns = 0, ctime_ns = 0;
+  bool operator==(const FileIdentity&) const = default;
+};
+
+// The identity of the file at `path` now (symlinks followed); nullopt when it cannot be stat'ed.
+std::optional<FileIdentity> file_identity(const std::string& path);
 
 class MappedFile {
  public:
@@ -16,6 +29,8 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // The file as it was opened (fstat of the descriptor that was mapped).
+  const FileIdentity& identity() const { return identity_; }
 
   // Gives back the resident pages that overlap [data, data + size), when that range lies in a
   // live MappedFile (anything else, e.g. a heap copy of a tensor, is left alone). The bytes stay
@@ -28,6 +43,7 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  FileIdentity identity_;
 };
 
 // Reads a whole (small) file into a string; throws bd::Error naming the path.

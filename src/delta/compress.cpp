@@ -18,6 +18,7 @@
 #include "core/sha256.h"
 #include "core/threads.h"
 #include "io/fingerprint.h"
+#include "io/fingerprint_cache.h"
 #include "kernels/matmul_gemv.h"
 #include "kernels/parallel.h"
 #include "kernels/sign_matmul.h"
@@ -210,31 +211,33 @@ bool Compressor::subtract_exact(const NamedTensor& base, const NamedTensor& tune
   return true;
 }
 
-// Feeds every tensor pair, in name order, through the two fingerprints and the compressor.
-// SHA-256 is one sequential stream per model, so with two or more threads each model is hashed
-// by a thread of its own while the calling thread compresses (on threads − 2 OpenMP threads, at
-// least one): the three work on the same tensor and meet at a barrier (blocking, not spinning),
-// whose completion gives the tensor's pages back. At most one tensor per model is resident.
+// Feeds every tensor pair, in name order, through the fingerprints still to compute (a null
+// hash: the fingerprint came from the cache) and the compressor. SHA-256 is one sequential stream
+// per model, so with two or more threads each model is hashed by a thread of its own while the
+// calling thread compresses (on the threads left, at least one): they work on the same tensor
+// and meet at a barrier (blocking, not spinning), whose completion gives the tensor's pages back.
+// At most one tensor per model is resident.
 class TensorStream {
  public:
   TensorStream(const std::vector<NamedTensor>& base, const std::vector<NamedTensor>& tuned,
                Progress& progress)
       : base_(base), tuned_(tuned), progress_(progress) {}
 
-  void run(int threads, Compressor& compressor, Sha256& base_hash, Sha256& tuned_hash) {
-    if (threads == 1) {
+  void run(int threads, Compressor& compressor, Sha256* base_hash, Sha256* tuned_hash) {
+    if (threads == 1 || (!base_hash && !tuned_hash)) {
       for (size_t i = 0; i < base_.size(); ++i) {
-        fingerprint_update(base_hash, base_[i]);
-        fingerprint_update(tuned_hash, tuned_[i]);
+        if (base_hash) fingerprint_update(*base_hash, base_[i]);
+        if (tuned_hash) fingerprint_update(*tuned_hash, tuned_[i]);
         compressor.add(base_[i], tuned_[i]);
         finish(i);
       }
       return;
     }
-    Meet meet(3, FinishTensor{this});
+    Meet meet(1 + (base_hash != nullptr) + (tuned_hash != nullptr), FinishTensor{this});
     std::exception_ptr errors[3];
-    std::thread base_hasher([&] { hash(base_, base_hash, meet, errors[0]); });
-    std::thread tuned_hasher([&] { hash(tuned_, tuned_hash, meet, errors[1]); });
+    std::vector<std::thread> hashers;
+    if (base_hash) hashers.emplace_back([&] { hash(base_, *base_hash, meet, errors[0]); });
+    if (tuned_hash) hashers.emplace_back([&] { hash(tuned_, *tuned_hash, meet, errors[1]); });
     for (size_t i = 0; i < base_.size() && !stop_; ++i) {
       try {
         compressor.add(base_[i], tuned_[i]);
@@ -246,14 +249,13 @@ class TensorStream {
       }
       meet.arrive_and_wait();
     }
-    base_hasher.join();
-    tuned_hasher.join();
+    for (std::thread& hasher : hashers) hasher.join();
     for (const std::exception_ptr& error : errors)
       if (error) std::rethrow_exception(error);
   }
 
  private:
-  // The barrier's completion: runs once per tensor, when all three workers are done with it.
+  // The barrier's completion: runs once per tensor, when all workers are done with it.
   struct FinishTensor {
     TensorStream* stream;
     void operator()() noexcept { stream->finish(stream->done_++); }
@@ -292,7 +294,7 @@ class TensorStream {
   const std::vector<NamedTensor>& tuned_;
   Progress& progress_;
   std::atomic<bool> stop_ = false;
-  size_t done_ = 0;  // tensors all three workers have finished
+  size_t done_ = 0;  // tensors all workers have finished
   int64_t bytes_done_ = 0;
 };
 
@@ -383,20 +385,29 @@ CompressedDelta compress_delta(const Checkpoint& base, const Checkpoint& finetun
     tuned_tensors.push_back({tensor.name, finetune.get(tensor.name)});
     total_bytes += 2 * int64_t(tensor.view.bytes());
   }
-  Progress progress("compress", total_bytes >> 20, "MB", options.quiet);
-  const int threads = num_threads();
-  Compressor compressor(finetune, options, std::max(1, threads - 2), out);
+  // A model whose fingerprint the machine's cache holds is not hashed: its thread is not started.
+  const FingerprintLookup base_lookup(base), tuned_lookup(finetune);
   Sha256 base_hash, tuned_hash;
+  Sha256* base_hashing = base_lookup.cached() ? nullptr : &base_hash;
+  Sha256* tuned_hashing = tuned_lookup.cached() ? nullptr : &tuned_hash;
+  const int threads = num_threads();
+  const int hashers = (base_hashing != nullptr) + (tuned_hashing != nullptr);
+  Progress progress("compress", total_bytes >> 20, "MB", options.quiet);
+  Compressor compressor(finetune, options, std::max(1, threads - hashers), out);
   TensorStream(base_tensors, tuned_tensors, progress)
-      .run(threads, compressor, base_hash, tuned_hash);
+      .run(threads, compressor, base_hashing, tuned_hashing);
   progress.finish();
   if (out.matrices.empty() && out.exact.empty())
     fail(finetune.dir(), ": every tensor equals the base's in ", base.dir(),
          "; there is no delta to compress");
 
   AdapterInfo& info = out.info;
-  info.base_fingerprint = base_hash.hex_digest();
-  info.finetune_fingerprint = tuned_hash.hex_digest();
+  info.base_fingerprint = base_hashing ? base_hash.hex_digest() : *base_lookup.cached();
+  info.finetune_fingerprint = tuned_hashing ? tuned_hash.hex_digest() : *tuned_lookup.cached();
+  if (base_hashing) base_lookup.remember(info.base_fingerprint);
+  if (tuned_hashing) tuned_lookup.remember(info.finetune_fingerprint);
+  out.stats.base_fingerprint_cached = !base_hashing;
+  out.stats.finetune_fingerprint_cached = !tuned_hashing;
   info.owner = options.owner;
   info.scale_mode = "mean";
   info.granularity = options.per_row ? "row" : "matrix";

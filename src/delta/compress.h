@@ -27,6 +27,9 @@ struct CompressStats {
   // bit for bit the fine-tune's value, because δ itself had to be rounded (docs/format.md).
   int64_t exact_rounded_elements = 0;
   int64_t input_bytes = 0;  // tensor bytes read, both checkpoints together
+  // Fingerprints taken from the machine's cache (io/fingerprint_cache.h) instead of hashed.
+  bool base_fingerprint_cached = false;
+  bool finetune_fingerprint_cached = false;
   double seconds = 0;
 };
 
@@ -67,7 +70,9 @@ void check_same_architecture(const Checkpoint& base, const Checkpoint& finetune)
 // Compresses finetune − base, streaming both memory-mapped checkpoints tensor by tensor in name
 // order: two threads feed each tensor into its model's fingerprint while the others pack signs
 // (row blocks) or compute the exact delta, and each tensor's pages are given back once done, so
-// memory holds the signs, the exact deltas and a tensor or two of input, not the models.
+// memory holds the signs, the exact deltas and a tensor or two of input, not the models. A
+// fingerprint found in the machine's cache (io/fingerprint_cache.h) is not computed again (no
+// hashing thread for that model, one more packing thread); one computed is stored there.
 // Refuses (bd::Error, one line) mismatched checkpoints and deltas holding NaN or ±inf.
 // The result's scale mode is "mean"; distill_scales() may then refine its scales.
 CompressedDelta compress_delta(const Checkpoint& base, const Checkpoint& finetune,

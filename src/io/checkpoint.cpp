@@ -6,6 +6,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "io/fingerprint_cache.h"
 
 namespace bd {
 
@@ -193,8 +194,18 @@ std::vector<NamedTensor> Checkpoint::tensors() const {
   return out;
 }
 
+std::vector<const SafetensorsFile*> Checkpoint::files() const {
+  std::vector<const SafetensorsFile*> files;
+  for (const auto& file : files_) files.push_back(file.get());
+  return files;
+}
+
 std::string Checkpoint::fingerprint() const {
-  return fingerprint_tensors(tensors());
+  const FingerprintLookup lookup(*this);
+  if (lookup.cached()) return *lookup.cached();
+  const std::string fingerprint = fingerprint_tensors(tensors());
+  lookup.remember(fingerprint);
+  return fingerprint;
 }
 
 int64_t Checkpoint::parameter_count() const {

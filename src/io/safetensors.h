@@ -36,6 +36,8 @@ class SafetensorsFile {
   std::vector<NamedTensor> tensors() const;               // views in file order
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::string& path() const { return path_; }
+  // The file as it was opened and mapped.
+  const FileIdentity& identity() const { return file_->identity(); }
 
  private:
   std::string path_;
