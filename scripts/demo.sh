@@ -3,7 +3,9 @@
 #   1. install dependencies and build;
 #   2. generate text with the default base model;
 #   3. fine-tune the base on one bundled user's training text (data/users/$DEMO_USER);
-#   4. evaluate base vs fine-tune on that user's held-out text.
+#   4. compress the fine-tune into a BitDelta (1 sign bit per weight + distilled scales);
+#   5. evaluate base vs fine-tune vs BitDelta (run inside the forward, never merged) on that
+#      user's held-out text, and compare sizes.
 # Outputs go to out/demo/ (replaced on each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,24 +19,34 @@ out=out/demo
 mkdir -p "$out"
 
 echo "== 1. The default base model continues a prompt"
-"$bitdelta" generate --prompt "The hacker" -n 200 --temperature 0.8 --seed 1
+"$bitdelta" generate --prompt "The computer" -n 200 --seed 2
 
 echo "== 2. Fine-tune on user '$user' ($steps steps)"
 "$bitdelta" train --data "data/users/$user/train.txt" -o "$out/$user-finetune" --force \
   --steps "$steps" --batch 8 --seq 256 --lr 1e-3 --json > "$out/train.json"
 echo "wrote $out/$user-finetune"
 
-echo "== 3. Held-out NLL on data/users/$user/heldout.txt (nats per byte)"
+echo "== 3. Compress the fine-tune into a BitDelta"
+"$bitdelta" compress --base models/default --finetuned "$out/$user-finetune" \
+  -o "$out/$user.bitdelta" --force --scale distill --granularity row --json > "$out/compress.json"
+echo "wrote $out/$user.bitdelta"
+
+echo "== 4. Held-out NLL on data/users/$user/heldout.txt (nats per byte)"
 heldout="data/users/$user/heldout.txt"
-base_nll=$("$bitdelta" eval --data "$heldout" --json)
-tuned_nll=$("$bitdelta" eval --model "$out/$user-finetune" --data "$heldout" --json)
-/usr/bin/python3 - "$base_nll" "$tuned_nll" <<'PY'
+base=$("$bitdelta" eval --data "$heldout" --json)
+tuned=$("$bitdelta" eval --model "$out/$user-finetune" --data "$heldout" --json)
+compressed=$("$bitdelta" eval --delta "$out/$user.bitdelta" --data "$heldout" --json)
+/usr/bin/python3 - "$base" "$tuned" "$compressed" "$out/compress.json" <<'PY'
 import json, sys
-base, tuned = (json.loads(a) for a in sys.argv[1:3])
-gain = (base["nll"] - tuned["nll"]) / base["nll"]
-print(f"base       nll {base['nll']:.4f}  ppl {base['ppl']:.3f}  ({base['tokens']} tokens)")
-print(f"fine-tune  nll {tuned['nll']:.4f}  ppl {tuned['ppl']:.3f}  ({100 * gain:.1f}% lower NLL)")
+base, tuned, bd = (json.loads(a) for a in sys.argv[1:4])
+sizes = json.load(open(sys.argv[4]))
+gain = base["nll"] - tuned["nll"]
+print(f"base       nll {base['nll']:.4f}")
+print(f"fine-tune  nll {tuned['nll']:.4f}  ({100 * gain / base['nll']:.1f}% lower than the base)")
+print(f"BitDelta   nll {bd['nll']:.4f}  (keeps {100 * (base['nll'] - bd['nll']) / gain:.0f}% of the gain)")
+print(f"sizes: fine-tune file {sizes['finetune_file_bytes']:,} B; BitDelta {sizes['adapter_bytes']:,} B "
+      f"({sizes['ratio_changed_vs_fp16']:.1f}x smaller than the fp16 delta of everything that changed)")
 PY
 
-echo "== 4. The fine-tune continues the same prompt"
-"$bitdelta" generate --model "$out/$user-finetune" --prompt "The hacker" -n 200 --temperature 0.8 --seed 1
+echo "== 5. The BitDelta (base + 1-bit delta, unmerged) continues the same prompt"
+"$bitdelta" generate --delta "$out/$user.bitdelta" --prompt "The computer" -n 200 --seed 2
