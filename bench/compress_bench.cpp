@@ -7,12 +7,19 @@
 // 1. Writes the pair into DIR once (later runs reuse it): a random base (uniform, std 0.02) and a
 //    fine-tune whose every block linear moves by a rank-8 product plus noise (std ≈ 0.001 and
 //    0.0005) and whose norms move by up to 1%; embeddings and head stay the base's.
-// 2. Warms the page cache with one read of both model files, then times, R times alternately:
-//    (a) a plain read() loop over both files (1 MiB buffer, one thread), and
-//    (b) the bitdelta CLI compressing the pair (a child process: wall time, and its peak RSS from
-//        wait4's ru_maxrss).
+// 2. Warms the page cache with one read of both model files, then times, R times in turn:
+//    (a) a plain read() loop over both files (1 MiB buffer, one thread),
+//    (b) the bitdelta CLI compressing the pair cold: its fingerprint cache (io/fingerprint_cache.h,
+//        here a folder of this benchmark's own, DIR/fingerprint-cache) emptied first, so both
+//        models are hashed, as in the first compression of a pair on a machine,
+//    (c) the same warm: both fingerprints in the cache (stored by (b)), as in every later
+//        compression of the pair; nothing is hashed, and
+//    (d) a new fine-tune of a known base: the base's fingerprint cached, the fine-tune's not, as
+//        in the first compression of each fine-tune; one model is hashed.
+//    Each compression is a child process: wall time, CPU time and peak RSS from wait4(). Ratios
+//    to the read loop are medians of each round's ratio (the machine's load drifts).
 // 3. Times the floor that fingerprinting sets: both checkpoints' SHA-256 fingerprints computed at
-//    once on two threads (the compressor must hash every input byte, one stream per model).
+//    once on two threads, without the cache (what (b) must hash, one stream per model).
 // 4. PyTorch: bench/torch_compress.py on the same pair and threads (wall time, peak RSS), and
 //    checks that both adapters hold the same signs, scales (to 1e-5) and deltas.
 // Prints a table, then one JSON line with every number.
@@ -25,6 +32,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -38,6 +46,8 @@
 #include "core/threads.h"
 #include "delta/compress.h"
 #include "io/checkpoint.h"
+#include "io/fingerprint.h"
+#include "io/fingerprint_cache.h"
 #include "model/llama.h"
 
 namespace bd {
@@ -233,8 +243,14 @@ double own_cpu_seconds() {
   return cpu_seconds(usage);
 }
 
-// Runs argv as a child process, capturing stdout; its peak RSS comes from wait4().
-ChildRun run_child(const std::vector<std::string>& argv) {
+// Runs argv as a child process with this environment plus `extra_env` ("NAME=value"), capturing
+// stdout; its peak RSS comes from wait4().
+ChildRun run_child(const std::vector<std::string>& argv,
+                   const std::vector<std::string>& extra_env = {}) {
+  std::vector<char*> env;  // the extras first: getenv() takes the first of a name
+  for (const std::string& variable : extra_env) env.push_back(const_cast<char*>(variable.c_str()));
+  for (char** variable = environ; *variable; ++variable) env.push_back(*variable);
+  env.push_back(nullptr);
   int pipe_fds[2];
   if (::pipe(pipe_fds) != 0) fail("pipe failed");
   const auto start = Clock::now();
@@ -247,7 +263,7 @@ ChildRun run_child(const std::vector<std::string>& argv) {
     std::vector<char*> args;
     for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
     args.push_back(nullptr);
-    ::execv(args[0], args.data());
+    ::execve(args[0], args.data(), env.data());
     ::_exit(127);
   }
   ::close(pipe_fds[1]);
@@ -282,17 +298,55 @@ struct Timing {
   double seconds = 0, cpu_seconds = 0;
 };
 
-// Both fingerprints at once, one thread each: the least time a compressor that records them can
-// take, since SHA-256 is one sequential stream per model.
+// Both fingerprints at once, one thread each, bypassing the cache: the least time a compressor
+// that hashes both models can take, since SHA-256 is one sequential stream per model.
 Timing fingerprint_floor(const std::string& base_dir, const std::string& tuned_dir) {
   const auto start = Clock::now();
   const double cpu_start = own_cpu_seconds();
+  auto hash = [](const std::string& dir) { return fingerprint_tensors(Checkpoint(dir).tensors()); };
   std::string base_fingerprint;
-  std::thread base_thread([&] { base_fingerprint = Checkpoint(base_dir).fingerprint(); });
-  const std::string tuned_fingerprint = Checkpoint(tuned_dir).fingerprint();
+  std::thread base_thread([&] { base_fingerprint = hash(base_dir); });
+  const std::string tuned_fingerprint = hash(tuned_dir);
   base_thread.join();
   return {seconds_since(start), own_cpu_seconds() - cpu_start};
 }
+
+// The times of one kind of compression run, over the rounds.
+struct CompressRuns {
+  std::vector<double> seconds, cpu_seconds, stream_seconds;
+  int64_t max_rss_bytes = 0;
+  nlohmann::json last;  // the CLI's --json report of the last run
+
+  void add(const ChildRun& run) {
+    seconds.push_back(run.seconds);
+    cpu_seconds.push_back(run.cpu_seconds);
+    max_rss_bytes = std::max(max_rss_bytes, run.max_rss_bytes);
+    last = nlohmann::json::parse(run.out);
+    stream_seconds.push_back(last["compress_seconds"].get<double>());
+  }
+  // Fails unless the last run found in the cache the fingerprints it was meant to, no more.
+  void expect_cached(bool base, bool finetune, const char* what) const {
+    const nlohmann::json& flags = last["fingerprints_cached"];
+    if (flags["base"] != base || flags["finetune"] != finetune)
+      fail(what, " compression: fingerprints_cached is ", flags.dump(), ", expected base ", base,
+           ", finetune ", finetune);
+  }
+  // The median of each round's time over that round's read loop: steadier than a ratio of
+  // medians when the load of the shared machine changes between rounds.
+  double over_read(const std::vector<double>& read_seconds) const {
+    std::vector<double> ratios;
+    for (size_t i = 0; i < seconds.size(); ++i) ratios.push_back(seconds[i] / read_seconds[i]);
+    return median(ratios);
+  }
+  nlohmann::json summary(const std::vector<double>& read_seconds) const {
+    return {{"seconds", median(seconds)},
+            {"cpu_seconds", median(cpu_seconds)},
+            {"stream_seconds", median(stream_seconds)},
+            {"over_read", over_read(read_seconds)},
+            {"peak_rss_bytes", max_rss_bytes},
+            {"all_seconds", seconds}};
+  }
+};
 
 // Counts the differences between our adapter and the PyTorch one: sign bytes and exact deltas
 // bit for bit, scales to 1e-5 relative; tensors missing on either side count as different.
@@ -337,38 +391,65 @@ int run(int argc, char** argv) {
       !reusable(tuned_dir, kGenerator + " (fine-tune)")) {
     std::cerr << "writing the random 1.1B BF16 pair to " << o.dir << " ...\n";
     write_pair(base_dir, tuned_dir);
+    // Files written moments ago are not cached (the racy-clean rule): let the pair settle.
+    std::this_thread::sleep_for(kRacyWindow);
   }
   const std::vector<std::string> files = {base_dir + "/model.safetensors",
                                           tuned_dir + "/model.safetensors"};
   const std::string adapter = o.dir + "/bitdelta.bitdelta",
+                    warm_adapter = o.dir + "/bitdelta-warm.bitdelta",
                     torch_adapter = o.dir + "/torch.bitdelta";
+  // The compressions' fingerprint cache: this benchmark's own, so that it decides what is cached.
+  const std::string cache_dir = o.dir + "/fingerprint-cache";
+  ::setenv("BITDELTA_CACHE_DIR", cache_dir.c_str(), 1);
+  ::unsetenv("BITDELTA_NO_FINGERPRINT_CACHE");
+  // A cache holding the base's fingerprint alone, copied afresh for each new-fine-tune run (d).
+  const std::string base_only_seed = o.dir + "/fingerprint-cache-base-only",
+                    base_only = o.dir + "/fingerprint-cache-new-finetune";
+  fs::remove_all(base_only_seed);
+  ::setenv("BITDELTA_CACHE_DIR", base_only_seed.c_str(), 1);
+  std::cerr << "fingerprinting the base into a cache of its own ...\n";
+  Checkpoint(base_dir).fingerprint();
+  ::setenv("BITDELTA_CACHE_DIR", cache_dir.c_str(), 1);
 
   std::cerr << "warming the page cache ...\n";
   const int64_t input_bytes = read_loop(files);
-  std::vector<double> read_seconds, read_cpu_seconds, compress_seconds, compress_cpu_seconds,
-      stream_seconds;
-  int64_t compress_rss = 0;
-  nlohmann::json report_json;
+  std::vector<double> read_seconds, read_cpu_seconds;
+  CompressRuns cold, warm, new_finetune;
+  auto compress = [&](const std::string& out, const std::vector<std::string>& env = {}) {
+    return run_child({o.bitdelta, "compress", "--base", base_dir, "--finetuned", tuned_dir, "-o",
+                      out, "--force", "--json", "--threads", std::to_string(threads)},
+                     env);
+  };
   for (int run = 0; run < o.runs; ++run) {
-    std::cerr << "run " << run + 1 << "/" << o.runs << ": read loop, then bitdelta compress ...\n";
+    std::cerr << "run " << run + 1 << "/" << o.runs
+              << ": read loop; bitdelta compress cold, warm, new fine-tune ...\n";
     const auto start = Clock::now();
     const double cpu_start = own_cpu_seconds();
     read_loop(files);
     read_seconds.push_back(seconds_since(start));
     read_cpu_seconds.push_back(own_cpu_seconds() - cpu_start);
-    const ChildRun compress =
-        run_child({o.bitdelta, "compress", "--base", base_dir, "--finetuned", tuned_dir, "-o",
-                   adapter, "--force", "--json", "--threads", std::to_string(threads)});
-    compress_seconds.push_back(compress.seconds);
-    compress_cpu_seconds.push_back(compress.cpu_seconds);
-    compress_rss = std::max(compress_rss, compress.max_rss_bytes);
-    report_json = nlohmann::json::parse(compress.out);
-    stream_seconds.push_back(report_json["compress_seconds"].get<double>());
+    fs::remove_all(cache_dir);
+    cold.add(compress(adapter));
+    cold.expect_cached(false, false, "cold");
+    warm.add(compress(warm_adapter));
+    warm.expect_cached(true, true, "warm");
+    fs::remove_all(base_only);
+    fs::copy(base_only_seed, base_only, fs::copy_options::recursive);
+    new_finetune.add(compress(warm_adapter, {"BITDELTA_CACHE_DIR=" + base_only}));
+    new_finetune.expect_cached(true, false, "new fine-tune");
   }
+  const nlohmann::json warm_agreement = compare_adapters(adapter, warm_adapter);
+  const bool warm_same_fingerprints =
+      warm.last["base_fingerprint"] == cold.last["base_fingerprint"] &&
+      warm.last["finetune_fingerprint"] == cold.last["finetune_fingerprint"];
+  fs::remove(warm_adapter);
   std::cerr << "fingerprinting both checkpoints on two threads ...\n";
   const Timing floor = fingerprint_floor(base_dir, tuned_dir);
 
-  const double read_s = median(read_seconds), compress_s = median(compress_seconds);
+  const nlohmann::json& report_json = cold.last;
+  const double read_s = median(read_seconds), compress_s = median(cold.seconds),
+               warm_s = median(warm.seconds);
   nlohmann::json report = {
       {"threads", threads},
       {"input_bytes", input_bytes},
@@ -377,10 +458,15 @@ int run(int argc, char** argv) {
       {"read_loop_cpu_seconds", median(read_cpu_seconds)},
       {"read_loop_GBps", input_bytes / read_s / 1e9},
       {"compress_seconds", compress_s},
-      {"compress_cpu_seconds", median(compress_cpu_seconds)},
-      {"compress_stream_seconds", median(stream_seconds)},
-      {"compress_over_read", compress_s / read_s},
-      {"compress_peak_rss_bytes", compress_rss},
+      {"compress_cpu_seconds", median(cold.cpu_seconds)},
+      {"compress_stream_seconds", median(cold.stream_seconds)},
+      {"compress_over_read", cold.over_read(read_seconds)},
+      {"compress_peak_rss_bytes", cold.max_rss_bytes},
+      {"cold", cold.summary(read_seconds)},
+      {"warm", warm.summary(read_seconds)},
+      {"new_finetune", new_finetune.summary(read_seconds)},
+      {"warm_agreement", warm_agreement},
+      {"warm_same_fingerprints", warm_same_fingerprints},
       {"fingerprint_floor_seconds", floor.seconds},
       {"fingerprint_floor_cpu_seconds", floor.cpu_seconds},
       {"adapter_bytes", report_json["adapter_bytes"]},
@@ -388,19 +474,33 @@ int run(int argc, char** argv) {
       {"ratio_changed_vs_fp16", report_json["ratio_changed_vs_fp16"]},
       {"ratio_finetune_file", report_json["ratio_finetune_file"]},
       {"all_read_seconds", read_seconds},
-      {"all_compress_seconds", compress_seconds},
       {"loadavg_1min", load_average()},
   };
   std::printf("threads %d, %.2f GB of input (both BF16 checkpoints), page cache warm\n", threads,
               input_bytes / 1e9);
-  std::printf("load average %.2f when done (other jobs share the cores)\n", load_average());
+  std::printf(
+      "load average %.2f when done (other jobs share the cores); ratios to the read loop "
+      "are medians of each round's\n",
+      load_average());
   std::printf("read loop          %6.2f s  %5.2f GB/s, %.2f s CPU\n", read_s,
               input_bytes / read_s / 1e9, median(read_cpu_seconds));
   std::printf(
-      "bitdelta compress  %6.2f s  %5.2fx the read loop, %.2f s CPU, peak RSS %.0f MiB "
-      "(streaming part %.2f s)\n",
-      compress_s, compress_s / read_s, median(compress_cpu_seconds), compress_rss / 1048576.0,
-      median(stream_seconds));
+      "compress, cold     %6.2f s  %5.2fx the read loop, %.2f s CPU, peak RSS %.0f MiB "
+      "(streaming part %.2f s; both models hashed)\n",
+      compress_s, cold.over_read(read_seconds), median(cold.cpu_seconds),
+      cold.max_rss_bytes / 1048576.0, median(cold.stream_seconds));
+  std::printf(
+      "compress, warm     %6.2f s  %5.2fx the read loop, %.2f s CPU, peak RSS %.0f MiB "
+      "(streaming part %.2f s; both fingerprints cached)\n",
+      warm_s, warm.over_read(read_seconds), median(warm.cpu_seconds),
+      warm.max_rss_bytes / 1048576.0, median(warm.stream_seconds));
+  std::printf(
+      "compress, new f-t  %6.2f s  %5.2fx the read loop, %.2f s CPU (base cached, fine-tune "
+      "hashed)\n",
+      median(new_finetune.seconds), new_finetune.over_read(read_seconds),
+      median(new_finetune.cpu_seconds));
+  std::printf("warm adapter vs cold: %s, same fingerprints: %s\n", warm_agreement.dump().c_str(),
+              warm_same_fingerprints ? "yes" : "NO");
   std::printf(
       "fingerprint floor  %6.2f s  %5.2fx the read loop, %.2f s CPU (both SHA-256 "
       "fingerprints, one thread each)\n",
@@ -428,6 +528,7 @@ int run(int argc, char** argv) {
     report["torch"]["peak_rss_bytes"] = torch.max_rss_bytes;
     report["torch"]["cpu_seconds"] = torch.cpu_seconds;
     report["torch_over_bitdelta"] = torch.seconds / compress_s;
+    report["torch_over_bitdelta_warm"] = torch.seconds / warm_s;
     report["agreement"] = agreement;
     report["agreement"]["same_fingerprints"] = same_fingerprints;
     std::printf(

@@ -43,8 +43,8 @@ const CommandSpec kSpec = {
         {"--loss", "L", "distillation loss: kl (default) or logit_mse"},
         {"--owner", "DID", "owner recorded in the adapter: did:lux:<id>"},
         {"--threads", "N",
-         "threads (default: all cores): one hashes each model not in the fingerprint cache, the "
-         "rest (at least one) pack"},
+         "threads (default: all cores): two hash (unless the fingerprint cache knows the models), "
+         "the rest (at least one) pack"},
         {"--force", "", "overwrite an existing output file"},
         {"--json", "", "print one JSON object"},
     },

@@ -386,14 +386,15 @@ CompressedDelta compress_delta(const Checkpoint& base, const Checkpoint& finetun
     total_bytes += 2 * int64_t(tensor.view.bytes());
   }
   // A model whose fingerprint the machine's cache holds is not hashed: its thread is not started.
+  // The packer keeps threads − 2 all the same: on shared cores, packing on the threads the hashes
+  // left measured slower (OpenMP's spin-waits between per-tensor loops; docs/benchmarks.md).
   const FingerprintLookup base_lookup(base), tuned_lookup(finetune);
   Sha256 base_hash, tuned_hash;
   Sha256* base_hashing = base_lookup.cached() ? nullptr : &base_hash;
   Sha256* tuned_hashing = tuned_lookup.cached() ? nullptr : &tuned_hash;
   const int threads = num_threads();
-  const int hashers = (base_hashing != nullptr) + (tuned_hashing != nullptr);
   Progress progress("compress", total_bytes >> 20, "MB", options.quiet);
-  Compressor compressor(finetune, options, std::max(1, threads - hashers), out);
+  Compressor compressor(finetune, options, std::max(1, threads - 2), out);
   TensorStream(base_tensors, tuned_tensors, progress)
       .run(threads, compressor, base_hashing, tuned_hashing);
   progress.finish();

@@ -72,7 +72,7 @@ void check_same_architecture(const Checkpoint& base, const Checkpoint& finetune)
 // (row blocks) or compute the exact delta, and each tensor's pages are given back once done, so
 // memory holds the signs, the exact deltas and a tensor or two of input, not the models. A
 // fingerprint found in the machine's cache (io/fingerprint_cache.h) is not computed again (no
-// hashing thread for that model, one more packing thread); one computed is stored there.
+// hashing thread for that model); one computed is stored there.
 // Refuses (bd::Error, one line) mismatched checkpoints and deltas holding NaN or ±inf.
 // The result's scale mode is "mean"; distill_scales() may then refine its scales.
 CompressedDelta compress_delta(const Checkpoint& base, const Checkpoint& finetune,
