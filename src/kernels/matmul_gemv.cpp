@@ -128,14 +128,18 @@ HWY_INLINE void RowToOut(const WT* w, const float* in, size_t I, size_t O, size_
   }
 }
 
-// out[T, O] (+)= in[T, I] · W[O, I]^T. Threads take chunks of consecutive rows (about 64 KiB
-// of W each) as they go, so each streams its rows sequentially, and a thread that the OS
+// out[T, O] (+)= in[T, I] · W[O, I]^T. Threads take chunks of consecutive rows (64 KiB of W
+// or more each) as they go, so each streams its rows sequentially, and a thread that the OS
 // preempts (shared cores) holds up at most one chunk; every token is multiplied while a row is
 // in L1.
 template <typename WT>
 void GemvTyped(float* out, const float* in, const WT* w, size_t T, size_t O, size_t I,
                bool accumulate) {
-  const int64_t chunk_rows = int64_t(std::max<size_t>(1, kChunkBytes / (I * sizeof(WT) + 1)));
+  // Whole 64-byte lines of `out` (16 rows) per chunk, so that two threads write the same line
+  // at most at a chunk's edge instead of all the time (rows of 11 KB would give 5-row chunks).
+  const size_t line_rows = 64 / sizeof(float);
+  const int64_t chunk_rows =
+      int64_t(std::max<size_t>(1, kChunkBytes / (I * sizeof(WT) + 1) / line_rows) * line_rows);
 #pragma omp parallel for schedule(dynamic, chunk_rows) if (O * I >= kMinParallelElements)
   for (int64_t r = 0; r < int64_t(O); ++r) {
     const size_t row = size_t(r);
