@@ -4,6 +4,11 @@
 // Adam runs on u = log γ (γ = e^u), so that the learning rate is a relative step for every
 // scale whatever its magnitude (mean |δ| differs by orders of magnitude between matrices and
 // models) and scales stay positive. Scales that start at 0 (an all-zero delta row) stay 0.
+//
+// Defaults, measured on the default model's bundled-user fine-tunes (200 steps of 4 × 128
+// tokens, about 50 s on one idle core): held-out KL falls 55-68% with per-matrix scales (any lr in
+// 1e-2..1e-1 gives the same) and 72-83% with per-row scales, where lr 3e-2 beats 1e-2 (64% after
+// 100 steps) and 1e-1 (noisier, scales spread 0.2x..7x). Distilled scales end ~1.4x mean |δ|.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -21,7 +26,7 @@ struct DistillOptions {
   int64_t steps = 200;
   int64_t batch = 4;
   int64_t seq = 128;  // at most the model's max_position_embeddings (clamped)
-  double lr = 1e-2;   // Adam on log γ: relative step; cosine decay to lr·min_lr_ratio
+  double lr = 3e-2;   // Adam on log γ: relative step; cosine decay to lr·min_lr_ratio
   double min_lr_ratio = 0.1;
   double heldout_fraction = 0.1;       // tail of the calibration tokens kept for the report
   int64_t heldout_max_tokens = 16384;  // at most this many of them are scored (bounds the time)
