@@ -54,16 +54,18 @@ TEST_P(MatmulDx, MatchesFloat64) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, MatmulDx,
-    ::testing::Values(Case{DType::F32, 3, 17, 29}, Case{DType::BF16, 3, 17, 29},
-                      Case{DType::F16, 3, 17, 29}, Case{DType::BF16, 1, 1, 1},
-                      Case{DType::F16, 5, 1, 33}, Case{DType::F32, 2, 40, 1},
-                      Case{DType::BF16, 2, 1100, 1000}),  // two widened blocks
-    [](const ::testing::TestParamInfo<Case>& info) {
-      return std::string(dtype_name(info.param.dtype)) + "_T" + std::to_string(info.param.T) +
-             "_O" + std::to_string(info.param.O) + "_I" + std::to_string(info.param.I);
-    });
+INSTANTIATE_TEST_SUITE_P(Shapes, MatmulDx,
+                         ::testing::Values(Case{DType::F32, 3, 17, 29},
+                                           Case{DType::BF16, 3, 17, 29},
+                                           Case{DType::F16, 3, 17, 29}, Case{DType::BF16, 1, 1, 1},
+                                           Case{DType::F16, 5, 1, 33}, Case{DType::F32, 2, 40, 1},
+                                           Case{DType::BF16, 2, 1100, 1000}),  // two widened blocks
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(dtype_name(info.param.dtype)) + "_T" +
+                                  std::to_string(info.param.T) + "_O" +
+                                  std::to_string(info.param.O) + "_I" +
+                                  std::to_string(info.param.I);
+                         });
 
 TEST(MatmulDx, EmptyAndBadShapes) {
   std::vector<float> dx(6, 3.0f);
