@@ -23,7 +23,7 @@ echo "== 1. The default base model continues a prompt"
 
 echo "== 2. Fine-tune on user '$user' ($steps steps)"
 "$bitdelta" train --data "data/users/$user/train.txt" -o "$out/$user-finetune" --force \
-  --steps "$steps" --batch 8 --seq 256 --lr 1e-3 --json > "$out/train.json"
+  --steps "$steps" --batch 8 --seq 256 --lr 5e-4 --weight-decay 0 --json > "$out/train.json"
 echo "wrote $out/$user-finetune"
 
 echo "== 3. Compress the fine-tune into a BitDelta"
