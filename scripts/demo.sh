@@ -3,7 +3,7 @@
 #   1. install dependencies and build;
 #   2. generate text with the default base model;
 #   3. fine-tune the base on one bundled user's training text (data/users/$DEMO_USER);
-#   4. compress the fine-tune into a BitDelta (1 sign bit per weight + distilled scales);
+#   4. compress the fine-tune into a BitDelta (1 sign bit per weight + one scale per matrix);
 #   5. evaluate base vs fine-tune vs BitDelta (run inside the forward, never merged) on that
 #      user's held-out text, and compare sizes.
 # Outputs go to out/demo/ (replaced on each run).
@@ -28,7 +28,7 @@ echo "wrote $out/$user-finetune"
 
 echo "== 3. Compress the fine-tune into a BitDelta"
 "$bitdelta" compress --base models/default --finetuned "$out/$user-finetune" \
-  -o "$out/$user.bitdelta" --force --scale distill --granularity row --json > "$out/compress.json"
+  -o "$out/$user.bitdelta" --force --scale mean --granularity matrix --json > "$out/compress.json"
 echo "wrote $out/$user.bitdelta"
 
 echo "== 4. Held-out NLL on data/users/$user/heldout.txt (nats per byte)"
