@@ -6,14 +6,13 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_loading.h"
 #include "cli/output.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/progress.h"
 #include "core/threads.h"
-#include "delta/overlay.h"
 #include "eval/perplexity.h"
-#include "io/adapter.h"
 #include "io/checkpoint.h"
 #include "model/tokenizer.h"
 
@@ -71,15 +70,9 @@ int run_eval(int argc, char** argv) {
   set_threads(int(args.get_int("--threads", 0)));
   const bool json = args.has("--json");
 
-  Checkpoint checkpoint(model_dir_or_default(args));
-  // With --delta: the base's weights with the adapter's overlays (it must fit the base).
-  std::unique_ptr<AdapterFile> adapter;
-  std::unique_ptr<DeltaWeights> delta;
-  if (args.has("--delta")) {
-    adapter = std::make_unique<AdapterFile>(args.get("--delta"));
-    delta = std::make_unique<DeltaWeights>(checkpoint, *adapter);
-  }
-  const LlamaWeights weights = delta ? delta->weights() : weights_from_checkpoint(checkpoint);
+  const LoadedModel model(args);
+  const Checkpoint& checkpoint = model.checkpoint;
+  const LlamaWeights& weights = model.weights;
   const int64_t context = args.get_int("--context", weights.config.max_position_embeddings);
   if (context < 2) throw UsageError("--context must be at least 2");
 
@@ -110,7 +103,7 @@ int run_eval(int argc, char** argv) {
     nlohmann::json out = {{"tokens", result.predicted}, {"nll", nll},
                           {"ppl", std::exp(nll)},       {"context", context},
                           {"model", checkpoint.dir()},  {"source", source}};
-    if (adapter) out["delta"] = adapter->path();
+    if (model.adapter) out["delta"] = model.adapter->path();
     print_json(out);
   } else {
     std::printf("%s: %lld tokens predicted, nll %.4f nats/token, ppl %.3f\n", source.c_str(),

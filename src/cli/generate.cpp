@@ -4,11 +4,10 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/model_loading.h"
 #include "cli/output.h"
 #include "core/error.h"
 #include "core/threads.h"
-#include "delta/overlay.h"
-#include "io/adapter.h"
 #include "io/checkpoint.h"
 #include "model/llama.h"
 #include "model/sampler.h"
@@ -57,15 +56,9 @@ int run_generate(int argc, char** argv) {
   set_threads(int(args.get_int("--threads", 0)));
   const bool json = args.has("--json");
 
-  Checkpoint checkpoint(model_dir_or_default(args));
-  // With --delta: the base's weights with the adapter's overlays (it must fit the base).
-  std::unique_ptr<AdapterFile> adapter;
-  std::unique_ptr<DeltaWeights> delta;
-  if (args.has("--delta")) {
-    adapter = std::make_unique<AdapterFile>(args.get("--delta"));
-    delta = std::make_unique<DeltaWeights>(checkpoint, *adapter);
-  }
-  const LlamaWeights weights = delta ? delta->weights() : weights_from_checkpoint(checkpoint);
+  const LoadedModel model(args);
+  const Checkpoint& checkpoint = model.checkpoint;
+  const LlamaWeights& weights = model.weights;
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(checkpoint.dir());
   std::vector<int32_t> prompt_ids = tokenizer->encode(prompt, true);
   if (prompt_ids.empty()) fail("the prompt encodes to no tokens");
@@ -112,7 +105,7 @@ int run_generate(int argc, char** argv) {
                           {"prefill_seconds", prefill_seconds},
                           {"decode_tokens_per_second",
                            decode_seconds > 0 ? double(generated.size()) / decode_seconds : 0.0}};
-    if (adapter) out["delta"] = adapter->path();
+    if (model.adapter) out["delta"] = model.adapter->path();
     print_json(out);
   } else {
     std::printf("\n");
