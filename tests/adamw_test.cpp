@@ -56,6 +56,19 @@ TEST(AdamW, DecayIsDecoupledAndPerSegment) {
   EXPECT_EQ(params[3], -4.0f);
 }
 
+// A frozen segment keeps its values exactly, whatever its gradient and decay setting.
+TEST(AdamW, FrozenSegmentsAreNeverUpdated) {
+  AdamW optimizer(4, AdamWConfig{0.9f, 0.95f, 1e-8f, 0.5f},
+                  {{0, 2, true, false}, {2, 2, true, true}});
+  std::vector<float> params = {2, -4, 2, -4};
+  const std::vector<float> grads = {1, 1, 1, 1};
+  for (int t = 0; t < 3; ++t) optimizer.step(params.data(), grads.data(), 0.1f);
+  EXPECT_NE(params[0], 2.0f);
+  EXPECT_NE(params[1], -4.0f);
+  EXPECT_EQ(params[2], 2.0f);
+  EXPECT_EQ(params[3], -4.0f);
+}
+
 TEST(AdamW, RejectsBadSegmentsAndHyperParameters) {
   EXPECT_THROW(AdamW(4, AdamWConfig{}, {{0, 2, true}}), Error);                 // short
   EXPECT_THROW(AdamW(4, AdamWConfig{}, {{0, 2, true}, {1, 3, false}}), Error);  // overlap

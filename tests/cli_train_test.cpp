@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -145,8 +146,30 @@ TEST_F(CliTrain, FineTunesAModelFolderAndKeepsItsTokenizer) {
   const Checkpoint source(base), output(tuned);
   EXPECT_EQ(output.metadata().at("train.source"), "model " + base);
   EXPECT_EQ(output.metadata().at("train.source_fingerprint"), source.fingerprint());
-  EXPECT_EQ(std::stod(output.metadata().at("train.lr")), 3e-4);  // the fine-tuning default
+  EXPECT_EQ(std::stod(output.metadata().at("train.lr")), 3e-4);  // the fine-tuning defaults
+  EXPECT_EQ(output.metadata().at("train.weight_decay"), "0");
+  EXPECT_EQ(output.metadata().at("train.freeze_embeddings"), "false");
   EXPECT_NE(output.fingerprint(), source.fingerprint());
+}
+
+// --freeze-embeddings: the (tied) embedding comes out byte for byte as it went in, everything
+// else still trains.
+TEST_F(CliTrain, FreezeEmbeddingsLeavesTheEmbeddingUntouched) {
+  const std::string base = dir_ + "/base", tuned = dir_ + "/tuned";
+  ASSERT_EQ(run(scratch_args(base) + " --json").exit_code, 0);
+  const CommandResult result =
+      run("train --model " + base + " --data " + data_ + " -o " + tuned +
+          " --steps 10 --batch 4 --seq 32 --lr 1e-3 --threads 1" + " --freeze-embeddings --json");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const Checkpoint source(base), output(tuned);
+  EXPECT_EQ(output.metadata().at("train.freeze_embeddings"), "true");
+  for (const NamedTensor& tensor : source.tensors()) {
+    const TensorView* after = output.find(tensor.name);
+    ASSERT_NE(after, nullptr) << tensor.name;
+    ASSERT_EQ(after->bytes(), tensor.view.bytes());
+    const bool same = std::memcmp(after->data, tensor.view.data, after->bytes()) == 0;
+    EXPECT_EQ(same, tensor.name == "model.embed_tokens.weight") << tensor.name;
+  }
 }
 
 TEST_F(CliTrain, RefusesAnExistingOutputUnlessForced) {

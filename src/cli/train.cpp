@@ -53,7 +53,9 @@ const CommandSpec kSpec = {
         {"--seq", "T", "tokens per window (default min(128, max_position_embeddings))"},
         {"--warmup", "N", "linear warm-up steps (default min(100, steps/10))"},
         {"--min-lr-ratio", "R", "cosine decay floor, as a fraction of --lr (default 0.1)"},
-        {"--weight-decay", "W", "AdamW decoupled weight decay on matrices (default 0.1)"},
+        {"--weight-decay", "W",
+         "AdamW decoupled weight decay on matrices (default 0.1 with --config, 0 otherwise)"},
+        {"--freeze-embeddings", "", "leave the token embedding (and a tied head) as they are"},
         {"--clip", "C", "max global gradient L2 norm, 0 disables (default 1.0)"},
         {"--seed", "S", "random init (S) and batch sampling (S + 1) (default 0)"},
         {"--heldout", "FILE", "held-out text (default: the tail of --data)"},
@@ -115,7 +117,10 @@ TrainOptions read_options(const Args& args, bool from_scratch) {
   options.lr = args.get_double("--lr", from_scratch ? 1e-3 : 3e-4);
   options.warmup = args.get_int("--warmup", std::min<int64_t>(100, options.steps / 10));
   options.min_lr_ratio = args.get_double("--min-lr-ratio", 0.1);
-  options.adamw.weight_decay = float(args.get_double("--weight-decay", 0.1));
+  // No decay by default when fine-tuning: decoupled decay pulls every pretrained weight towards
+  // zero, which a short fine-tune does not want (measured in models/default/MODEL_CARD.md).
+  options.adamw.weight_decay = float(args.get_double("--weight-decay", from_scratch ? 0.1 : 0.0));
+  options.freeze_embeddings = args.has("--freeze-embeddings");
   options.clip = args.get_double("--clip", 1.0);
   const int64_t seed = args.get_int("--seed", 0);
   if (seed < 0) throw UsageError(cat("--seed must be >= 0, got ", seed));
@@ -177,6 +182,7 @@ std::map<std::string, std::string> run_metadata(const Start& start, const TrainO
       {"train.betas",
        format_number(options.adamw.beta1) + "," + format_number(options.adamw.beta2)},
       {"train.clip", format_number(options.clip)},
+      {"train.freeze_embeddings", options.freeze_embeddings ? "true" : "false"},
       {"train.batch", std::to_string(options.batch)},
       {"train.seq", std::to_string(options.seq)},
       {"train.seed", args.get("--seed", "0")},

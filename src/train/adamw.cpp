@@ -40,6 +40,7 @@ void AdamW::step(float* params, const float* grads, float lr) {
   float* m = first_moment_.data();
   float* v = second_moment_.data();
   for (const ParamSegment& segment : segments_) {
+    if (segment.frozen) continue;
     const float keep = segment.decay ? 1.0f - lr * config_.weight_decay : 1.0f;
     const int64_t begin = int64_t(segment.offset), end = int64_t(segment.offset + segment.size);
 #pragma omp parallel for schedule(static) if (end - begin >= kMinParallelWork)

@@ -15,10 +15,12 @@ struct AdamWConfig {
 };
 
 // A contiguous run of parameters that shares one weight-decay choice (e.g. one tensor).
+// Frozen segments are never updated (their moments stay zero).
 struct ParamSegment {
   size_t offset = 0;
   size_t size = 0;
   bool decay = true;
+  bool frozen = false;
 };
 
 class AdamW {
@@ -27,7 +29,8 @@ class AdamW {
   // decay on covers everything when the list is empty.
   AdamW(size_t num_params, const AdamWConfig& config, std::vector<ParamSegment> segments = {});
 
-  // One update at learning rate `lr`, for every parameter i (t = steps() after the call):
+  // One update at learning rate `lr`, for every parameter i not frozen (t = steps() after the
+  // call):
   //   p -= lr·wd·p  (decayed segments only)
   //   m = β1·m + (1-β1)·g ;  v = β2·v + (1-β2)·g²
   //   p -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + eps)

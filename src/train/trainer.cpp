@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -41,10 +42,11 @@ void TrainOptions::validate() const {
   if (eval_tokens < 0) fail("eval-tokens must be >= 0, got ", eval_tokens);
 }
 
-std::vector<ParamSegment> decay_segments(const LlamaParams& params) {
+std::vector<ParamSegment> param_segments(const LlamaParams& params, bool freeze_embeddings) {
   std::vector<ParamSegment> segments;
   for (const ParamSlice& slice : params.slices())
-    segments.push_back({slice.offset, slice.numel, slice.shape.size() >= 2});
+    segments.push_back({slice.offset, slice.numel, slice.shape.size() >= 2,
+                        freeze_embeddings && slice.name == "model.embed_tokens.weight"});
   return segments;
 }
 
@@ -54,7 +56,8 @@ Trainer::Trainer(LlamaParams& params, const TrainOptions& options)
       schedule_(options.schedule()),
       weights_(params.weights()),
       grads_(params.config()),
-      optimizer_(params.size(), options.adamw, decay_segments(params)) {
+      segments_(param_segments(params, options.freeze_embeddings)),
+      optimizer_(params.size(), options.adamw, segments_) {
   options_.validate();
 }
 
@@ -72,6 +75,9 @@ std::pair<float, double> Trainer::batch_gradient(const Batch& batch) {
   const float loss = forward_train(weights_, batch.inputs.data(), batch.targets.data(), batch.batch,
                                    batch.seq, acts);
   backward(weights_, acts, grads_);
+  // Frozen tensors take no part in the update, so none in the norm that clipping sees either.
+  for (const ParamSegment& segment : segments_)
+    if (segment.frozen) std::fill_n(grads_.data() + segment.offset, segment.size, 0.0f);
   const double norm = clip_grad_norm(grads_.data(), grads_.size(), options_.clip);
   return {loss, norm};
 }

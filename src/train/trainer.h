@@ -27,11 +27,12 @@ struct TrainOptions {
   int64_t warmup = 0;  // warm-up steps
   double min_lr_ratio = 0.1;
   AdamWConfig adamw;
-  double clip = 1.0;            // max global gradient L2 norm; <= 0 disables clipping
-  uint64_t seed = 0;            // batch sampling
-  int64_t eval_every = 0;       // held-out evaluation every N steps; 0: only at the end
-  int64_t eval_tokens = 32768;  // held-out tokens per periodic evaluation; 0: all
-  bool quiet = false;           // no progress line
+  double clip = 1.0;               // max global gradient L2 norm; <= 0 disables clipping
+  bool freeze_embeddings = false;  // keep model.embed_tokens (and a tied head) as they are
+  uint64_t seed = 0;               // batch sampling
+  int64_t eval_every = 0;          // held-out evaluation every N steps; 0: only at the end
+  int64_t eval_tokens = 32768;     // held-out tokens per periodic evaluation; 0: all
+  bool quiet = false;              // no progress line
 
   LrSchedule schedule() const { return LrSchedule{lr, warmup, steps, min_lr_ratio}; }
   void validate() const;  // throws bd::Error naming the bad option
@@ -88,6 +89,7 @@ class Trainer {
   LrSchedule schedule_;
   LlamaWeights weights_;  // F32 views of params_
   LlamaParams grads_;
+  std::vector<ParamSegment> segments_;
   AdamW optimizer_;
   std::unique_ptr<TrainActivations> acts_;
 };
@@ -96,7 +98,8 @@ class Trainer {
 // data.heldout every eval_every steps and at the end, and draws the progress line on a terminal.
 TrainReport train(Trainer& trainer, const TokenData& data);
 
-// AdamW segments: weight decay on matrices (embedding, projections, head), not on norm vectors.
-std::vector<ParamSegment> decay_segments(const LlamaParams& params);
+// AdamW segments, one per tensor: weight decay on matrices (embedding, projections, head), not
+// on norm vectors; the embedding frozen when `freeze_embeddings`.
+std::vector<ParamSegment> param_segments(const LlamaParams& params, bool freeze_embeddings);
 
 }  // namespace bd
