@@ -2,7 +2,8 @@
 # The main job on the embedded default model, from a fresh Debian 12 machine:
 #   1. install dependencies and build;
 #   2. generate text with the default base model;
-#   3. fine-tune the base on one bundled user's training text (data/users/$DEMO_USER);
+#   3. fine-tune the base on one bundled user's training text (data/users/$DEMO_USER; block
+#      weights and norms train, the token embedding stays frozen);
 #   4. compress the fine-tune into a BitDelta (1 sign bit per weight + one scale per matrix);
 #   5. evaluate base vs fine-tune vs BitDelta (run inside the forward, never merged) on that
 #      user's held-out text, and compare sizes.
@@ -23,7 +24,7 @@ echo "== 1. The default base model continues a prompt"
 
 echo "== 2. Fine-tune on user '$user' ($steps steps)"
 "$bitdelta" train --data "data/users/$user/train.txt" -o "$out/$user-finetune" --force \
-  --steps "$steps" --batch 8 --seq 256 --lr 5e-4 --weight-decay 0 --json > "$out/train.json"
+  --steps "$steps" --batch 8 --seq 256 --lr 5e-4 --freeze-embeddings --seed 1 --json > "$out/train.json"
 echo "wrote $out/$user-finetune"
 
 echo "== 3. Compress the fine-tune into a BitDelta"

@@ -6,7 +6,7 @@ packages=(
   libopenblas-openmp-dev libhwy-dev nlohmann-json3-dev libsodium-dev libssl-dev libicu-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-torch python3-numpy python3-regex python3-sentencepiece
-  fortunes fortunes-min jargon-text
+  fortunes fortunes-min fortunes-bofh-excuses jargon-text
 )
 missing=()
 for p in "${packages[@]}"; do
