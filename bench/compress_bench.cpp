@@ -49,9 +49,14 @@
 #include "io/fingerprint.h"
 #include "io/fingerprint_cache.h"
 #include "model/llama.h"
+#include "util/bench_util.h"
 
 namespace bd {
 namespace {
+
+using bench::hashed_uniform;
+using bench::load_average;
+using bench::median;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -93,35 +98,10 @@ Options parse_options(int argc, char** argv) {
   return o;
 }
 
-// TinyLlama-1.1B's shape.
-LlamaConfig bench_config() {
-  LlamaConfig c;
-  c.vocab_size = 32000;
-  c.hidden_size = 2048;
-  c.intermediate_size = 5632;
-  c.num_hidden_layers = 22;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 4;
-  c.head_dim = 64;
-  c.rms_norm_eps = 1e-5;
-  c.max_position_embeddings = 2048;
-  c.torch_dtype = "bfloat16";
-  return c;
-}
-
 // Marks the folders as this program's output, so that they are reused only when they match.
 const std::string kGenerator =
     "bitdelta bench/compress_bench v1: base uniform std 0.02 BF16; fine-tune: block linears + "
     "rank-8 product (std 0.001) + uniform noise (std 0.0005), norms 1 + U(-0.01, 0.01)";
-
-// Uniform in [-1, 1) from a hash of the element's index (splitmix64): reproducible, parallel.
-float hashed_uniform(uint64_t index) {
-  uint64_t z = index + 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
-  return float(z >> 40) * 0x1p-23f - 1.0f;
-}
 
 constexpr int64_t kRank = 8;
 constexpr uint64_t kTunedStream = uint64_t(1) << 40, kFactorStream = uint64_t(1) << 41;
@@ -159,7 +139,7 @@ void add_structured_delta(uint16_t* w, int64_t O, int64_t I, uint64_t offset) {
 // Writes base and fine-tune (each ~2.2 GB) from one buffer: the base first, then the same
 // buffer moved into the fine-tune.
 void write_pair(const std::string& base_dir, const std::string& tuned_dir) {
-  const LlamaConfig config = bench_config();
+  const LlamaConfig config = bench::tinyllama_config();
   const std::vector<TensorSpec> specs = llama_tensor_specs(config);
   int64_t total = 0;
   for (const TensorSpec& s : specs) total += shape_numel(s.shape);
@@ -281,17 +261,6 @@ ChildRun run_child(const std::vector<std::string>& argv,
   run.cpu_seconds = cpu_seconds(usage);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail(argv[0], " failed (see stderr above)");
   return run;
-}
-
-double load_average() {
-  double load[1] = {0};
-  return ::getloadavg(load, 1) == 1 ? load[0] : -1;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
 
 struct Timing {
@@ -474,14 +443,14 @@ int run(int argc, char** argv) {
       {"ratio_changed_vs_fp16", report_json["ratio_changed_vs_fp16"]},
       {"ratio_finetune_file", report_json["ratio_finetune_file"]},
       {"all_read_seconds", read_seconds},
-      {"loadavg_1min", load_average()},
+      {"load_average", load_average()},
   };
   std::printf("threads %d, %.2f GB of input (both BF16 checkpoints), page cache warm\n", threads,
               input_bytes / 1e9);
   std::printf(
-      "load average %.2f when done (other jobs share the cores); ratios to the read loop "
+      "load average %s when done (other jobs share the cores); ratios to the read loop "
       "are medians of each round's\n",
-      load_average());
+      load_average().c_str());
   std::printf("read loop          %6.2f s  %5.2f GB/s, %.2f s CPU\n", read_s,
               input_bytes / read_s / 1e9, median(read_cpu_seconds));
   std::printf(
@@ -547,10 +516,5 @@ int run(int argc, char** argv) {
 }  // namespace bd
 
 int main(int argc, char** argv) {
-  try {
-    return bd::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "compress_bench: %s\n", e.what());
-    return 1;
-  }
+  return bd::bench::guarded_main("compress_bench", bd::run, argc, argv);
 }

@@ -31,9 +31,14 @@
 #include "kernels/membw.h"
 #include "model/kv_cache.h"
 #include "model/llama.h"
+#include "util/bench_util.h"
 
 namespace bd {
 namespace {
+
+using bench::hashed_uniform;
+using bench::load_average;
+using bench::median;
 
 using Clock = std::chrono::steady_clock;
 
@@ -79,34 +84,9 @@ Options parse_options(int argc, char** argv) {
   return o;
 }
 
-// TinyLlama-1.1B's shape.
-LlamaConfig bench_config() {
-  LlamaConfig c;
-  c.vocab_size = 32000;
-  c.hidden_size = 2048;
-  c.intermediate_size = 5632;
-  c.num_hidden_layers = 22;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 4;
-  c.head_dim = 64;
-  c.rms_norm_eps = 1e-5;
-  c.max_position_embeddings = 2048;
-  c.torch_dtype = "bfloat16";
-  return c;
-}
-
 // Marks a folder as this program's output, so that it is reused only when it matches.
 const std::map<std::string, std::string> kMetadata = {
     {"generator", "bitdelta bench/decode_bench: uniform(-0.035, 0.035) BF16, norms 1, seed 1"}};
-
-// Uniform in [-1, 1) from a hash of the element's index (splitmix64): reproducible, parallel.
-float hashed_uniform(uint64_t index) {
-  uint64_t z = index + 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
-  return float(z >> 40) * 0x1p-23f - 1.0f;
-}
 
 void write_random_checkpoint(const std::string& dir, const LlamaConfig& config) {
   const std::vector<TensorSpec> specs = llama_tensor_specs(config);
@@ -165,12 +145,6 @@ std::vector<int32_t> prompt_ids(int64_t n, int64_t vocab) {
   return ids;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 // One engine's decode: 1 / median seconds per decoded token.
 struct Decoder {
   const LlamaWeights& weights;
@@ -208,13 +182,7 @@ nlohmann::json run_torch(const Options& o, int threads, const std::string& logit
       cat("/usr/bin/python3 '", o.torch_script, "' --model '", o.dir, "' --threads ", threads,
           " --prompt ", o.prompt, " --tokens ", o.tokens, " --runs 1");
   if (!logits_path.empty()) command += cat(" --logits-out '", logits_path, "'");
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) fail("cannot run ", command);
-  std::string output;
-  char buffer[4096];
-  while (size_t got = fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, got);
-  if (pclose(pipe) != 0) fail("torch_decode.py failed: ", command);
-  return nlohmann::json::parse(output);
+  return bench::run_json_command(command, "torch_decode.py");
 }
 
 // Relative RMS difference of two logit vectors (torch computes activations in BF16, so about
@@ -230,13 +198,6 @@ double relative_rms_difference(const std::vector<float>& a, const std::string& p
     norm += double(a[i]) * a[i];
   }
   return std::sqrt(diff / norm);
-}
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return one + " " + five + " " + fifteen;
 }
 
 // One round: bandwidth, then bitdelta, then PyTorch, back to back, so that the ratios compare
@@ -311,7 +272,7 @@ int run(int argc, char** argv) {
 
   if (!reusable(o.dir)) {
     std::cerr << "writing random checkpoint to " << o.dir << " ...\n";
-    write_random_checkpoint(o.dir, bench_config());
+    write_random_checkpoint(o.dir, bench::tinyllama_config());
   }
   const Checkpoint checkpoint(o.dir);
   const LlamaWeights weights = weights_from_checkpoint(checkpoint);
@@ -343,10 +304,5 @@ int run(int argc, char** argv) {
 }  // namespace bd
 
 int main(int argc, char** argv) {
-  try {
-    return bd::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "decode_bench: %s\n", e.what());
-    return 1;
-  }
+  return bd::bench::guarded_main("decode_bench", bd::run, argc, argv);
 }

@@ -34,9 +34,13 @@
 #include "io/llama_config.h"
 #include "model/llama_params.h"
 #include "train/trainer.h"
+#include "util/bench_util.h"
 
 namespace bd {
 namespace {
+
+using bench::load_average;
+using bench::median;
 
 using Clock = std::chrono::steady_clock;
 
@@ -110,12 +114,6 @@ double sgemm_rate() {
   return best;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 Batch random_batch(int64_t B, int64_t T, int64_t vocab, std::mt19937_64& rng) {
   Batch batch{B, T, std::vector<int32_t>(size_t(B * T)), std::vector<int32_t>(size_t(B * T))};
   std::uniform_int_distribution<int32_t> token(0, int32_t(vocab - 1));
@@ -160,20 +158,7 @@ nlohmann::json run_torch(const Options& o, int threads, const std::string& confi
   const std::string command = cat("/usr/bin/python3 '", o.torch_script, "' --config '", config_path,
                                   "' --threads ", threads, " --batch ", o.batch, " --seq ", o.seq,
                                   " --steps ", o.steps, " --warmup ", kWarmupSteps);
-  FILE* pipe = popen(command.c_str(), "r");
-  if (!pipe) fail("cannot run ", command);
-  std::string output;
-  char buffer[4096];
-  while (size_t got = fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, got);
-  if (pclose(pipe) != 0) fail("torch_train.py failed: ", command);
-  return nlohmann::json::parse(output);
-}
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return one + " " + five + " " + fifteen;
+  return bench::run_json_command(command, "torch_train.py");
 }
 
 // One round: SGEMM rate, bitdelta, PyTorch, back to back, so that the ratios compare numbers
@@ -271,10 +256,5 @@ int run(int argc, char** argv) {
 }  // namespace bd
 
 int main(int argc, char** argv) {
-  try {
-    return bd::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "train_bench: %s\n", e.what());
-    return 1;
-  }
+  return bd::bench::guarded_main("train_bench", bd::run, argc, argv);
 }

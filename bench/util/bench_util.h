@@ -1,0 +1,34 @@
+// What every benchmark program shares: the 1.1B-parameter model shape, reproducible random
+// values, medians, the machine's load, running a PyTorch twin, and main()'s error handling.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "io/llama_config.h"
+
+namespace bd::bench {
+
+// TinyLlama-1.1B's shape (hidden 2048, 22 layers, MLP 5632, 32 heads of 64, 4 KV heads, vocab
+// 32000, untied head), stored as BF16.
+LlamaConfig tinyllama_config();
+
+// Uniform in [-1, 1) from a hash of `index` (splitmix64): reproducible and parallel, so that a
+// multi-gigabyte random checkpoint is the same on every machine and every thread count.
+float hashed_uniform(uint64_t index);
+
+// The median (mean of the middle two for an even count); `values` must not be empty.
+double median(std::vector<double> values);
+
+// The 1, 5 and 15 minute load averages as /proc/loadavg prints them ("1.02 0.88 0.61").
+std::string load_average();
+
+// Runs a shell command that prints one JSON object on stdout (a PyTorch twin) and returns it;
+// throws bd::Error naming `what` when it fails or prints something else.
+nlohmann::json run_json_command(const std::string& command, const std::string& what);
+
+// main() for a benchmark: runs `run`, and turns an exception into "PROGRAM: message" and exit 1.
+int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv);
+
+}  // namespace bd::bench
