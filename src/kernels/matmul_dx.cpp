@@ -9,15 +9,6 @@
 
 namespace bd {
 
-namespace {
-
-// F32 bytes of W rows widened per SGEMM call (as in matmul.cpp: SGEMM's full rate, still cached).
-constexpr size_t kBlockBytes = size_t(4) << 20;
-// Below this many elements a block is widened by one thread.
-constexpr int64_t kMinParallelElements = int64_t(1) << 16;
-
-}  // namespace
-
 void matmul_dx(float* dx, const float* dy, const TensorView& weight, int64_t T, bool accumulate) {
   check_matmul_args("matmul_dx", weight, T);
   const int64_t O = weight.dim(0), I = weight.dim(1);
@@ -32,17 +23,11 @@ void matmul_dx(float* dx, const float* dy, const TensorView& weight, int64_t T, 
     return;
   }
   // dx = Σ over row blocks of dy[T, block rows] · W[block rows, I]; the first block overwrites.
-  const size_t element = dtype_size(weight.dtype);
-  const int64_t block_rows = std::clamp<int64_t>(int64_t(kBlockBytes / (4 * size_t(I))), 1, O);
+  const int64_t block_rows = widened_block_rows(O, I);
   auto block = hwy::AllocateAligned<float>(size_t(block_rows * I));
-  const auto* rows_bytes = static_cast<const uint8_t*>(weight.data);
   for (int64_t row0 = 0; row0 < O; row0 += block_rows) {
     const int64_t rows = std::min(block_rows, O - row0);
-#pragma omp parallel for schedule(static) if (rows * I >= kMinParallelElements)
-    for (int64_t r = 0; r < rows; ++r) {
-      widen_to_f32(weight.dtype, rows_bytes + size_t((row0 + r) * I) * element, block.get() + r * I,
-                   size_t(I));
-    }
+    widen_rows(weight, row0, rows, block.get());
     const float beta = accumulate || row0 > 0 ? 1.0f : 0.0f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(I), int(rows), 1.0f,
                 dy + row0, int(O), block.get(), int(I), beta, dx, int(I));

@@ -227,5 +227,24 @@ void widen_to_f32(DType dtype, const void* src, float* dst, size_t n) {
   HWY_DYNAMIC_DISPATCH(Widen)(dtype, src, dst, n);
 }
 
+int64_t widened_block_rows(int64_t O, int64_t I) {
+  constexpr size_t kBlockBytes = size_t(4) << 20;
+  return std::clamp<int64_t>(int64_t(kBlockBytes / (4 * size_t(std::max<int64_t>(I, 1)))), 1,
+                             std::max<int64_t>(O, 1));
+}
+
+void widen_rows(const TensorView& weight, int64_t row0, int64_t rows, float* block) {
+  // Below this many elements one thread widens the block (waking the pool costs more).
+  constexpr int64_t kMinParallelElements = int64_t(1) << 16;
+  const int64_t I = weight.dim(1);
+  const size_t element = dtype_size(weight.dtype);
+  const auto* rows_bytes = static_cast<const uint8_t*>(weight.data);
+#pragma omp parallel for schedule(static) if (rows * I >= kMinParallelElements)
+  for (int64_t r = 0; r < rows; ++r) {
+    widen_to_f32(weight.dtype, rows_bytes + size_t((row0 + r) * I) * element, block + r * I,
+                 size_t(I));
+  }
+}
+
 }  // namespace bd
 #endif  // HWY_ONCE

@@ -20,4 +20,12 @@ void check_matmul_args(const char* caller, const TensorView& weight, int64_t T);
 // dst[n] = src[n] as F32 (one thread; src of dtype F32, BF16 or F16).
 void widen_to_f32(DType dtype, const void* src, float* dst, size_t n);
 
+// BF16/F16 matrices go through SGEMM in blocks of rows widened to F32 (never the whole matrix):
+// rows per block for rows of I elements, about 4 MiB of F32, large enough for SGEMM's full
+// rate and small enough to stay in cache between widening and multiplying; at most O.
+int64_t widened_block_rows(int64_t O, int64_t I);
+
+// block[rows, I] = weight[row0 : row0 + rows, :] as F32, rows split between the threads.
+void widen_rows(const TensorView& weight, int64_t row0, int64_t rows, float* block);
+
 }  // namespace bd
