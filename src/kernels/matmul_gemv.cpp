@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <omp.h>
+
 #include "core/dtype.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -22,11 +24,19 @@ constexpr size_t kTokens = 4;
 // Below this many weight elements a matrix is read by one thread: waking the pool would cost
 // about as much as the work.
 constexpr size_t kMinParallelElements = size_t(1) << 16;
-// Software prefetch distance: the next 4 KiB page, where the hardware prefetchers (which stop
-// at page boundaries) have not started yet; measured ~8% faster decode than none.
+// Software prefetch distances: into L1 one 4 KiB page ahead, where the hardware prefetchers
+// (which stop at page boundaries) have not started yet, and into L2 two pages ahead, so that
+// more misses are in flight than the core's own loads would keep (widening BF16 makes the loop
+// consume a cache line per two loads, too slowly for the demand-driven prefetchers).
 constexpr size_t kPrefetchBytes = 4096;
-// Bytes of W a thread takes at a time.
-constexpr size_t kChunkBytes = size_t(64) << 10;
+constexpr size_t kPrefetchL2Bytes = 8192;
+// Bytes of W a thread takes at a time: up to 1 MiB, so that each thread's stream runs long
+// between jumps (every jump restarts the prefetchers: with 64 KiB chunks decode reached 65–73%
+// of the bandwidth limit, with these 78–83%; docs/benchmarks.md), but at least 4 chunks per
+// thread, so that a preempted thread (shared cores) holds up little and small matrices still
+// use every thread.
+constexpr size_t kMaxChunkBytes = size_t(1) << 20;
+constexpr size_t kMinChunkBytes = size_t(64) << 10;
 
 // One vector of W's elements widened to F32: BF16 is the top half of an F32 (a shift), F16
 // converts with F16C where the target has it.
@@ -91,8 +101,11 @@ HWY_INLINE void DotRow(const WT* HWY_RESTRICT w, const float* HWY_RESTRICT in, s
   }
   size_t i = 0;
   for (; i + kU * N <= I; i += kU * N) {
-    const char* ahead = reinterpret_cast<const char*>(w + i) + kPrefetchBytes;
-    for (size_t b = 0; b < kU * N * sizeof(WT); b += 64) hwy::Prefetch(ahead + b);
+    const char* here = reinterpret_cast<const char*>(w + i);
+    for (size_t b = 0; b < kU * N * sizeof(WT); b += 64) {
+      hwy::Prefetch(here + kPrefetchBytes + b);
+      __builtin_prefetch(here + kPrefetchL2Bytes + b, 0, 2);  // locality 2: into L2
+    }
     HWY_UNROLL(4)
     for (size_t u = 0; u < kU; ++u) {
       const VF wu = LoadF32(df, w + i + u * N);
@@ -128,18 +141,19 @@ HWY_INLINE void RowToOut(const WT* w, const float* in, size_t I, size_t O, size_
   }
 }
 
-// out[T, O] (+)= in[T, I] · W[O, I]^T. Threads take chunks of consecutive rows (64 KiB of W
-// or more each) as they go, so each streams its rows sequentially, and a thread that the OS
-// preempts (shared cores) holds up at most one chunk; every token is multiplied while a row is
-// in L1.
+// out[T, O] (+)= in[T, I] · W[O, I]^T. Threads take chunks of consecutive rows (64 KiB – 1 MiB
+// of W each) as they go, so each streams its rows sequentially, and a thread that the OS
+// preempts holds up at most one chunk; every token is multiplied while a row is in L1.
 template <typename WT>
 void GemvTyped(float* out, const float* in, const WT* w, size_t T, size_t O, size_t I,
                bool accumulate) {
   // Whole 64-byte lines of `out` (16 rows) per chunk, so that two threads write the same line
   // at most at a chunk's edge instead of all the time (rows of 11 KB would give 5-row chunks).
   const size_t line_rows = 64 / sizeof(float);
+  const size_t chunk_bytes = std::clamp(O * I * sizeof(WT) / (4 * size_t(omp_get_max_threads())),
+                                        kMinChunkBytes, kMaxChunkBytes);
   const int64_t chunk_rows =
-      int64_t(std::max<size_t>(1, kChunkBytes / (I * sizeof(WT) + 1) / line_rows) * line_rows);
+      int64_t(std::max<size_t>(1, chunk_bytes / (I * sizeof(WT) + 1) / line_rows) * line_rows);
 #pragma omp parallel for schedule(dynamic, chunk_rows) if (O * I >= kMinParallelElements)
   for (int64_t r = 0; r < int64_t(O); ++r) {
     const size_t row = size_t(r);
