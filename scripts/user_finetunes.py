@@ -30,18 +30,20 @@ def users():
     return sorted(os.listdir(os.path.join(ROOT, "data", "users")))
 
 
-def finetune(user, out_dir, steps, lr, batch=8, seq=256):
+def finetune(user, out_dir, steps, lr, batch=8, seq=256, freeze_embeddings=True):
     """Fine-tunes the base on one user's train split (reusing an existing folder).
 
-    Every block weight and norm trains; the token embedding (the tied head) stays frozen: it
-    does as well on held-out text (models/default/MODEL_CARD.md) and leaves the BitDelta no
-    exact F32 embedding delta to carry. No weight decay (the fine-tuning default)."""
-    folder = os.path.join(out_dir, f"{user}-s{steps}-lr{lr:g}")
+    Every block weight and norm trains; the token embedding (the tied head) stays frozen unless
+    freeze_embeddings is False: frozen does as well on held-out text (models/default/MODEL_CARD.md)
+    and leaves the BitDelta no exact F32 embedding delta to carry. No weight decay (the
+    fine-tuning default)."""
+    folder = os.path.join(out_dir, f"{user}-s{steps}-lr{lr:g}" + ("" if freeze_embeddings else "-emb"))
     if not os.path.exists(os.path.join(folder, "model.safetensors")):
         start = time.time()
         bitdelta("train", "--data", os.path.join(ROOT, "data", "users", user, "train.txt"),
                  "-o", folder, "--steps", str(steps), "--lr", str(lr), "--batch", str(batch),
-                 "--seq", str(seq), "--freeze-embeddings", "--seed", "1")
+                 "--seq", str(seq), "--seed", "1",
+                 *(["--freeze-embeddings"] if freeze_embeddings else []))
         print(f"  fine-tuned {user}: {steps} steps at lr {lr:g} in {time.time() - start:.0f} s",
               file=sys.stderr)
     return folder
