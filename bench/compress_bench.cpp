@@ -1,7 +1,7 @@
 // End-to-end speed and memory of `bitdelta compress` on a 1.1B-parameter Llama pair (TinyLlama's
 // shape, BF16), against reading both input files once and against PyTorch, all in one run.
 //
-//   build-compress/compress_bench [--threads N] [--dir DIR] [--runs R] [--no-torch]
+//   build/compress_bench [--threads N] [--dir DIR] [--runs R] [--no-torch]
 //                                 [--bitdelta PATH] [--torch-script PATH]
 //
 // 1. Writes the pair into DIR once (later runs reuse it): a random base (uniform, std 0.02) and a

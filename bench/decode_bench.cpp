@@ -1,8 +1,8 @@
 // End-to-end decode speed of a 1.1B-parameter Llama (TinyLlama's shape) with random BF16
 // weights, against the memory-bandwidth limit and against PyTorch, all measured in one run.
 //
-//   build-perf/decode_bench [--threads N] [--dir DIR] [--prompt P] [--tokens N] [--runs R]
-//                           [--no-torch] [--torch-script PATH]
+//   build/decode_bench [--threads N] [--dir DIR] [--prompt P] [--tokens N] [--runs R]
+//                      [--no-torch] [--torch-script PATH]
 //
 // Writes the random checkpoint (HF folder, ~2.2 GB) into DIR once; later runs reuse it. After
 // one warm-up decode, R rounds (default 5) each measure, back to back:

@@ -1,6 +1,6 @@
 // Per-matrix matmul throughput against the measured memory read bandwidth.
 //
-//   build-perf/matmul_bench                   (all cores; OMP_NUM_THREADS=n for fewer)
+//   build/matmul_bench                   (all cores; OMP_NUM_THREADS=n for fewer)
 //
 // Weights are spread over enough copies (≥ 512 MiB in all) that every call streams its matrix
 // from DRAM, as decode does with a model much larger than the last-level cache. Counters:

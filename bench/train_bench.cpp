@@ -2,8 +2,8 @@
 // backward, clipping, AdamW), against 6 × parameters FLOPs per token at the measured F32 SGEMM
 // rate, and against the same model in PyTorch, all measured in one run.
 //
-//   build-perf/train_bench [--config FILE] [--batch B] [--seq T] [--steps N] [--runs R]
-//                          [--threads N] [--no-torch] [--torch-script PATH]
+//   build/train_bench [--config FILE] [--batch B] [--seq T] [--steps N] [--runs R]
+//                     [--threads N] [--no-torch] [--torch-script PATH]
 //
 // --config: a config.json (default: models/default-config.json, the embedded default model);
 // B and T default to 16 and 256, as scripts/train_default.sh trains it. Steps train on random
