@@ -30,7 +30,10 @@ def users():
     return sorted(os.listdir(os.path.join(ROOT, "data", "users")))
 
 
-def finetune(user, out_dir, steps, lr, batch=8, seq=256, freeze_embeddings=True):
+BATCH, SEQ = 8, 256  # windows per step, tokens per window of every bundled-user fine-tune
+
+
+def finetune(user, out_dir, steps, lr, batch=BATCH, seq=SEQ, freeze_embeddings=True):
     """Fine-tunes the base on one user's train split (reusing an existing folder).
 
     Every block weight and norm trains; the token embedding (the tied head) stays frozen unless

@@ -1,8 +1,8 @@
 // The bundled users end to end on the embedded default model, as a user would run them: a short
 // fine-tune on each user's train split (bitdelta train), then bitdelta compress --scale distill.
 // Distillation must lower the held-out calibration KL for every bundled user, and the fine-tune
-// must already beat the base on the user's held-out text. Short runs (seconds per user) keep
-// this in CI; scripts/bitdelta_quality.py measures the full-length runs.
+// must already beat the base on the user's held-out text. Short runs (one to four minutes per user
+// on two cores) keep this in CI; scripts/bitdelta_quality.py measures the full-length runs.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -37,6 +37,7 @@ class AdamW {
   void step(float* params, const float* grads, float lr);
 
   int64_t steps() const { return step_count_; }
+  const std::vector<ParamSegment>& segments() const { return segments_; }
   size_t num_params() const { return first_moment_.size(); }
   const AdamWConfig& config() const { return config_; }
 

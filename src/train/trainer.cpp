@@ -56,8 +56,7 @@ Trainer::Trainer(LlamaParams& params, const TrainOptions& options)
       schedule_(options.schedule()),
       weights_(params.weights()),
       grads_(params.config()),
-      segments_(param_segments(params, options.freeze_embeddings)),
-      optimizer_(params.size(), options.adamw, segments_) {
+      optimizer_(params.size(), options.adamw, param_segments(params, options.freeze_embeddings)) {
   options_.validate();
 }
 
@@ -76,7 +75,7 @@ std::pair<float, double> Trainer::batch_gradient(const Batch& batch) {
                                    batch.seq, acts);
   backward(weights_, acts, grads_);
   // Frozen tensors take no part in the update, so none in the norm that clipping sees either.
-  for (const ParamSegment& segment : segments_)
+  for (const ParamSegment& segment : optimizer_.segments())
     if (segment.frozen) std::fill_n(grads_.data() + segment.offset, segment.size, 0.0f);
   const double norm = clip_grad_norm(grads_.data(), grads_.size(), options_.clip);
   return {loss, norm};

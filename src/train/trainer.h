@@ -89,7 +89,6 @@ class Trainer {
   LrSchedule schedule_;
   LlamaWeights weights_;  // F32 views of params_
   LlamaParams grads_;
-  std::vector<ParamSegment> segments_;
   AdamW optimizer_;
   std::unique_ptr<TrainActivations> acts_;
 };
