@@ -226,6 +226,18 @@ TEST_F(AdapterCorruption, MissingOrMalformedMetadata) {
   expect_rejection("must be [out, in]");
 }
 
+// Shapes are bounded before any size arithmetic (out · ceil(in / 8) with in = 2^62 would overflow).
+TEST_F(AdapterCorruption, HostileShapeNumbers) {
+  for (const std::string shape : {"[4611686018427387904, 10]", "[3, 4611686018427387904]",
+                                  "[16777217, 10]", "[3, -10]", "[18446744073709551615, 10]",
+                                  "[3.5, 10]"}) {
+    reset();
+    metadata_["bitdelta.shapes"] = R"({"model.layers.0.mlp.up_proj.weight": )" + shape + "}";
+    expect_rejection("bitdelta.shapes entry for '" + kUp +
+                     "' must be [out, in] with both in [1, 16777216]");
+  }
+}
+
 TEST_F(AdapterCorruption, MissingTensors) {
   views_.erase(kUp + ".scale");
   expect_rejection("weight '" + kUp + "' is listed in bitdelta.shapes but has no " + kUp +

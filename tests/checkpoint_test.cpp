@@ -244,7 +244,7 @@ TEST_F(BrokenFolder, BadConfigField) {
   text.replace(text.find("\"hidden_size\": 8"), 16, "\"hidden_size\": -8");
   write_file_atomic(dir + "/config.json", text, true);
   expect_error([&] { Checkpoint checkpoint(dir); },
-               {dir + "/config.json", "'hidden_size'", "positive integer"});
+               {dir + "/config.json", "'hidden_size'", "must be an integer in [1, 1048576]"});
 }
 
 TEST_F(BrokenFolder, MissingConfig) {

@@ -222,18 +222,37 @@ TEST(Safetensors, WeReadWhatPythonWrites) {
   }
 }
 
-TEST(Safetensors, AcceptsSpacePaddingAndUnalignedData) {
+TEST(Safetensors, AcceptsSpacePaddingAndAnnouncesTheCopyOfUnalignedData) {
   ScratchDir dir;
-  // Header of odd length with trailing spaces: the F32 data starts at an odd file offset.
+  // Header of odd length with trailing spaces: the F32 data starts at an odd file offset, the U8
+  // tensor after it needs no alignment.
   float values[2] = {1.5f, -2.25f};
-  std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}   )";
+  std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                       R"("y":{"dtype":"U8","shape":[3],"data_offsets":[8,11]}}   )";
   if (header.size() % 2 == 0) header += ' ';
-  write_raw(dir / "odd.safetensors", header, std::string(reinterpret_cast<char*>(values), 8));
+  write_raw(dir / "odd.safetensors", header,
+            std::string(reinterpret_cast<char*>(values), 8) + "abc");
+  testing::internal::CaptureStderr();
   SafetensorsFile file(dir / "odd.safetensors");
+  const std::string warning = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(warning, "warning: " + dir / "odd.safetensors" +
+                         ": 1 of 2 tensors are not aligned to their dtype in the file (its header "
+                         "is not padded to a multiple of 8 bytes); copying 8 bytes of them to "
+                         "memory\n");
   const TensorView& view = file.get("x");
   EXPECT_EQ(reinterpret_cast<uintptr_t>(view.data) % 4, 0u);
   EXPECT_EQ(view.as<float>()[0], 1.5f);
   EXPECT_EQ(view.as<float>()[1], -2.25f);
+  // Only the unaligned tensor was copied (the warning counts 8 bytes); the U8 one is read in
+  // place.
+  EXPECT_EQ(std::string(static_cast<const char*>(file.get("y").data), 3), "abc");
+
+  // An aligned file is read in place, without a word.
+  testing::internal::CaptureStderr();
+  write_safetensors(dir / "even.safetensors", {{"x", TensorView{DType::F32, {2}, values}}}, {},
+                    false);
+  SafetensorsFile even(dir / "even.safetensors");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
 
 TEST(Safetensors, NeverOverwritesWithoutPermissionAndLeavesNoTempFile) {
@@ -271,7 +290,9 @@ struct BadFile {
   std::vector<std::string> message;
 };
 
-void PrintTo(const BadFile& bad, std::ostream* out) { *out << bad.label; }
+void PrintTo(const BadFile& bad, std::ostream* out) {
+  *out << bad.label;
+}
 
 class SafetensorsRejects : public testing::TestWithParam<BadFile> {};
 
@@ -348,8 +369,8 @@ const BadFile kBadFiles[] = {
      "x",
      -1,
      {"non-negative integers", "(tensor 'w')"}},
-    {"overflowing_shape",
-     R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}})",
+    {"overflowing_shape",  // each extent within the limit, their product past 2^64
+     R"({"w":{"dtype":"F32","shape":[2147483648,2147483648,2147483648],"data_offsets":[0,4]}})",
      std::string(4, '\0'),
      -1,
      {"too large", "(tensor 'w')"}},
@@ -432,7 +453,7 @@ TEST(Safetensors, SurvivesRandomCorruption) {
     }
   }
   EXPECT_GT(rejected, 500);  // most random edits break something
-  EXPECT_GT(loaded, 0);       // edits inside tensor data are legal
+  EXPECT_GT(loaded, 0);      // edits inside tensor data are legal
 }
 
 TEST(Safetensors, RejectsUnreadablePaths) {

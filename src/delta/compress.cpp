@@ -59,10 +59,10 @@ float element_f32(const TensorView& view, int64_t index) {
     if (std::isfinite(f - b)) continue;
     std::string where = cat("[", i, "]");
     if (base.shape.size() == 2) where = cat("[", i / base.shape[1], ", ", i % base.shape[1], "]");
-    fail(finetune.dir(), ": tensor '", name, "': delta at ", where, " is ", f - b, " (fine-tune ",
-         f, ", base ", b, "); refusing to compress a delta holding NaN or inf");
+    fail(finetune.dir(), ": tensor ", quote_bytes(name), ": delta at ", where, " is ", f - b,
+         " (fine-tune ", f, ", base ", b, "); refusing to compress a delta holding NaN or inf");
   }
-  fail(finetune.dir(), ": tensor '", name, "': the sum of |delta| overflows F32");
+  fail(finetune.dir(), ": tensor ", quote_bytes(name), ": the sum of |delta| overflows F32");
 }
 
 std::string utc_now() {
@@ -169,7 +169,7 @@ bool Compressor::subtract_exact(const NamedTensor& base, const NamedTensor& tune
   });
   if (!differs) return false;
   if (!is_float(b.dtype))
-    fail(finetune_.dir(), ": tensor '", base.name, "' is ", dtype_name(b.dtype),
+    fail(finetune_.dir(), ": tensor ", quote_bytes(base.name), " is ", dtype_name(b.dtype),
          " and differs from the base; only float tensors can be kept as deltas");
 
   // δ = round(f − b) in the tensor's dtype; also counts the elements where b + δ, computed in
@@ -328,15 +328,16 @@ void check_same_architecture(const Checkpoint& base, const Checkpoint& finetune)
   const std::vector<std::string> tuned_names = finetune.tensor_names();
   for (const std::string& name : base_names)
     if (!finetune.find(name))
-      fail(finetune.dir(), ": has no tensor '", name, "', which the base ", base.dir(), " has");
+      fail(finetune.dir(), ": has no tensor ", quote_bytes(name), ", which the base ", base.dir(),
+           " has");
   for (const std::string& name : tuned_names)
     if (!base.find(name))
-      fail(finetune.dir(), ": tensor '", name, "' is not in the base ", base.dir());
+      fail(finetune.dir(), ": tensor ", quote_bytes(name), " is not in the base ", base.dir());
   for (const std::string& name : base_names) {
     const TensorView& b = base.get(name);
     const TensorView& f = finetune.get(name);
     if (b.shape != f.shape || b.dtype != f.dtype)
-      fail(finetune.dir(), ": tensor '", name, "' is ", dtype_name(f.dtype), " ",
+      fail(finetune.dir(), ": tensor ", quote_bytes(name), " is ", dtype_name(f.dtype), " ",
            shape_str(f.shape), " here but ", dtype_name(b.dtype), " ", shape_str(b.shape),
            " in the base ", base.dir());
   }
@@ -372,7 +373,8 @@ CompressedDelta compress_delta(const Checkpoint& base, const Checkpoint& finetun
                                const CompressOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   if (!options.owner.empty() && !valid_owner_did(options.owner))
-    fail("--owner '", options.owner, "' is not a did:lux DID (did:lux:<id>, see docs/format.md)");
+    fail("--owner ", quote_bytes(options.owner),
+         " is not a did:lux DID (did:lux:<id>, see docs/format.md)");
   validate_llama_tensors(base);
   validate_llama_tensors(finetune);
   check_same_architecture(base, finetune);

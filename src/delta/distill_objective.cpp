@@ -66,7 +66,7 @@ DistillObjective::DistillObjective(const LlamaWeights& teacher, const LlamaWeigh
     if (!observer_->targets
              .emplace(m.name, ScaleObserver::Target{m.sign.as<uint8_t>(), per_row, scale_count_})
              .second)
-      fail("distillation: matrix '", m.name, "' appears twice");
+      fail("distillation: matrix ", quote_bytes(m.name), " appears twice");
     scale_count_ += per_row ? m.out : 1;
   }
 }

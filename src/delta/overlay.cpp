@@ -27,7 +27,7 @@ std::map<std::string, Linear*> overlay_targets(LlamaWeights& weights) {
 
 void check_matrix(const AdapterMatrix& m, const Linear& linear) {
   if (m.out != linear.out_features() || m.in != linear.in_features())
-    fail("adapter tensor '", m.name, "' is [", m.out, ", ", m.in, "], the base's is ",
+    fail("adapter tensor ", quote_bytes(m.name), " is [", m.out, ", ", m.in, "], the base's is ",
          shape_str(linear.weight.shape));
   const Shape sign_shape = {m.out, sign_row_bytes(m.in)};
   if (m.sign.dtype != DType::U8 || m.sign.shape != sign_shape)
@@ -54,12 +54,13 @@ DeltaWeights::DeltaWeights(const Checkpoint& base, const std::vector<AdapterMatr
   materialised_views_.reserve(exact.size());
   for (const AdapterExact& e : exact) {
     const TensorView* stored = base.find(e.name);
-    if (!stored) fail("adapter tensor '", e.name, "' is not in the base model ", base.dir());
+    if (!stored)
+      fail("adapter tensor ", quote_bytes(e.name), " is not in the base model ", base.dir());
     if (e.delta.shape != stored->shape || !is_float(e.delta.dtype))
       fail("adapter tensor '", e.name, ".delta' is ", dtype_name(e.delta.dtype), " ",
            shape_str(e.delta.shape), ", the base's is ", dtype_name(stored->dtype), " ",
            shape_str(stored->shape));
-    if (replaced.count(e.name)) fail("adapter holds two deltas for '", e.name, "'");
+    if (replaced.count(e.name)) fail("adapter holds two deltas for ", quote_bytes(e.name));
     std::vector<float> values = to_f32(*stored);
     const std::vector<float> delta = to_f32(e.delta);
     for (size_t i = 0; i < values.size(); ++i) values[i] += delta[i];
@@ -79,10 +80,11 @@ DeltaWeights::DeltaWeights(const Checkpoint& base, const std::vector<AdapterMatr
     const AdapterMatrix& m = matrices[i];
     auto it = targets.find(m.name);
     if (it == targets.end())
-      fail("adapter tensor '", m.name, "' is not a linear layer of the base model ", base.dir());
-    if (!seen.insert(m.name).second) fail("adapter compresses '", m.name, "' twice");
+      fail("adapter tensor ", quote_bytes(m.name), " is not a linear layer of the base model ",
+           base.dir());
+    if (!seen.insert(m.name).second) fail("adapter compresses ", quote_bytes(m.name), " twice");
     if (replaced.count(m.name))
-      fail("adapter holds '", m.name, "' both compressed and as an exact delta");
+      fail("adapter holds ", quote_bytes(m.name), " both compressed and as an exact delta");
     check_matrix(m, *it->second);
     it->second->delta = SignDelta{.bits = m.sign.as<uint8_t>(),
                                   .scale = scales.empty() ? m.scale.as<float>() : scales[i],

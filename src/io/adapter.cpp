@@ -69,39 +69,44 @@ void check_info(const std::string& where, const AdapterInfo& info) {
     fail(where, ": unknown adapter format version ", info.version, " (this bitdelta reads ",
          kAdapterFormatVersion, ")");
   if (!is_hex64(info.base_fingerprint))
-    fail(where, ": ", kBaseKey, " must be 64 lowercase hex digits, got '", info.base_fingerprint,
-         "'");
+    fail(where, ": ", kBaseKey, " must be 64 lowercase hex digits, got ",
+         quote_bytes(info.base_fingerprint));
   if (!is_hex64(info.finetune_fingerprint))
-    fail(where, ": ", kFinetuneKey, " must be 64 lowercase hex digits, got '",
-         info.finetune_fingerprint, "'");
+    fail(where, ": ", kFinetuneKey, " must be 64 lowercase hex digits, got ",
+         quote_bytes(info.finetune_fingerprint));
   if (!info.owner.empty() && !valid_owner_did(info.owner))
-    fail(where, ": ", kOwnerKey, " '", info.owner,
-         "' is not a did:lux DID (did:lux:<id>, see docs/format.md)");
+    fail(where, ": ", kOwnerKey, " ", quote_bytes(info.owner),
+         " is not a did:lux DID (did:lux:<id>, see docs/format.md)");
   if (info.scale_mode != "mean" && info.scale_mode != "distill")
-    fail(where, ": ", kScaleModeKey, " must be 'mean' or 'distill', got '", info.scale_mode, "'");
+    fail(where, ": ", kScaleModeKey, " must be 'mean' or 'distill', got ",
+         quote_bytes(info.scale_mode));
   if (info.granularity != "matrix" && info.granularity != "row")
-    fail(where, ": ", kGranularityKey, " must be 'matrix' or 'row', got '", info.granularity, "'");
+    fail(where, ": ", kGranularityKey, " must be 'matrix' or 'row', got ",
+         quote_bytes(info.granularity));
   if (!info.privacy.empty()) {
     json privacy = json::parse(info.privacy, nullptr, false);
     if (!privacy.is_object())
-      fail(where, ": ", kPrivacyKey, " must be a JSON object of strings, got '", info.privacy, "'");
+      fail(where, ": ", kPrivacyKey, " must be a JSON object of strings, got ",
+           quote_bytes(info.privacy));
     for (const auto& [key, value] : privacy.items())
       if (!value.is_string() || key.rfind("privacy.", 0) != 0)
-        fail(where, ": ", kPrivacyKey, " entry '", key,
-             "' must be a \"privacy.*\" key with a string value");
+        fail(where, ": ", kPrivacyKey, " entry ", quote_bytes(key),
+             " must be a \"privacy.*\" key with a string value");
   }
   if (info.tool_version.empty()) fail(where, ": ", kToolKey, " is empty");
   if (!is_utc_timestamp(info.created))
-    fail(where, ": ", kCreatedKey, " must be UTC ISO 8601 (2026-11-27T10:00:00Z), got '",
-         info.created, "'");
+    fail(where, ": ", kCreatedKey, " must be UTC ISO 8601 (2026-11-27T10:00:00Z), got ",
+         quote_bytes(info.created));
   for (const auto& [key, value] : info.extra)
-    if (key.rfind(kNamespace, 0) == 0) fail(where, ": unknown metadata key '", key, "'");
+    if (key.rfind(kNamespace, 0) == 0) fail(where, ": unknown metadata key ", quote_bytes(key));
 }
 
 void check_matrix(const std::string& where, const AdapterMatrix& matrix, bool per_row) {
-  const std::string tensor = " (tensor '" + matrix.name + "')";
-  if (matrix.out < 1 || matrix.in < 1)
-    fail(where, ": compressed weight has shape [", matrix.out, ", ", matrix.in, "]", tensor);
+  const std::string tensor = " (tensor " + quote_bytes(matrix.name) + ")";
+  if (matrix.out < 1 || matrix.in < 1 || matrix.out > kMaxAdapterExtent ||
+      matrix.in > kMaxAdapterExtent)
+    fail(where, ": compressed weight has shape [", matrix.out, ", ", matrix.in,
+         "]; each extent must lie in [1, ", kMaxAdapterExtent, "]", tensor);
   const Shape sign_shape = {matrix.out, sign_row_bytes(matrix.in)};
   if (matrix.sign.dtype != DType::U8 || matrix.sign.shape != sign_shape)
     fail(where, ": ", matrix.name, kSignSuffix, " is ", dtype_name(matrix.sign.dtype), " ",
@@ -132,7 +137,7 @@ void check_exact(const std::string& where, const AdapterExact& exact) {
     fail(where, ": ", exact.name, kDeltaSuffix, " has dtype ", dtype_name(exact.delta.dtype),
          "; deltas are F32, F16 or BF16");
   if (exact.delta.bytes() > 0 && !exact.delta.data)
-    fail(where, ": no data (tensor '", exact.name, "')");
+    fail(where, ": no data (tensor ", quote_bytes(exact.name), ")");
 }
 
 void check_names(const std::string& where, const std::vector<AdapterMatrix>& matrices,
@@ -140,10 +145,10 @@ void check_names(const std::string& where, const std::vector<AdapterMatrix>& mat
   std::set<std::string> names;
   for (const AdapterMatrix& matrix : matrices)
     if (matrix.name.empty() || !names.insert(matrix.name).second)
-      fail(where, ": duplicate or empty weight name '", matrix.name, "'");
+      fail(where, ": duplicate or empty weight name ", quote_bytes(matrix.name));
   for (const AdapterExact& kept : exact)
     if (kept.name.empty() || !names.insert(kept.name).second)
-      fail(where, ": weight '", kept.name, "' appears twice (compressed and exact?)");
+      fail(where, ": weight ", quote_bytes(kept.name), " appears twice (compressed and exact?)");
 }
 
 std::map<std::string, std::string> to_metadata(const AdapterInfo& info,
@@ -167,7 +172,7 @@ std::map<std::string, std::string> to_metadata(const AdapterInfo& info,
 std::string required(const std::string& where, const std::map<std::string, std::string>& metadata,
                      const std::string& key) {
   auto it = metadata.find(key);
-  if (it == metadata.end()) fail(where, ": __metadata__ has no '", key, "'");
+  if (it == metadata.end()) fail(where, ": __metadata__ has no ", quote_bytes(key));
   return it->second;
 }
 
@@ -176,7 +181,7 @@ AdapterInfo parse_info(const std::string& where,
   AdapterInfo info;
   const std::string version = required(where, metadata, kVersionKey);
   if (version != std::to_string(kAdapterFormatVersion))
-    fail(where, ": unknown adapter format version '", version, "' (this bitdelta reads ",
+    fail(where, ": unknown adapter format version ", quote_bytes(version), " (this bitdelta reads ",
          kAdapterFormatVersion, ")");
   info.base_fingerprint = required(where, metadata, kBaseKey);
   info.finetune_fingerprint = required(where, metadata, kFinetuneKey);
@@ -203,9 +208,13 @@ std::map<std::string, std::pair<int64_t, int64_t>> parse_shapes(
   if (!shapes.is_object()) fail(where, ": ", kShapesKey, " is not a JSON object");
   std::map<std::string, std::pair<int64_t, int64_t>> out;
   for (const auto& [name, shape] : shapes.items()) {
-    if (!shape.is_array() || shape.size() != 2 || !shape[0].is_number_integer() ||
-        !shape[1].is_number_integer() || shape[0].get<int64_t>() < 1 || shape[1].get<int64_t>() < 1)
-      fail(where, ": ", kShapesKey, " entry for '", name, "' must be [out, in] with both >= 1");
+    auto extent_ok = [](const json& extent) {
+      return extent.is_number_unsigned() && extent.get<uint64_t>() >= 1 &&
+             extent.get<uint64_t>() <= uint64_t(kMaxAdapterExtent);
+    };
+    if (!shape.is_array() || shape.size() != 2 || !extent_ok(shape[0]) || !extent_ok(shape[1]))
+      fail(where, ": ", kShapesKey, " entry for ", quote_bytes(name),
+           " must be [out, in] with both in [1, ", kMaxAdapterExtent, "]");
     out[name] = {shape[0].get<int64_t>(), shape[1].get<int64_t>()};
   }
   return out;
@@ -257,7 +266,7 @@ AdapterFile::AdapterFile(const std::string& path) : file_(std::make_unique<Safet
     const TensorView* sign = file_->find(name + kSignSuffix);
     const TensorView* scale = file_->find(name + kScaleSuffix);
     if (!sign || !scale)
-      fail(path, ": weight '", name, "' is listed in ", kShapesKey, " but has no ",
+      fail(path, ": weight ", quote_bytes(name), " is listed in ", kShapesKey, " but has no ",
            sign ? name + kScaleSuffix : name + kSignSuffix, " tensor");
     matrices_.push_back({name, shape.first, shape.second, *sign, *scale});
     check_matrix(path, matrices_.back(), per_row);
@@ -266,8 +275,9 @@ AdapterFile::AdapterFile(const std::string& path) : file_(std::make_unique<Safet
   for (const std::string& tensor : file_->names()) {
     if (claimed.count(tensor)) continue;
     if (!ends_with(tensor, kDeltaSuffix))
-      fail(path, ": unexpected tensor '", tensor, "' (an adapter holds W", kSignSuffix, " and W",
-           kScaleSuffix, " for the weights in ", kShapesKey, ", and W", kDeltaSuffix, ")");
+      fail(path, ": unexpected tensor ", quote_bytes(tensor), " (an adapter holds W", kSignSuffix,
+           " and W", kScaleSuffix, " for the weights in ", kShapesKey, ", and W", kDeltaSuffix,
+           ")");
     exact_.push_back({strip(tensor, kDeltaSuffix), file_->get(tensor)});
     check_exact(path, exact_.back());
   }
@@ -301,15 +311,17 @@ void AdapterFile::check_base(const Checkpoint& base) const {
     const TensorView* weight = base.find(matrix.name);
     const Shape shape = {matrix.out, matrix.in};
     if (!weight)
-      fail(where, ": weight '", matrix.name, "' is not in the base ", base.dir(), wrong_base);
+      fail(where, ": weight ", quote_bytes(matrix.name), " is not in the base ", base.dir(),
+           wrong_base);
     if (weight->shape != shape)
-      fail(where, ": weight '", matrix.name, "' is ", shape_str(shape), " here but ",
+      fail(where, ": weight ", quote_bytes(matrix.name), " is ", shape_str(shape), " here but ",
            shape_str(weight->shape), " in the base ", base.dir(), wrong_base);
   }
   for (const AdapterExact& kept : exact_) {
     const TensorView* weight = base.find(kept.name);
     if (!weight)
-      fail(where, ": tensor '", kept.name, "' is not in the base ", base.dir(), wrong_base);
+      fail(where, ": tensor ", quote_bytes(kept.name), " is not in the base ", base.dir(),
+           wrong_base);
     if (weight->shape != kept.delta.shape || weight->dtype != kept.delta.dtype)
       fail(where, ": ", kept.name, kDeltaSuffix, " is ", dtype_name(kept.delta.dtype), " ",
            shape_str(kept.delta.shape), " but the base ", base.dir(), " has ",

@@ -17,6 +17,10 @@ class Checkpoint;
 class SafetensorsFile;
 
 inline constexpr int kAdapterFormatVersion = 1;
+// Largest out or in of a compressed weight (the largest Llama matrix is the head, [vocabulary,
+// hidden], and config.json's limits cap both at 2^24): bounded before any size arithmetic, so
+// out·in and out·ceil(in/8) fit in int64 with room to spare.
+inline constexpr int64_t kMaxAdapterExtent = int64_t(1) << 24;
 
 // What __metadata__ records (all strings in the file, under the keys docs/format.md lists:
 // bitdelta.format_version, bitdelta.base_fingerprint, ...; the compressed weights' shapes go in

@@ -30,17 +30,19 @@ std::map<std::string, std::string> read_weight_map(const std::string& index_path
   try {
     index = json::parse(read_file(index_path));
   } catch (const json::exception& error) {
-    fail(index_path, ": not valid JSON: ", error.what());
+    fail(index_path, ": not valid JSON: ", escape_bytes(error.what(), 2 * kMaxQuotedBytes));
   }
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     fail(index_path, ": missing 'weight_map' object");
   std::map<std::string, std::string> weight_map;
   for (const auto& [name, file] : index["weight_map"].items()) {
-    if (!file.is_string()) fail(index_path, ": weight_map entry for '", name, "' is not a string");
+    if (!file.is_string())
+      fail(index_path, ": weight_map entry for ", quote_bytes(name), " is not a string");
     std::string shard = file.get<std::string>();
     // Shards live in the folder itself; anything else could read outside it.
     if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos)
-      fail(index_path, ": shard '", shard, "' for tensor '", name, "' is not a file in the folder");
+      fail(index_path, ": shard ", quote_bytes(shard), " for tensor ", quote_bytes(name),
+           " is not a file in the folder");
     weight_map[name] = shard;
   }
   return weight_map;
@@ -65,6 +67,7 @@ struct Requirement {
   std::string name;
   Shape shape;
   std::string because;  // the config fields that fix the shape
+  int64_t layer = -1;   // the decoder layer it belongs to, -1 for none
 };
 
 std::vector<Requirement> llama_requirements(const LlamaConfig& c) {
@@ -77,25 +80,33 @@ std::vector<Requirement> llama_requirements(const LlamaConfig& c) {
   std::vector<Requirement> needs = {{"model.embed_tokens.weight", {V, H}, v + ", " + h}};
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
     std::string prefix = cat("model.layers.", layer, ".");
-    needs.push_back({prefix + "input_layernorm.weight", {H}, h});
-    needs.push_back({prefix + "post_attention_layernorm.weight", {H}, h});
-    needs.push_back({prefix + "self_attn.q_proj.weight", {q_rows, H}, heads + ", " + h});
-    needs.push_back({prefix + "self_attn.k_proj.weight", {kv_rows, H}, kv + ", " + h});
-    needs.push_back({prefix + "self_attn.v_proj.weight", {kv_rows, H}, kv + ", " + h});
-    needs.push_back({prefix + "self_attn.o_proj.weight", {H, q_rows}, h + ", " + heads});
-    needs.push_back({prefix + "mlp.gate_proj.weight", {I, H}, i + ", " + h});
-    needs.push_back({prefix + "mlp.up_proj.weight", {I, H}, i + ", " + h});
-    needs.push_back({prefix + "mlp.down_proj.weight", {H, I}, h + ", " + i});
+    needs.push_back({prefix + "input_layernorm.weight", {H}, h, layer});
+    needs.push_back({prefix + "post_attention_layernorm.weight", {H}, h, layer});
+    needs.push_back({prefix + "self_attn.q_proj.weight", {q_rows, H}, heads + ", " + h, layer});
+    needs.push_back({prefix + "self_attn.k_proj.weight", {kv_rows, H}, kv + ", " + h, layer});
+    needs.push_back({prefix + "self_attn.v_proj.weight", {kv_rows, H}, kv + ", " + h, layer});
+    needs.push_back({prefix + "self_attn.o_proj.weight", {H, q_rows}, h + ", " + heads, layer});
+    needs.push_back({prefix + "mlp.gate_proj.weight", {I, H}, i + ", " + h, layer});
+    needs.push_back({prefix + "mlp.up_proj.weight", {I, H}, i + ", " + h, layer});
+    needs.push_back({prefix + "mlp.down_proj.weight", {H, I}, h + ", " + i, layer});
   }
   needs.push_back({"model.norm.weight", {H}, h});
   needs.push_back({"lm_head.weight", {V, H}, v + ", " + h});
   return needs;
 }
 
+// True when some tensor belongs to decoder layer `layer`.
+bool has_layer(const std::map<std::string, TensorView>& tensors, int64_t layer) {
+  const std::string prefix = cat("model.layers.", layer, ".");
+  auto it = tensors.lower_bound(prefix);
+  return it != tensors.end() && it->first.starts_with(prefix);
+}
+
 // Shared by validate_llama_tensors (a folder read back) and save_checkpoint (before writing).
 void check_llama_tensors(const LlamaConfig& config,
                          const std::map<std::string, TensorView>& tensors,
                          const std::string& where) {
+  check_llama_config(config, where);  // bounds every size before the shapes below use them
   std::set<std::string> known;
   for (const Requirement& need : llama_requirements(config)) {
     known.insert(need.name);
@@ -103,21 +114,25 @@ void check_llama_tensors(const LlamaConfig& config,
     bool optional = need.name == "lm_head.weight" && config.tie_word_embeddings;
     if (it == tensors.end()) {
       if (optional) continue;
-      fail(where, ": missing tensor '", need.name, "' (config.json: ", need.because,
+      if (need.layer >= 0 && !has_layer(tensors, need.layer))  // config.json names more layers
+        fail(where, ": missing tensor ", quote_bytes(need.name),
+             " (config.json: num_hidden_layers ", config.num_hidden_layers,
+             ", but the checkpoint has no layer ", need.layer, ")");
+      fail(where, ": missing tensor ", quote_bytes(need.name), " (config.json: ", need.because,
            need.name == "lm_head.weight" ? ", tie_word_embeddings false" : "", ")");
     }
     const TensorView& view = it->second;
     if (view.shape != need.shape)
-      fail(where, ": tensor '", need.name, "' has shape ", shape_str(view.shape),
+      fail(where, ": tensor ", quote_bytes(need.name), " has shape ", shape_str(view.shape),
            " but config.json (", need.because, ") implies ", shape_str(need.shape));
     if (!is_float(view.dtype))
-      fail(where, ": tensor '", need.name, "' has dtype ", dtype_name(view.dtype),
+      fail(where, ": tensor ", quote_bytes(need.name), " has dtype ", dtype_name(view.dtype),
            "; Llama weights must be F32, F16 or BF16");
   }
   for (const auto& [name, view] : tensors) {
     // Old exports store RoPE's inverse frequencies; they follow from config.json, so skip them.
     if (known.count(name) || name.ends_with(".self_attn.rotary_emb.inv_freq")) continue;
-    fail(where, ": unexpected tensor '", name, "' for a Llama with config.json's ",
+    fail(where, ": unexpected tensor ", quote_bytes(name), " for a Llama with config.json's ",
          config.num_hidden_layers, " layers (a layer too many, a bias, or another architecture?)");
   }
 }
@@ -150,7 +165,8 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
     const SafetensorsFile& file = *files_.back();
     for (const std::string& name : file.names()) {
       if (shard_of.count(name))
-        fail(dir, ": tensor '", name, "' is in two shards: ", shard_of[name], " and ", shard);
+        fail(dir, ": tensor ", quote_bytes(name), " is in two shards: ", shard_of[name], " and ",
+             shard);
       shard_of[name] = shard;
       tensors_[name] = file.find(name);
     }
@@ -160,14 +176,15 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
   for (const auto& [name, shard] : shard_of) {
     auto listed = weight_map.find(name);
     if (listed == weight_map.end())
-      fail(index_path, ": tensor '", name, "' in shard ", shard, " is not in weight_map");
+      fail(index_path, ": tensor ", quote_bytes(name), " in shard ", shard,
+           " is not in weight_map");
     if (listed->second != shard)
-      fail(index_path, ": weight_map puts tensor '", name, "' in ", listed->second,
+      fail(index_path, ": weight_map puts tensor ", quote_bytes(name), " in ", listed->second,
            " but it is in ", shard);
   }
   for (const auto& [name, shard] : weight_map)
     if (!shard_of.count(name))
-      fail(index_path, ": weight_map puts tensor '", name, "' in ", shard,
+      fail(index_path, ": weight_map puts tensor ", quote_bytes(name), " in ", shard,
            ", which has no such tensor");
 }
 
@@ -184,7 +201,7 @@ const TensorView* Checkpoint::find(const std::string& name) const {
 
 const TensorView& Checkpoint::get(const std::string& name) const {
   const TensorView* view = find(name);
-  if (!view) fail(dir_, ": no tensor '", name, "'");
+  if (!view) fail(dir_, ": no tensor ", quote_bytes(name));
   return *view;
 }
 
@@ -226,7 +243,7 @@ void save_checkpoint(const std::string& dir, const LlamaConfig& config,
   std::map<std::string, TensorView> by_name;
   for (const NamedTensor& tensor : tensors)
     if (!by_name.emplace(tensor.name, tensor.view).second)
-      fail(dir, ": duplicate tensor name '", tensor.name, "'");
+      fail(dir, ": duplicate tensor name ", quote_bytes(tensor.name));
   check_llama_tensors(config, by_name, dir);
 
   std::error_code error;

@@ -28,7 +28,7 @@ std::string fingerprint_tensors(const std::vector<NamedTensor>& tensors) {
             [](const NamedTensor* a, const NamedTensor* b) { return a->name < b->name; });
   for (size_t i = 1; i < by_name.size(); ++i)
     if (by_name[i]->name == by_name[i - 1]->name)
-      fail("fingerprint: duplicate tensor name '", by_name[i]->name, "'");
+      fail("fingerprint: duplicate tensor name ", quote_bytes(by_name[i]->name));
 
   Sha256 hash;
   for (const NamedTensor* tensor : by_name) fingerprint_update(hash, *tensor);

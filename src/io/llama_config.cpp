@@ -1,5 +1,6 @@
 #include "io/llama_config.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -20,24 +21,31 @@ class FieldReader {
   // A field that is absent or null counts as missing.
   bool has(const char* name) const { return object_.contains(name) && !object_[name].is_null(); }
 
-  [[noreturn]] void bad(const char* name, const char* expected) const {
+  [[noreturn]] void bad(const char* name, const std::string& expected) const {
     fail(source_, ": field '", prefix_, name, "' must be ", expected,
-         has(name) ? " (got " + object_[name].dump() + ")" : std::string(" (missing)"));
+         has(name) ? " (got " + escape_bytes(object_[name].dump(), kMaxQuotedBytes) + ")"
+                   : std::string(" (missing)"));
   }
 
-  int64_t positive_int(const char* name) const {
-    if (!has(name) || !object_[name].is_number_integer() || object_[name].get<int64_t>() <= 0 ||
-        (object_[name].is_number_unsigned() && object_[name].get<uint64_t>() > uint64_t(INT64_MAX)))
-      bad(name, "a positive integer");
-    return object_[name].get<int64_t>();
+  // An integer in [1, max]. Values past int64 (nlohmann keeps them as uint64 or double) are out
+  // of range too.
+  int64_t positive_int(const char* name, int64_t max) const {
+    const json& value = has(name) ? object_[name] : json();
+    const bool in_range =
+        value.is_number_unsigned()
+            ? value.get<uint64_t>() >= 1 && value.get<uint64_t>() <= uint64_t(max)
+            : value.is_number_integer() && value.get<int64_t>() >= 1 && value.get<int64_t>() <= max;
+    if (!in_range) bad(name, cat("an integer in [1, ", max, "]"));
+    return value.get<int64_t>();
   }
-  int64_t positive_int(const char* name, int64_t fallback) const {
-    return has(name) ? positive_int(name) : fallback;
+  int64_t positive_int(const char* name, int64_t max, int64_t fallback) const {
+    return has(name) ? positive_int(name, max) : fallback;
   }
 
   double positive_number(const char* name) const {
-    if (!has(name) || !object_[name].is_number() || !(object_[name].get<double>() > 0))
-      bad(name, "a positive number");
+    if (!has(name) || !object_[name].is_number() || !(object_[name].get<double>() > 0) ||
+        !std::isfinite(object_[name].get<double>()))
+      bad(name, "a positive finite number");
     return object_[name].get<double>();
   }
   double positive_number(const char* name, double fallback) const {
@@ -62,7 +70,8 @@ class FieldReader {
     const json& value = object_[name];
     if (value.is_array() && value.empty()) return -1;
     const json& first = value.is_array() && !value.empty() ? value[0] : value;
-    if (!first.is_number_integer() || first.get<int64_t>() < 0)
+    if (!first.is_number_integer() || first.get<int64_t>() < 0 ||
+        (first.is_number_unsigned() && first.get<uint64_t>() >= uint64_t(kMaxVocab)))
       bad(name, "a non-negative token id, a list of them or null");
     return first.get<int64_t>();
   }
@@ -77,7 +86,8 @@ RopeScaling parse_rope_scaling(const json& config, const std::string& source) {
   if (!config.contains("rope_scaling") || config["rope_scaling"].is_null()) return scaling;
   const json& object = config["rope_scaling"];
   if (!object.is_object())
-    fail(source, ": field 'rope_scaling' must be an object or null (got ", object.dump(), ")");
+    fail(source, ": field 'rope_scaling' must be an object or null (got ",
+         escape_bytes(object.dump(), kMaxQuotedBytes), ")");
   FieldReader fields(object, source, "rope_scaling.");
   // Newer transformers write "rope_type"; older ones "type".
   std::string type = fields.string("rope_type", fields.string("type", ""));
@@ -91,13 +101,13 @@ RopeScaling parse_rope_scaling(const json& config, const std::string& source) {
     scaling.low_freq_factor = fields.positive_number("low_freq_factor");
     scaling.high_freq_factor = fields.positive_number("high_freq_factor");
     scaling.original_max_position_embeddings =
-        fields.positive_int("original_max_position_embeddings");
+        fields.positive_int("original_max_position_embeddings", kMaxPositions);
     if (scaling.high_freq_factor <= scaling.low_freq_factor)
       fail(source, ": rope_scaling.high_freq_factor (", scaling.high_freq_factor,
            ") must exceed low_freq_factor (", scaling.low_freq_factor, ")");
   } else {
-    fail(source, ": rope_scaling type '", type,
-         "' is not supported (supported: linear, llama3, default)");
+    fail(source, ": rope_scaling type ", quote_bytes(type),
+         " is not supported (supported: linear, llama3, default)");
   }
   return scaling;
 }
@@ -108,61 +118,83 @@ void reject_unsupported(const json& config, const std::string& source) {
   FieldReader fields(config, source);
   std::string model_type = fields.string("model_type", "llama");
   if (model_type != "llama" && model_type != "mistral")
-    fail(source, ": model_type '", model_type, "' is not supported (llama family only)");
+    fail(source, ": model_type ", quote_bytes(model_type), " is not supported (llama family only)");
   if (fields.has("sliding_window"))
     fail(source, ": sliding_window attention is not supported (set it to null)");
   std::string activation = fields.string("hidden_act", "silu");
   if (activation != "silu")
-    fail(source, ": hidden_act '", activation, "' is not supported (only silu)");
+    fail(source, ": hidden_act ", quote_bytes(activation), " is not supported (only silu)");
   for (const char* bias : {"attention_bias", "mlp_bias"})
     if (fields.boolean(bias, false)) fail(source, ": ", bias, " true is not supported");
 }
 
 }  // namespace
 
+void check_llama_config(const LlamaConfig& c, const std::string& source) {
+  auto bounded = [&](int64_t value, const char* field, int64_t max) {
+    if (value < 1 || value > max)
+      fail(source, ": field '", field, "' must be an integer in [1, ", max, "] (got ", value, ")");
+  };
+  bounded(c.vocab_size, "vocab_size", kMaxVocab);
+  bounded(c.hidden_size, "hidden_size", kMaxDimension);
+  bounded(c.intermediate_size, "intermediate_size", kMaxDimension);
+  bounded(c.num_hidden_layers, "num_hidden_layers", kMaxLayers);
+  bounded(c.num_attention_heads, "num_attention_heads", kMaxDimension);
+  bounded(c.num_key_value_heads, "num_key_value_heads", kMaxDimension);
+  bounded(c.head_dim, "head_dim", kMaxDimension);
+  bounded(c.max_position_embeddings, "max_position_embeddings", kMaxPositions);
+  // Each factor is at most 2^20 now, so the product cannot overflow.
+  if (c.num_attention_heads * c.head_dim > kMaxDimension)
+    fail(source, ": num_attention_heads (", c.num_attention_heads, ") x head_dim (", c.head_dim,
+         ") must be at most ", kMaxDimension);
+  if (c.num_attention_heads % c.num_key_value_heads != 0)
+    fail(source, ": num_attention_heads (", c.num_attention_heads,
+         ") must be a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
+  if (c.head_dim % 2 != 0)
+    fail(source, ": head_dim (", c.head_dim, ") must be even for rotary embeddings");
+  for (auto [id, name] :
+       {std::pair{c.bos_token_id, "bos_token_id"}, std::pair{c.eos_token_id, "eos_token_id"}})
+    if (id < -1 || id >= c.vocab_size)
+      fail(source, ": field '", name, "' (", id, ") is outside the vocabulary (vocab_size ",
+           c.vocab_size, ")");
+}
+
 LlamaConfig parse_llama_config(const std::string& json_text, const std::string& source) {
   json config;
   try {
     config = json::parse(json_text);
   } catch (const json::exception& error) {
-    fail(source, ": not valid JSON: ", error.what());
+    fail(source, ": not valid JSON: ", escape_bytes(error.what(), 2 * kMaxQuotedBytes));
   }
   if (!config.is_object()) fail(source, ": not a JSON object");
   reject_unsupported(config, source);
 
   FieldReader fields(config, source);
   LlamaConfig out;
-  out.vocab_size = fields.positive_int("vocab_size");
-  out.hidden_size = fields.positive_int("hidden_size");
-  out.intermediate_size = fields.positive_int("intermediate_size");
-  out.num_hidden_layers = fields.positive_int("num_hidden_layers");
-  out.num_attention_heads = fields.positive_int("num_attention_heads");
-  out.num_key_value_heads = fields.positive_int("num_key_value_heads", out.num_attention_heads);
-  if (out.num_attention_heads % out.num_key_value_heads != 0)
-    fail(source, ": num_attention_heads (", out.num_attention_heads,
-         ") must be a multiple of num_key_value_heads (", out.num_key_value_heads, ")");
+  out.vocab_size = fields.positive_int("vocab_size", kMaxVocab);
+  out.hidden_size = fields.positive_int("hidden_size", kMaxDimension);
+  out.intermediate_size = fields.positive_int("intermediate_size", kMaxDimension);
+  out.num_hidden_layers = fields.positive_int("num_hidden_layers", kMaxLayers);
+  out.num_attention_heads = fields.positive_int("num_attention_heads", kMaxDimension);
+  out.num_key_value_heads =
+      fields.positive_int("num_key_value_heads", kMaxDimension, out.num_attention_heads);
   if (!fields.has("head_dim") && out.hidden_size % out.num_attention_heads != 0)
     fail(source, ": hidden_size (", out.hidden_size,
          ") must be a multiple of num_attention_heads (", out.num_attention_heads,
          ") when head_dim is not given");
-  out.head_dim = fields.positive_int("head_dim", out.hidden_size / out.num_attention_heads);
-  if (out.head_dim % 2 != 0)
-    fail(source, ": head_dim (", out.head_dim, ") must be even for rotary embeddings");
+  out.head_dim =
+      fields.positive_int("head_dim", kMaxDimension, out.hidden_size / out.num_attention_heads);
   out.rms_norm_eps = fields.positive_number("rms_norm_eps", out.rms_norm_eps);
   out.rope_theta = fields.positive_number("rope_theta", out.rope_theta);
   out.rope_scaling = parse_rope_scaling(config, source);
   out.max_position_embeddings =
-      fields.positive_int("max_position_embeddings", out.max_position_embeddings);
+      fields.positive_int("max_position_embeddings", kMaxPositions, out.max_position_embeddings);
   out.tie_word_embeddings = fields.boolean("tie_word_embeddings", out.tie_word_embeddings);
   out.bos_token_id = fields.token_id("bos_token_id");
   out.eos_token_id = fields.token_id("eos_token_id");
-  for (auto [id, name] :
-       {std::pair{out.bos_token_id, "bos_token_id"}, std::pair{out.eos_token_id, "eos_token_id"}})
-    if (id >= out.vocab_size)
-      fail(source, ": field '", name, "' (", id, ") is outside the vocabulary (vocab_size ",
-           out.vocab_size, ")");
   // transformers >= 4.56 writes "dtype"; older versions "torch_dtype".
   out.torch_dtype = fields.string("torch_dtype", fields.string("dtype", out.torch_dtype));
+  check_llama_config(out, source);
   return out;
 }
 

@@ -31,8 +31,22 @@ struct LlamaConfig {
   std::string torch_dtype = "float32";  // informational; tensors carry their own dtype
 };
 
-// Parses config.json text; `source` names the file in error messages. Checks every
-// field's type and range and that heads divide evenly (num_attention_heads % kv_heads).
+// Limits on what a config may ask for (docs/formats.md), checked before any size arithmetic: far
+// above every published Llama (Llama 3.1 405B: 126 layers, hidden 16384, intermediate 53248,
+// vocabulary 128256, 131072 positions), and small enough that every product of two of them fits
+// in int64 and every tensor's row length and row count fit BLAS's int.
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr int64_t kMaxDimension = int64_t(1) << 20;  // hidden, intermediate, heads·head_dim
+inline constexpr int64_t kMaxVocab = int64_t(1) << 24;
+inline constexpr int64_t kMaxPositions = int64_t(1) << 24;  // max_position_embeddings
+
+// Checks what the engine relies on, for a parsed config or one built in code: sizes positive and
+// within the limits above, heads divisible by kv heads, even head_dim, token ids in the
+// vocabulary. Throws bd::Error "<source>: field '<name>' ...".
+void check_llama_config(const LlamaConfig& config, const std::string& source);
+
+// Parses config.json text; `source` names the file in error messages. Checks every field's type,
+// then check_llama_config.
 LlamaConfig parse_llama_config(const std::string& json_text, const std::string& source);
 // Serialises to HF config.json text (architectures LlamaForCausalLM, model_type llama).
 std::string llama_config_json(const LlamaConfig& config);

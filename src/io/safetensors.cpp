@@ -26,7 +26,7 @@ void write_u64_le(uint64_t value, uint8_t* bytes) {
 }
 
 std::string tensor_suffix(const std::string& name) {
-  return " (tensor '" + name + "')";
+  return " (tensor " + quote_bytes(name) + ")";
 }
 
 // Parses the header JSON. nlohmann keeps the last of duplicate keys silently, so the parser
@@ -53,11 +53,11 @@ json parse_header_json(const std::string& path, const char* text, size_t size) {
   try {
     header = json::parse(text, text + size, check_duplicates);
   } catch (const json::exception& error) {
-    fail(path, ": header is not valid JSON: ", error.what());
+    fail(path, ": header is not valid JSON: ", escape_bytes(error.what(), 2 * kMaxQuotedBytes));
   }
   if (!duplicate.empty()) {
     if (duplicate_depth == 1) fail(path, ": duplicate tensor name", tensor_suffix(duplicate));
-    fail(path, ": duplicate key '", duplicate, "' in header");
+    fail(path, ": duplicate key ", quote_bytes(duplicate), " in header");
   }
   if (!header.is_object()) fail(path, ": header is not a JSON object");
   return header;
@@ -67,7 +67,8 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
   if (!value.is_object()) fail(path, ": __metadata__ is not a JSON object");
   std::map<std::string, std::string> metadata;
   for (const auto& [key, item] : value.items()) {
-    if (!item.is_string()) fail(path, ": __metadata__ value of '", key, "' is not a string");
+    if (!item.is_string())
+      fail(path, ": __metadata__ value of ", quote_bytes(key), " is not a string");
     metadata[key] = item.get<std::string>();
   }
   return metadata;
@@ -93,22 +94,29 @@ Entry parse_entry(const std::string& path, const std::string& name, const json& 
   if (!value.is_object()) fail(path, ": entry is not a JSON object", where);
   for (const auto& [key, item] : value.items())
     if (key != "dtype" && key != "shape" && key != "data_offsets")
-      fail(path, ": unknown field '", key, "'", where);
+      fail(path, ": unknown field ", quote_bytes(key), where);
   if (!value.contains("dtype") || !value["dtype"].is_string())
     fail(path, ": missing or non-string dtype", where);
   Entry entry{name, DType::F32, {}, 0, 0};
   std::string dtype = value["dtype"].get<std::string>();
-  if (!parse_dtype(dtype, &entry.dtype)) fail(path, ": unsupported dtype '", dtype, "'", where);
+  if (!parse_dtype(dtype, &entry.dtype))
+    fail(path, ": unsupported dtype ", quote_bytes(dtype), where);
 
   if (!value.contains("shape") || !value["shape"].is_array())
     fail(path, ": missing or non-array shape", where);
+  if (value["shape"].size() > kMaxTensorRank)
+    fail(path, ": shape has ", value["shape"].size(), " dimensions, more than the limit of ",
+         kMaxTensorRank, where);
   uint64_t numel = 1;
   for (const json& dim : value["shape"]) {
-    if (!dim.is_number_unsigned() || dim.get<uint64_t>() > uint64_t(INT64_MAX))
-      fail(path, ": shape must hold non-negative integers", where);
+    if (!dim.is_number_unsigned()) fail(path, ": shape must hold non-negative integers", where);
+    if (dim.get<uint64_t>() > kMaxTensorExtent)
+      fail(path, ": shape extent ", dim.get<uint64_t>(), " exceeds the limit of ", kMaxTensorExtent,
+           where);
     uint64_t extent = dim.get<uint64_t>();
     if (__builtin_mul_overflow(numel, extent, &numel) || numel > uint64_t(INT64_MAX))
-      fail(path, ": shape ", value["shape"].dump(), " is too large", where);
+      fail(path, ": shape ", escape_bytes(value["shape"].dump(), kMaxQuotedBytes), " is too large",
+           where);
     entry.shape.push_back(int64_t(extent));
   }
 
@@ -179,18 +187,24 @@ SafetensorsFile::SafetensorsFile(const std::string& path)
   check_tiling(path, entries, data_size);
 
   const uint8_t* data = bytes + 8 + header_size;
-  bool aligned = std::all_of(entries.begin(), entries.end(), [&](const Entry& entry) {
-    return reinterpret_cast<uintptr_t>(data + entry.begin) % dtype_size(entry.dtype) == 0;
-  });
-  if (!aligned) {
-    aligned_copy_.resize((data_size + 7) / 8);
-    if (data_size) std::memcpy(aligned_copy_.data(), data, data_size);
-    data = reinterpret_cast<const uint8_t*>(aligned_copy_.data());
-  }
+  uint64_t copied_bytes = 0;
   for (const Entry& entry : entries) {
+    const uint8_t* tensor_data = data + entry.begin;
+    if (reinterpret_cast<uintptr_t>(tensor_data) % dtype_size(entry.dtype) != 0) {
+      const uint64_t size = entry.end - entry.begin;
+      std::vector<uint64_t>& copy = aligned_copies_.emplace_back((size + 7) / 8);
+      std::memcpy(copy.data(), tensor_data, size);
+      tensor_data = reinterpret_cast<const uint8_t*>(copy.data());
+      copied_bytes += size;
+    }
     names_.push_back(entry.name);
-    tensors_[entry.name] = TensorView{entry.dtype, entry.shape, data + entry.begin};
+    tensors_[entry.name] = TensorView{entry.dtype, entry.shape, tensor_data};
   }
+  if (!aligned_copies_.empty())
+    warn(path, ": ", aligned_copies_.size(), " of ", entries.size(),
+         " tensors are not aligned to their dtype in the file (its header is not padded to a "
+         "multiple of 8 bytes); copying ",
+         copied_bytes, " bytes of them to memory");
 }
 
 const TensorView* SafetensorsFile::find(const std::string& name) const {
@@ -200,7 +214,7 @@ const TensorView* SafetensorsFile::find(const std::string& name) const {
 
 const TensorView& SafetensorsFile::get(const std::string& name) const {
   const TensorView* view = find(name);
-  if (!view) fail(path_, ": no tensor '", name, "'");
+  if (!view) fail(path_, ": no tensor ", quote_bytes(name));
   return *view;
 }
 

@@ -23,6 +23,11 @@ struct NamedTensor {
 // Largest header accepted: a guard against hostile sizes (the reference implementation uses
 // the same bound).
 inline constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
+// Largest rank and extent accepted. Non-empty tensors are bounded by the file's size anyway;
+// these bound the empty ones (a [0, 2^62] tensor holds no bytes), so that any product of two
+// extents fits in int64.
+inline constexpr size_t kMaxTensorRank = 8;
+inline constexpr uint64_t kMaxTensorExtent = uint64_t(1) << 31;
 
 class SafetensorsFile {
  public:
@@ -42,9 +47,10 @@ class SafetensorsFile {
  private:
   std::string path_;
   std::unique_ptr<MappedFile> file_;
-  // Set only when some tensor's bytes are not aligned to its dtype in the map (a writer that did
-  // not pad its header): the data section is then copied here so views are safely aligned.
-  std::vector<uint64_t> aligned_copy_;
+  // Heap copies of the tensors whose bytes are not aligned to their dtype in the map (a writer
+  // that did not pad its header), so that every view is safely aligned. The copy is announced on
+  // stderr with the file and the bytes copied.
+  std::vector<std::vector<uint64_t>> aligned_copies_;
   std::vector<std::string> names_;
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;

@@ -1,11 +1,11 @@
 #include "kernels/attention.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "core/error.h"
+#include "kernels/blas.h"
 #include "kernels/parallel.h"
 
 namespace bd {
@@ -55,11 +55,21 @@ void attend_row(float* out, float* p, const float* q, const float* k, const floa
 void attend_block(float* out, float* P, const float* q, const float* k, const float* v, int64_t n,
                   int64_t pos0, int64_t D, int64_t row_stride, float scale) {
   const int64_t S = pos0 + n;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(S), int(D), scale, q,
-              int(row_stride), k, int(D), 0.0f, P, int(S));
+  sgemm("attention", CblasNoTrans, CblasTrans, n, S, D, scale, q, row_stride, k, D, 0.0f, P, S);
   for (int64_t t = 0; t < n; ++t) causal_softmax(P + t * S, pos0 + t + 1, S);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(D), int(S), 1.0f, P, int(S), v,
-              int(D), 0.0f, out, int(row_stride));
+  sgemm("attention", CblasNoTrans, CblasNoTrans, n, D, S, 1.0f, P, S, v, D, 0.0f, out, row_stride);
+}
+
+// The SGEMM sizes the parallel regions below use (n, S, D, H·D) checked before any region starts,
+// so that no exception has to leave one.
+void check_blas_dims(const char* caller, const AttentionDims& d) {
+  if (d.heads < 1 || d.kv_heads < 1 || d.heads % d.kv_heads != 0 || d.head_dim < 1 || d.n < 0 ||
+      d.pos0 < 0 || d.kv_capacity < d.keys())
+    fail(caller, ": inconsistent dims (heads ", d.heads, ", kv_heads ", d.kv_heads, ", head_dim ",
+         d.head_dim, ", n ", d.n, ", pos0 ", d.pos0, ", kv_capacity ", d.kv_capacity, ")");
+  blas_int(d.n, caller, "query rows");
+  blas_int(d.keys(), caller, "key positions");
+  blas_int(d.heads * d.head_dim, caller, "heads x head_dim");
 }
 
 }  // namespace
@@ -89,6 +99,7 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
   auto kv_head = [&](int64_t b, int64_t h) {
     return (b * d.kv_heads + h / group) * d.kv_capacity * D;
   };
+  if (keep_probs) check_blas_dims("attention_forward", d);
   // Score and weighted-sum work: about 2·S·D per query row and head.
   const bool parallel = d.batch * H * d.n * S * D >= kMinParallelWork;
   if (keep_probs) {
@@ -121,7 +132,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* k, const float* v, const float* probs,
                         const AttentionDims& d) {
   const int64_t H = d.heads, D = d.head_dim, n = d.n, S = d.keys(), group = d.heads / d.kv_heads;
-  const int ld = int(H * D);
+  check_blas_dims("attention_backward", d);
+  const int64_t ld = H * D;
   const float scale = 1.0f / std::sqrt(float(D));
 #pragma omp parallel if (d.batch * H * n * S * D >= kMinParallelWork)
   {
@@ -141,8 +153,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
           const float* P = probs + (b * H + h) * n * S;
           const float* G = dout + first_row * D;
           const float* qh = q + first_row * D;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(S), int(D), 1.0f, G, ld,
-                      vh, int(D), 0.0f, dS.data(), int(S));
+          sgemm("attention_backward", CblasNoTrans, CblasTrans, n, S, D, 1.0f, G, ld, vh, D, 0.0f,
+                dS.data(), S);
           for (int64_t t = 0; t < n; ++t) {
             const int64_t len = d.pos0 + t + 1;
             const float* p = P + t * S;
@@ -151,12 +163,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
             for (int64_t s = 0; s < len; ++s) row[s] = p[s] * (row[s] - p_dot_dp) * scale;
             std::fill(row + len, row + S, 0.0f);
           }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(D), int(S), 1.0f,
-                      dS.data(), int(S), kh, int(D), 0.0f, dq + first_row * D, ld);
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(S), int(D), int(n), 1.0f,
-                      dS.data(), int(S), qh, ld, 1.0f, dkh, int(D));
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(S), int(D), int(n), 1.0f, P,
-                      int(S), G, ld, 1.0f, dvh, int(D));
+          sgemm("attention_backward", CblasNoTrans, CblasNoTrans, n, D, S, 1.0f, dS.data(), S, kh,
+                D, 0.0f, dq + first_row * D, ld);
+          sgemm("attention_backward", CblasTrans, CblasNoTrans, S, D, n, 1.0f, dS.data(), S, qh, ld,
+                1.0f, dkh, D);
+          sgemm("attention_backward", CblasTrans, CblasNoTrans, S, D, n, 1.0f, P, S, G, ld, 1.0f,
+                dvh, D);
         }
       }
   }

@@ -1,11 +1,10 @@
 #include "kernels/matmul.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 
 #include "core/error.h"
 #include "hwy/aligned_allocator.h"
+#include "kernels/blas.h"
 #include "kernels/matmul_gemv.h"
 
 namespace bd {
@@ -21,8 +20,8 @@ void widened_sgemm(float* out, const float* in, const TensorView& weight, int64_
   for (int64_t row0 = 0; row0 < O; row0 += block_rows) {
     const int64_t rows = std::min(block_rows, O - row0);
     widen_rows(weight, row0, rows, block.get());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(I), 1.0f, in,
-                int(I), block.get(), int(I), beta, out + row0, int(O));
+    sgemm("matmul", CblasNoTrans, CblasTrans, T, rows, I, 1.0f, in, I, block.get(), I, beta,
+          out + row0, O);
   }
 }
 
@@ -39,8 +38,8 @@ void matmul_sgemm(float* out, const float* in, const TensorView& weight, int64_t
   }
   const float beta = accumulate ? 1.0f : 0.0f;
   if (weight.dtype != DType::F32) return widened_sgemm(out, in, weight, T, beta);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(O), int(I), 1.0f, in, int(I),
-              weight.as<float>(), int(I), beta, out, int(O));
+  sgemm("matmul", CblasNoTrans, CblasTrans, T, O, I, 1.0f, in, I, weight.as<float>(), I, beta, out,
+        O);
 }
 
 void matmul(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate) {

@@ -1,10 +1,9 @@
 #include "kernels/matmul_dx.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 
 #include "hwy/aligned_allocator.h"
+#include "kernels/blas.h"
 #include "kernels/matmul_gemv.h"
 
 namespace bd {
@@ -18,8 +17,8 @@ void matmul_dx(float* dx, const float* dy, const TensorView& weight, int64_t T, 
     return;
   }
   if (weight.dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(I), int(O), 1.0f, dy, int(O),
-                weight.as<float>(), int(I), accumulate ? 1.0f : 0.0f, dx, int(I));
+    sgemm("matmul_dx", CblasNoTrans, CblasNoTrans, T, I, O, 1.0f, dy, O, weight.as<float>(), I,
+          accumulate ? 1.0f : 0.0f, dx, I);
     return;
   }
   // dx = Σ over row blocks of dy[T, block rows] · W[block rows, I]; the first block overwrites.
@@ -29,8 +28,8 @@ void matmul_dx(float* dx, const float* dy, const TensorView& weight, int64_t T, 
     const int64_t rows = std::min(block_rows, O - row0);
     widen_rows(weight, row0, rows, block.get());
     const float beta = accumulate || row0 > 0 ? 1.0f : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(I), int(rows), 1.0f,
-                dy + row0, int(O), block.get(), int(I), beta, dx, int(I));
+    sgemm("matmul_dx", CblasNoTrans, CblasNoTrans, T, I, rows, 1.0f, dy + row0, O, block.get(), I,
+          beta, dx, I);
   }
 }
 

@@ -14,6 +14,7 @@
 #define HWY_TARGET_INCLUDE "kernels/sign_matmul.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/sign_bits-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace bd::HWY_NAMESPACE {
@@ -28,14 +29,6 @@ constexpr size_t kTokens = 4;
 constexpr size_t kRowBlock = 4;
 // Below this many sign elements a matrix is handled by one thread.
 constexpr size_t kMinParallelElements = size_t(1) << 16;
-
-// Lanes [i, i + N) of a sign row as a mask, set where S = +1. i is a multiple of N, so for
-// N >= 8 it starts on a byte; narrower vectors take their bits from inside a byte.
-HWY_INLINE MF SignMask(DF df, const uint8_t* HWY_RESTRICT row_bits, size_t i) {
-  if (hn::Lanes(df) >= 8) return hn::LoadMaskBits(df, row_bits + i / 8);
-  const uint8_t part = uint8_t(row_bits[i / 8] >> (i % 8));
-  return hn::LoadMaskBits(df, &part);
-}
 
 HWY_INLINE bool SignBit(const uint8_t* row_bits, size_t i) {
   return (row_bits[i / 8] >> (i % 8)) & 1;
@@ -62,7 +55,7 @@ HWY_INLINE void PlusSums(const uint8_t* HWY_RESTRICT bits, size_t row_bytes,
     for (size_t t = 0; t < kT; ++t) xv[t] = hn::LoadU(df, x + t * I + i);
     HWY_UNROLL(4)
     for (size_t r = 0; r < kR; ++r) {
-      const MF positive = SignMask(df, bits + r * row_bytes, i);
+      const MF positive = LoadSignMask(df, bits + r * row_bytes, i);
       HWY_UNROLL(4)
       for (size_t t = 0; t < kT; ++t)  // a masked add where the target has one
         acc[r][t] = hn::IfThenElse(positive, hn::Add(acc[r][t], xv[t]), acc[r][t]);
@@ -171,7 +164,7 @@ void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_ro
     float* d = dst + size_t(r) * I;
     size_t i = 0;
     for (; i + N <= I; i += N)
-      hn::StoreU(hn::IfThenElse(SignMask(df, row_bits, i), plus, minus), df, d + i);
+      hn::StoreU(hn::IfThenElse(LoadSignMask(df, row_bits, i), plus, minus), df, d + i);
     for (; i < I; ++i) d[i] = SignBit(row_bits, i) ? factor : -factor;
   }
 }
@@ -180,9 +173,8 @@ void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_ro
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
-#include <cblas.h>
-
 #include "core/error.h"
+#include "kernels/blas.h"
 
 namespace bd {
 HWY_EXPORT(SignGemv);
@@ -212,8 +204,8 @@ void sign_sgemm(float* out, const float* x, const uint8_t* bits, const float* sc
     const int64_t rows = std::min(rows_per_block, O - row0);
     HWY_DYNAMIC_DISPATCH(WidenSigns)
     (block.get(), bits, scale, per_row, size_t(row0), size_t(rows), size_t(I));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), int(rows), int(I), 1.0f, x, int(I),
-                block.get(), int(I), beta, out + row0, int(O));
+    sgemm("sign_matmul", CblasNoTrans, CblasTrans, T, rows, I, 1.0f, x, I, block.get(), I, beta,
+          out + row0, O);
   }
 }
 
@@ -260,8 +252,8 @@ void sign_matmul_backward_x(float* dx, const float* dy, const uint8_t* bits, con
     const int64_t rows = std::min(rows_per_block, O - row0);
     HWY_DYNAMIC_DISPATCH(WidenSigns)
     (block.get(), bits, scale, per_row, size_t(row0), size_t(rows), size_t(I));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(T), int(I), int(rows), 1.0f,
-                dy + row0, int(O), block.get(), int(I), 1.0f, dx, int(I));
+    sgemm("sign_matmul_backward_x", CblasNoTrans, CblasNoTrans, T, I, rows, 1.0f, dy + row0, O,
+          block.get(), I, 1.0f, dx, I);
   }
 }
 

@@ -14,6 +14,7 @@
 #define HWY_TARGET_INCLUDE "kernels/sign_pack.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/sign_bits-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace bd::HWY_NAMESPACE {
@@ -21,18 +22,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 using MF = hn::Mask<DF>;
-
-// Writes the mask of lanes [j, j + N) into a zeroed sign row. j is a multiple of N, so for N >= 8
-// the lanes fill whole bytes; narrower vectors fill part of one byte.
-HWY_INLINE void StoreSigns(DF df, MF positive, uint8_t* HWY_RESTRICT row_bits, size_t j) {
-  if (hn::Lanes(df) >= 8) {
-    hn::StoreMaskBits(df, positive, row_bits + j / 8);
-    return;
-  }
-  uint8_t part = 0;
-  hn::StoreMaskBits(df, positive, &part);
-  row_bits[j / 8] |= uint8_t(part << (j % 8));
-}
 
 // F32 partial sums of |δ| run over at most this many vectors per lane before they are added
 // into a double, so that long rows keep the scale accurate to about 1e-7.
@@ -50,7 +39,7 @@ double PackRow(const float* HWY_RESTRICT base, const float* HWY_RESTRICT ft, siz
     for (size_t v = 0; v < kVectorsPerPartialSum && j + N <= in; ++v, j += N) {
       const VF delta = hn::Sub(hn::LoadU(df, ft + j), hn::LoadU(df, base + j));
       abs_sum = hn::Add(abs_sum, hn::Abs(delta));
-      StoreSigns(df, hn::Ge(delta, hn::Zero(df)), row_bits, j);
+      StoreSignMask(df, hn::Ge(delta, hn::Zero(df)), row_bits, j);
     }
     total += hn::GetLane(hn::SumOfLanes(df, abs_sum));
   }
@@ -70,13 +59,7 @@ void AddSignsRow(const float* HWY_RESTRICT base, const uint8_t* HWY_RESTRICT row
   const VF plus = hn::Set(df, scale), minus = hn::Set(df, -scale);
   size_t j = 0;
   for (; j + N <= in; j += N) {
-    uint8_t part;
-    const uint8_t* mask_bits = row_bits + j / 8;
-    if (N < 8) {  // lanes start inside a byte
-      part = uint8_t(row_bits[j / 8] >> (j % 8));
-      mask_bits = &part;
-    }
-    const MF positive = hn::LoadMaskBits(df, mask_bits);
+    const MF positive = LoadSignMask(df, row_bits, j);
     hn::StoreU(hn::Add(hn::LoadU(df, base + j), hn::IfThenElse(positive, plus, minus)), df,
                row_out + j);
   }

@@ -1,7 +1,6 @@
 #include "model/linear.h"
 
-#include <cblas.h>
-
+#include "kernels/blas.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_dx.h"
 #include "kernels/sign_matmul.h"
@@ -28,8 +27,7 @@ void linear_backward(float* dx, float* dW, const float* dy, const float* x, cons
     }
   }
   if (dW && rows > 0) {  // dW[O, I] += dy[rows, O]ᵀ · x[rows, I]
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(O), int(I), int(rows), 1.0f, dy,
-                int(O), x, int(I), 1.0f, dW, int(I));
+    sgemm("linear_backward", CblasTrans, CblasNoTrans, O, I, rows, 1.0f, dy, O, x, I, 1.0f, dW, I);
   }
 }
 

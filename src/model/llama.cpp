@@ -44,23 +44,6 @@ std::vector<double> rope_frequencies(const LlamaConfig& c) {
 
 }  // namespace
 
-void check_llama_config(const LlamaConfig& c, const std::string& source) {
-  auto positive = [&](int64_t value, const char* field) {
-    if (value <= 0) fail(source, ": ", field, " must be positive, got ", value);
-  };
-  positive(c.vocab_size, "vocab_size");
-  positive(c.hidden_size, "hidden_size");
-  positive(c.intermediate_size, "intermediate_size");
-  positive(c.num_hidden_layers, "num_hidden_layers");
-  positive(c.num_attention_heads, "num_attention_heads");
-  positive(c.num_key_value_heads, "num_key_value_heads");
-  positive(c.head_dim, "head_dim");
-  if (c.num_attention_heads % c.num_key_value_heads != 0)
-    fail(source, ": num_attention_heads ", c.num_attention_heads,
-         " is not a multiple of num_key_value_heads ", c.num_key_value_heads);
-  if (c.head_dim % 2 != 0) fail(source, ": head_dim must be even for RoPE, got ", c.head_dim);
-}
-
 std::vector<TensorSpec> llama_tensor_specs(const LlamaConfig& c) {
   const int64_t C = c.hidden_size, F = c.intermediate_size;
   const int64_t q_dim = c.num_attention_heads * c.head_dim;
@@ -91,12 +74,12 @@ LlamaWeights make_llama_weights(const LlamaConfig& config, const std::string& so
   std::map<std::string, TensorView> views;
   for (const TensorSpec& spec : llama_tensor_specs(config)) {
     const TensorView* view = find(spec.name);
-    if (!view) fail(source, ": missing tensor '", spec.name, "'");
+    if (!view) fail(source, ": missing tensor ", quote_bytes(spec.name));
     if (!is_float(view->dtype))
-      fail(source, ": tensor '", spec.name, "' has dtype ", dtype_name(view->dtype),
+      fail(source, ": tensor ", quote_bytes(spec.name), " has dtype ", dtype_name(view->dtype),
            ", expected F32, BF16 or F16");
     if (view->shape != spec.shape)
-      fail(source, ": tensor '", spec.name, "' has shape ", shape_str(view->shape),
+      fail(source, ": tensor ", quote_bytes(spec.name), " has shape ", shape_str(view->shape),
            ", config implies ", shape_str(spec.shape));
     views[spec.name] = *view;
   }

@@ -49,9 +49,6 @@ struct TensorSpec {
 // then lm_head unless tied).
 std::vector<TensorSpec> llama_tensor_specs(const LlamaConfig& config);
 
-// Checks what the forward relies on: positive sizes, heads divisible by kv heads, even head_dim.
-void check_llama_config(const LlamaConfig& config, const std::string& source);
-
 // Zero-copy views of a checkpoint's tensors (validated against its config; norms stored as
 // BF16/F16 are widened once).
 LlamaWeights weights_from_checkpoint(const Checkpoint& checkpoint);
