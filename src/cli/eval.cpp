@@ -53,7 +53,7 @@ std::vector<int32_t> read_token_ids(const std::string& path, int64_t vocab) {
     if (after == cursor || (after < end && !std::isspace(static_cast<unsigned char>(*after))))
       fail(path, ": token ", ids.size(), " is not an integer");
     if (errno == ERANGE || id < 0 || id >= vocab)
-      fail(path, ": token id ", std::string(cursor, static_cast<const char*>(after)),
+      fail(path, ": token id ", quote_bytes(std::string_view(cursor, size_t(after - cursor))),
            " at position ", ids.size(), " is outside the vocabulary [0, ", vocab, ")");
     ids.push_back(int32_t(id));
     cursor = after;
