@@ -79,7 +79,7 @@ uint16_t f32_to_f16(float value) {
 void to_f32(DType dtype, const void* src, float* dst, size_t n) {
   switch (dtype) {
     case DType::F32:
-      std::memcpy(dst, src, n * 4);
+      if (n > 0) std::memcpy(dst, src, n * 4);  // an empty tensor's data may be null
       return;
     case DType::BF16: {
       const uint16_t* in = static_cast<const uint16_t*>(src);
@@ -99,7 +99,7 @@ void to_f32(DType dtype, const void* src, float* dst, size_t n) {
 void from_f32(DType dtype, const float* src, void* dst, size_t n) {
   switch (dtype) {
     case DType::F32:
-      std::memcpy(dst, src, n * 4);
+      if (n > 0) std::memcpy(dst, src, n * 4);  // an empty tensor's data may be null
       return;
     case DType::BF16: {
       uint16_t* out = static_cast<uint16_t*>(dst);
