@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/parallel.h"
 #include "test_util.h"
 #include "train/adamw.h"
 #include "train/grad_clip.h"
@@ -95,16 +96,21 @@ TEST(GradClip, LeavesSmallGradientsAndDisabledClippingAlone) {
   EXPECT_EQ(big[1], 40.0f);
 }
 
-// Three tensors (two decayed matrices, one vector without decay), 30 steps of random gradients
-// whose scale varies so clipping is active on some steps and not on others.
+// Four tensors (three decayed matrices, one vector without decay), 30 steps of random gradients
+// whose scale varies so clipping is active on some steps and not on others. The 181 × 190 matrix
+// is above kMinParallelWork, so AdamW updates it on threads, and so are the gradients as a whole,
+// so the norm and the clipping run on threads too; the other tensors are updated by one thread
+// (the hand-computed tests above cover the single-threaded norm and clipping).
 TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
   const test::ScratchDir scratch;
-  const std::vector<std::vector<int64_t>> shapes = {{7, 13}, {13}, {5, 3}};
-  const std::vector<bool> decay = {true, false, true};
+  const std::vector<std::vector<int64_t>> shapes = {{7, 13}, {13}, {5, 3}, {181, 190}};
+  const std::vector<bool> decay = {true, false, true, true};
+  static_assert(181 * 190 >= kMinParallelWork && 7 * 13 < kMinParallelWork);
   const int steps = 30;
   const LrSchedule schedule{3e-2, 5, steps, 0.1};
   const AdamWConfig config{0.9f, 0.95f, 1e-8f, 0.1f};
-  const double max_norm = 2.0;
+  // Gradient norms are about 186 on the large steps and 9 on the small ones.
+  const double max_norm = 20.0;
 
   std::vector<ParamSegment> segments;
   size_t total = 0;
@@ -144,10 +150,12 @@ TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
     clipped_steps += norm > max_norm;
     max_norm_error = std::max(max_norm_error, std::abs(norm - torch_norms[t]) / torch_norms[t]);
     optimizer.step(params.data(), step_grads.data(), float(schedule.lr_at(t)));
-    for (size_t i = 0; i < total; ++i)
-      max_param_error = std::max(max_param_error,
-                                 double(std::abs(params[i] - torch_params[t * total + i])) /
-                                     std::max(1.0, double(std::abs(torch_params[t * total + i]))));
+    // Per parameter (each is updated on its own): |ours − torch| / max(1, |torch|).
+    const float* theirs = torch_params.data() + t * total;
+    const test::ElementwiseError error = test::elementwise_error(
+        params.data(), theirs, int64_t(total),
+        [&](int64_t i) { return std::max(1.0, double(std::abs(theirs[i]))); });
+    max_param_error = std::max(max_param_error, error.worst);
   }
   std::printf(
       "AdamW vs torch over %d steps (%d clipped): max param error %.3g, max norm error %.3g\n",
@@ -155,7 +163,8 @@ TEST(AdamW, MatchesTorchAdamWWithClippingAndSchedule) {
   EXPECT_GT(clipped_steps, 0);
   EXPECT_LT(clipped_steps, steps);
   EXPECT_LT(max_param_error, 2e-6);
-  EXPECT_LT(max_norm_error, 1e-6);
+  // Torch sums the 34k squares in F32 (we sum in double): its norms are off by up to ~1e-6.
+  EXPECT_LT(max_norm_error, 2e-6);
 }
 
 }  // namespace

@@ -35,6 +35,7 @@ inline LlamaConfig small_llama_config() {
 }
 
 struct PairSpec {
+  LlamaConfig config = small_llama_config();
   DType dtype = DType::F32;
   bool change_embeddings = false;
   double delta_std = 0.004;  // fine-tune noise relative to weights of std 0.02
@@ -71,7 +72,7 @@ inline bool is_block_linear(const std::string& name) {
 // scaled by 1.01, the embeddings get noise when asked; everything else is the base.
 inline void write_checkpoint_pair(const std::string& base_dir, const std::string& finetune_dir,
                                   const PairSpec& spec) {
-  LlamaParams base(small_llama_config());
+  LlamaParams base(spec.config);
   base.init_random(spec.seed);
   LlamaParams tuned = base;
   std::mt19937_64 rng(spec.seed + 100);

@@ -1,9 +1,11 @@
 // BitDelta compression in the library: sign packing on odd shapes and exact zeros, the
-// optimality of mean |δ|, reconstruction, compress_delta on small checkpoint pairs (signs,
-// scales, exact deltas and fingerprints against the test's own scalar computation), every
-// refusal, and MappedFile::drop_pages.
+// optimality of mean |δ|, reconstruction (apply's, of signs and of exact deltas), compress_delta
+// on small checkpoint pairs and on a larger one packed on threads (signs, scales, exact deltas
+// and fingerprints against the test's own scalar computation), every refusal, and
+// MappedFile::drop_pages. Signs and reconstructions are compared bit for bit.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -14,8 +16,11 @@
 #include "checkpoint_pair.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "core/threads.h"
+#include "delta/apply.h"
 #include "delta/compress.h"
 #include "io/checkpoint.h"
+#include "kernels/parallel.h"
 #include "kernels/sign_matmul.h"
 #include "kernels/sign_pack.h"
 #include "test_util.h"
@@ -182,33 +187,79 @@ TEST(SignPack, MeanAbsDeltaIsTheL2OptimalScale) {
   }
 }
 
+// Exact comparison: one flipped sign moves an F32 output by 2γ (a BF16 or F16 output may round a
+// small 2γ away). [129, 257] is above kMinParallelWork, so its rows are rebuilt on threads;
+// [3, 21] on one.
 TEST(SignPack, AddScaledSignsRoundsOnceToTheOutputDtype) {
-  const int64_t rows = 3, in = 21;
-  std::vector<float> values(size_t(rows * in));
-  for (size_t i = 0; i < values.size(); ++i) values[i] = 0.37f * std::sin(1.3f * float(i));
-  std::vector<uint8_t> bits(size_t(rows * sign_row_bytes(in)));
-  for (size_t b = 0; b < bits.size(); ++b) bits[b] = uint8_t(b * 37 + 11);
-  for (int64_t r = 0; r < rows; ++r)  // padding bits stay 0
-    bits[size_t(r * sign_row_bytes(in) + sign_row_bytes(in) - 1)] &= 0x1f;
-  const std::vector<float> scales = {0.0123f, 0.000456f, 0.0789f};
-  for (DType base_dtype : kFloatTypes) {
-    const Stored base = store(values, base_dtype);
-    for (DType out_dtype : kFloatTypes) {
-      for (bool per_row : {false, true}) {
-        std::vector<uint8_t> got(values.size() * dtype_size(out_dtype));
-        add_scaled_signs(base_dtype, base.bytes.data(), bits.data(), scales.data(), per_row, rows,
-                         in, out_dtype, got.data());
-        std::vector<float> sum(values.size());
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < in; ++j) {
-            const bool plus = (bits[size_t(r * sign_row_bytes(in) + j / 8)] >> (j % 8)) & 1;
-            const float gamma = scales[per_row ? size_t(r) : 0];
-            sum[size_t(r * in + j)] = base.f32[size_t(r * in + j)] + (plus ? gamma : -gamma);
-          }
-        std::vector<uint8_t> want(got.size());
-        from_f32(out_dtype, sum.data(), want.data(), sum.size());
-        EXPECT_EQ(got, want) << dtype_name(base_dtype) << " -> " << dtype_name(out_dtype)
-                             << (per_row ? " per row" : " per matrix");
+  for (const Shape2& shape : {Shape2{3, 21}, Shape2{129, 257}}) {
+    const int64_t rows = shape.rows, in = shape.in, row_bytes = sign_row_bytes(in);
+    SCOPED_TRACE(cat("[", rows, ", ", in, "]"));
+    ASSERT_EQ(rows * in >= kMinParallelWork, rows == 129);
+    std::vector<float> values(size_t(rows * in));
+    for (size_t i = 0; i < values.size(); ++i) values[i] = 0.37f * std::sin(1.3f * float(i));
+    std::vector<uint8_t> bits(size_t(rows * row_bytes));
+    for (size_t b = 0; b < bits.size(); ++b) bits[b] = uint8_t(b * 37 + 11);
+    const uint8_t last_byte_mask = uint8_t((1u << (in - 8 * (row_bytes - 1))) - 1);
+    for (int64_t r = 0; r < rows; ++r)  // padding bits stay 0
+      bits[size_t(r * row_bytes + row_bytes - 1)] &= last_byte_mask;
+    std::vector<float> scales(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r)
+      scales[size_t(r)] = std::array{0.0123f, 0.000456f, 0.0789f}[r % 3];
+    for (DType base_dtype : kFloatTypes) {
+      const Stored base = store(values, base_dtype);
+      for (DType out_dtype : kFloatTypes) {
+        for (bool per_row : {false, true}) {
+          std::vector<uint8_t> got(values.size() * dtype_size(out_dtype));
+          add_scaled_signs(base_dtype, base.bytes.data(), bits.data(), scales.data(), per_row, rows,
+                           in, out_dtype, got.data());
+          std::vector<float> sum(values.size());
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = 0; j < in; ++j) {
+              const bool plus = (bits[size_t(r * row_bytes + j / 8)] >> (j % 8)) & 1;
+              const float gamma = scales[per_row ? size_t(r) : 0];
+              sum[size_t(r * in + j)] = base.f32[size_t(r * in + j)] + (plus ? gamma : -gamma);
+            }
+          std::vector<uint8_t> want(got.size());
+          from_f32(out_dtype, sum.data(), want.data(), sum.size());
+          EXPECT_EQ(got, want) << dtype_name(base_dtype) << " -> " << dtype_name(out_dtype)
+                               << (per_row ? " per row" : " per matrix");
+        }
+      }
+    }
+  }
+}
+
+// apply's reconstruction of an exact tensor: widen(base) + widen(delta) in F32, rounded once to
+// the output dtype, bit for bit; below kMinParallelWork on one thread, above it (three chunks,
+// the last one short) on threads. A tensor with neither signs nor delta is the base converted.
+TEST(ReconstructTensor, ExactDeltasOnBothSidesOfTheThreadThreshold) {
+  for (const Shape2& shape : {Shape2{40, 25}, Shape2{160, 250}}) {
+    const size_t n = size_t(shape.rows * shape.in);
+    SCOPED_TRACE(cat("[", shape.rows, ", ", shape.in, "]"));
+    ASSERT_EQ(int64_t(n) >= kMinParallelWork, shape.rows == 160);
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> base_values(n), delta_values(n);
+    for (size_t i = 0; i < n; ++i) {
+      base_values[i] = normal(rng);
+      delta_values[i] = 1e-3f * normal(rng);
+    }
+    for (DType dtype : kFloatTypes) {
+      const Stored base = store(base_values, dtype), delta = store(delta_values, dtype);
+      const TensorView base_view{dtype, {shape.rows, shape.in}, base.bytes.data()};
+      const AdapterExact exact{"model.norm.weight",
+                               TensorView{dtype, {shape.rows, shape.in}, delta.bytes.data()}};
+      for (DType out_dtype : kFloatTypes) {
+        SCOPED_TRACE(cat(dtype_name(dtype), " -> ", dtype_name(out_dtype)));
+        std::vector<float> sum(n);
+        for (size_t i = 0; i < n; ++i) sum[i] = base.f32[i] + delta.f32[i];
+        std::vector<uint8_t> want(n * dtype_size(out_dtype)), got(want.size());
+        from_f32(out_dtype, sum.data(), want.data(), n);
+        reconstruct_tensor(base_view, nullptr, &exact, out_dtype, got.data());
+        EXPECT_EQ(got, want) << "exact delta";
+        from_f32(out_dtype, base.f32.data(), want.data(), n);
+        reconstruct_tensor(base_view, nullptr, nullptr, out_dtype, got.data());
+        EXPECT_EQ(got, want) << "base only";
       }
     }
   }
@@ -226,10 +277,12 @@ TEST(CompressWeights, AreTheSevenBlockProjections) {
 }
 
 // compress_delta against the test's own computation on a written checkpoint pair.
-void check_compression(DType dtype, bool per_row) {
+void check_compression(DType dtype, bool per_row,
+                       const LlamaConfig& config = test::small_llama_config()) {
   SCOPED_TRACE(cat(dtype_name(dtype), per_row ? " per row" : " per matrix"));
   ScratchDir scratch;
   test::PairSpec spec;
+  spec.config = config;
   spec.dtype = dtype;
   spec.change_embeddings = true;
   spec.finetune_metadata = {{"privacy.epsilon", "2.5"}, {"train.steps", "10"}};
@@ -306,6 +359,25 @@ TEST(CompressDelta, MatchesTheTestsOwnComputationBF16) {
 TEST(CompressDelta, MatchesTheTestsOwnComputationF16) {
   check_compression(DType::F16, false);
   check_compression(DType::F16, true);
+}
+
+// The pairs above are below kMinParallelWork in every tensor (and the test runs on two threads,
+// which leave one to the packer): one thread packs. Here four threads leave two to the packer,
+// and the tensors are above the threshold in several blocks of rows: gate/up/down [516, 260]
+// and [260, 516] (three blocks of 2¹⁶ elements), the embedding [258, 260] (two).
+TEST(CompressDelta, MatchesTheTestsOwnComputationOnThreads) {
+  LlamaConfig config = test::small_llama_config();
+  config.hidden_size = 260;
+  config.intermediate_size = 516;
+  config.num_hidden_layers = 1;
+  static_assert(260 * 516 > 2 * (int64_t(1) << 16) && 258 * 260 > (int64_t(1) << 16));
+  struct Threads {  // restores the thread count however the test ends
+    const int saved = num_threads();
+    ~Threads() { set_threads(saved); }
+  } restore;
+  set_threads(4);
+  check_compression(DType::F32, true, config);
+  check_compression(DType::BF16, false, config);
 }
 
 // A pair where `edit` changes the fine-tune's params before it is saved.

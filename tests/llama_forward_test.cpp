@@ -2,6 +2,10 @@
 // inference path == the training path, BF16/F16 weight views == F32 weights of the same rounded
 // values, checkpoint round trips of LlamaParams, and bad input.
 #include <gtest/gtest.h>
+#include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #include <cmath>
 #include <random>
@@ -16,6 +20,9 @@
 namespace bd {
 namespace {
 
+// Normwise errors of logits (max error / max |logit|): every logit is a sum over the same hidden
+// state, so the rounding of different computation orders is set by the common scale of the
+// logits, not by each one's own size.
 using test::max_relative_error;
 
 LlamaConfig small_config(RopeScaling::Type scaling = RopeScaling::Type::None) {
@@ -168,6 +175,28 @@ TEST(LlamaForward, HalfPrecisionWeightsEqualTheirF32Values) {
     }
   }
 }
+
+#if defined(__x86_64__) || defined(__i386__)
+// forward() turns on flush-to-zero and denormals-are-zero on every thread of the OpenMP pool (its
+// one parallel region without a size threshold), so that subnormal activations cannot slow the
+// kernels: after clearing both bits on every thread, one forward sets them again on all.
+TEST(LlamaForward, SetsFlushToZeroOnEveryPoolThread) {
+  constexpr unsigned kFtzDaz = 0x8040;  // MXCSR bits 15 and 6
+#pragma omp parallel
+  _mm_setcsr(_mm_getcsr() & ~kFtzDaz);
+  const LlamaConfig config = small_config();
+  const LlamaParams params = random_params(config, 12);
+  prefill_logits(params.weights(), random_tokens(3, config.vocab_size, 13));
+  int threads = 0, flushing = 0;
+#pragma omp parallel reduction(+ : threads, flushing)
+  {
+    ++threads;
+    flushing += (_mm_getcsr() & kFtzDaz) == kFtzDaz;
+  }
+  EXPECT_EQ(flushing, threads);
+  EXPECT_EQ(threads, omp_get_max_threads());
+}
+#endif
 
 TEST(LlamaForward, RejectsBadTokensAndFullCaches) {
   const LlamaConfig config = small_config();

@@ -99,7 +99,9 @@ LlamaParams random_params(const LlamaConfig& config, uint64_t seed) {
 }
 
 // max|ours - torch| / max|torch|; the plain difference where torch's tensor is all zeros (with
-// T = 1 each query sees one key, so q_proj and k_proj get exactly zero gradient).
+// T = 1 each query sees one key, so q_proj and k_proj get exactly zero gradient). Normwise per
+// tensor, not per element: a gradient entry is a sum over positions that can cancel to near zero
+// while its rounding error stays at the scale of the terms, and logits share one hidden state.
 double parity_error(const float* ours, const float* torch, int64_t n) {
   const bool all_zero = std::all_of(torch, torch + n, [](float x) { return x == 0.0f; });
   return all_zero ? test::max_abs_difference(ours, torch, n)

@@ -59,7 +59,11 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MatmulDx,
                                            Case{DType::BF16, 3, 17, 29},
                                            Case{DType::F16, 3, 17, 29}, Case{DType::BF16, 1, 1, 1},
                                            Case{DType::F16, 5, 1, 33}, Case{DType::F32, 2, 40, 1},
-                                           Case{DType::BF16, 2, 1100, 1000}),  // two widened blocks
+                                           // Two widened blocks: 1048 rows · 1000 above the
+                                           // threshold for widening on threads (2¹⁶
+                                           // elements), then 52 rows below it, as are the
+                                           // shapes above.
+                                           Case{DType::BF16, 2, 1100, 1000}),
                          [](const ::testing::TestParamInfo<Case>& info) {
                            return std::string(dtype_name(info.param.dtype)) + "_T" +
                                   std::to_string(info.param.T) + "_O" +

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "hwy/targets.h"
 #include "kernels/matmul_gemv.h"
+#include "kernels/parallel.h"
 
 namespace bd {
 namespace {
@@ -91,7 +92,14 @@ void check_shape(DType dtype, int64_t T, int64_t O, int64_t I, std::mt19937& rng
 
 constexpr DType kFloatTypes[] = {DType::F32, DType::BF16, DType::F16};
 
+// The threshold for threads of the GEMV (rows split across threads) and of the widening of
+// BF16/F16 row blocks for SGEMM (kernels/parallel.h): O·I, resp. rows·I, elements.
+constexpr int64_t kMatmulParallelElements = kMinParallelElements;
+
+// Both sides of the GEMV / SGEMM switch (T from 1 to 17), all below the threshold for threads
+// (37 × 257 elements): the single-threaded GEMV and widening.
 TEST(Matmul, OddShapesEveryDtypeEveryTarget) {
+  static_assert(kGemvMaxTokens >= 4 && kGemvMaxTokens < 17 && 37 * 257 < kMatmulParallelElements);
   std::mt19937 rng(1234);
   for_each_target([&] {
     for (DType dtype : kFloatTypes) {
@@ -104,19 +112,17 @@ TEST(Matmul, OddShapesEveryDtypeEveryTarget) {
   });
 }
 
-TEST(Matmul, BothPathsAreCovered) {
-  // The shapes above must exercise both sides of the GEMV / SGEMM switch.
-  EXPECT_GE(kGemvMaxTokens, 4);
-  EXPECT_LT(kGemvMaxTokens, 17);
-}
-
+// 1100 × 1000 F32 = 4.4 MB: more than one block of widened rows, 1048 rows widened on threads,
+// then the last 52 rows (below the threshold) on one.
 TEST(Matmul, SgemmPathSpansSeveralWidenedBlocks) {
-  // 1100 × 1000 F32 = 4.4 MB: more than one block of widened rows.
+  static_assert(1048 * 1000 >= kMatmulParallelElements && 52 * 1000 < kMatmulParallelElements);
   std::mt19937 rng(99);
   for (DType dtype : kFloatTypes) check_shape(dtype, 19, 1100, 1000, rng);
 }
 
+// The threaded GEMV: 300 × 2051 elements, chunks of rows taken by both threads.
 TEST(Matmul, GemvMatchesForLargeRows) {
+  static_assert(300 * 2051 >= kMatmulParallelElements);
   std::mt19937 rng(7);
   for_each_target([&] {
     for (DType dtype : kFloatTypes) check_shape(dtype, 1, 300, 2051, rng);

@@ -1,17 +1,29 @@
 // The packed-sign kernels against a float64 reference that reads S from an unpacked ±1 matrix,
 // on shapes that hit every path: I not a multiple of 8, 16 or 64 (vector tails, bits from inside
 // a byte), O = 1, I = 1, few tokens (masked-add GEMV) and many (widened SGEMM), per-row and
-// per-matrix scales.
+// per-matrix scales, and matrices on either side of the kernels' threshold for threads.
+//
+// The bounds are tight enough that one flipped sign fails: the inputs are bounded away from zero
+// (so every sign moves its outputs by a visible amount) and lie on a grid on which F32 sums are
+// exact, so only the scaling and the SGEMM's products round. Every check asserts that the
+// smallest change a single flipped sign can make is above its bound, and OneFlippedSignFails
+// shows it on the least visible sign of a matrix.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <limits>
 #include <random>
 #include <vector>
 
 #include "core/error.h"
 #include "hwy/targets.h"
+#include "kernels/matmul.h"
+#include "kernels/parallel.h"
 #include "kernels/sign_matmul.h"
+#include "test_util.h"
 
 namespace bd {
 namespace {
@@ -47,16 +59,136 @@ std::vector<float> random_values(size_t n, std::mt19937& rng, float lo = -1.0f, 
   return v;
 }
 
-// Σ_i S[o, i]·x[t, i] in float64, and the bound Σ|x| its F32 error scales with.
-double ref_dot(const Signs& s, const std::vector<float>& x, int64_t t, int64_t o, int64_t I,
-               double* magnitude) {
-  double sum = 0, abs_sum = 0;
-  for (int64_t i = 0; i < I; ++i) {
-    sum += double(s.dense[size_t(o * I + i)]) * x[size_t(t * I + i)];
-    abs_sum += std::fabs(x[size_t(t * I + i)]);
+// ±m·2⁻¹² with m in [2¹¹, 2¹²): magnitudes in [0.5, 1), 12 significant bits (more than BF16 or
+// F16 hold, so a kernel that rounds its input is caught). Any sum of up to 4096 of them is a
+// multiple of 2⁻¹² below 2¹², exact in F32 whatever the order: S·x is exact on every path.
+constexpr int64_t kMaxExactI = 4096;
+std::vector<float> grid_values(size_t n, std::mt19937& rng) {
+  std::uniform_int_distribution<int> mantissa(2048, 4095);
+  std::vector<float> v(n);
+  for (float& x : v) x = std::ldexp(float(mantissa(rng)), -12) * ((rng() & 1) ? 1.0f : -1.0f);
+  return v;
+}
+
+// One shape's inputs: x and dy on the exact grid, y0, dx0 and the scales anywhere.
+struct Problem {
+  int64_t T = 0, O = 0, I = 0;
+  Signs s;
+  std::vector<float> x, dy, y0, dx0, row_scale;
+  float matrix_scale = 0.0123f;
+};
+
+Problem make_problem(const Case& c) {
+  std::mt19937 rng(unsigned(c.T * 10007 + c.O * 101 + c.I));
+  Problem p;
+  p.T = c.T, p.O = c.O, p.I = c.I;
+  p.s = random_signs(c.O, c.I, rng);
+  p.x = grid_values(size_t(c.T * c.I), rng);
+  p.dy = grid_values(size_t(c.T * c.O), rng);
+  p.y0 = random_values(size_t(c.T * c.O), rng);
+  p.dx0 = random_values(size_t(c.T * c.I), rng);
+  p.row_scale = random_values(size_t(c.O), rng, 0.001f, 0.05f);
+  return p;
+}
+
+// The kernels' outputs on a problem, and the float64 reference with each element's bound.
+struct Outputs {
+  std::vector<float> sx, y, dx;
+};
+struct Reference {
+  std::vector<double> sx, y, dx;
+  std::vector<double> sx_bound, y_bound, dx_bound;
+  // Over every output: (smallest change one flipped sign of S makes to it) / (its bound).
+  double flip_margin = HUGE_VAL;
+};
+
+Outputs run_kernels(const Problem& p, const std::vector<uint8_t>& bits, bool per_row) {
+  const float* scale = per_row ? p.row_scale.data() : &p.matrix_scale;
+  Outputs out;
+  out.sx.assign(size_t(p.T * p.O), 7.0f);  // overwritten
+  sign_project(out.sx.data(), p.x.data(), bits.data(), p.T, p.O, p.I);
+  out.y = p.y0;
+  sign_matmul(out.y.data(), p.x.data(), bits.data(), scale, per_row, p.T, p.O, p.I);
+  out.dx = p.dx0;
+  sign_matmul_backward_x(out.dx.data(), p.dy.data(), bits.data(), scale, per_row, p.T, p.O, p.I);
+  return out;
+}
+
+// Higham's γ_n = n·u / (1 − n·u), u = 2⁻²⁴: a sum of n products, each rounded and added in any
+// order, is within γ_n·Σ|products| of the exact sum.
+double higham_gamma(int64_t n) {
+  const double u = std::ldexp(1.0, -24);
+  return double(n) * u / (1 - double(n) * u);
+}
+
+// The reference reads S from `dense` (the problem's, or a copy with a flipped sign). Bounds, per
+// output:
+//   sx = S·x: exact on every path (grid inputs, products by ±1): bound 0.
+//   y = y0 + γ·(S·x) with few tokens: S·x is exact, then one product and one sum round:
+//     3u·(|γ·S·x| + |y0|).
+//   y with many tokens, and dx = dx0 + Σ_o dy·γ·S (always SGEMM): the SGEMM multiplies by ±γ,
+//     so every product rounds: γ_{n+1}·(Σ|terms| + |start|).
+Reference reference(const Problem& p, const std::vector<float>& dense, bool per_row) {
+  const int64_t T = p.T, O = p.O, I = p.I;
+  const double u = std::ldexp(1.0, -24);
+  auto gamma = [&](int64_t o) { return double(per_row ? p.row_scale[size_t(o)] : p.matrix_scale); };
+  Reference r;
+  r.sx.resize(size_t(T * O));
+  r.y = r.sx;
+  r.sx_bound = r.sx;
+  r.y_bound = r.sx;
+  r.dx.resize(size_t(T * I));
+  r.dx_bound = r.dx;
+  for (int64_t t = 0; t < T; ++t) {
+    double min_x = HUGE_VAL, abs_x = 0;
+    for (int64_t i = 0; i < I; ++i) {
+      min_x = std::min(min_x, double(std::fabs(p.x[size_t(t * I + i)])));
+      abs_x += std::fabs(p.x[size_t(t * I + i)]);
+    }
+    for (int64_t o = 0; o < O; ++o) {
+      double dot = 0;
+      for (int64_t i = 0; i < I; ++i)
+        dot += double(dense[size_t(o * I + i)]) * p.x[size_t(t * I + i)];
+      const size_t at = size_t(t * O + o);
+      const double y0 = p.y0[at], scaled = gamma(o) * dot;
+      r.sx[at] = dot;
+      r.sx_bound[at] = 0;
+      r.y[at] = y0 + scaled;
+      r.y_bound[at] = T <= kGemvMaxTokens
+                          ? 3 * u * (std::fabs(scaled) + std::fabs(y0))
+                          : higham_gamma(I + 1) * (gamma(o) * abs_x + std::fabs(y0));
+      r.flip_margin = std::min(r.flip_margin, 2 * gamma(o) * min_x / r.y_bound[at]);
+    }
+    for (int64_t i = 0; i < I; ++i) {
+      double sum = 0, magnitude = 0, min_term = HUGE_VAL;
+      for (int64_t o = 0; o < O; ++o) {
+        const double term = double(p.dy[size_t(t * O + o)]) * gamma(o);
+        sum += term * dense[size_t(o * I + i)];
+        magnitude += std::fabs(term);
+        min_term = std::min(min_term, std::fabs(term));
+      }
+      const size_t at = size_t(t * I + i);
+      r.dx[at] = p.dx0[at] + sum;
+      r.dx_bound[at] = higham_gamma(O + 1) * (magnitude + std::fabs(p.dx0[at]));
+      r.flip_margin = std::min(r.flip_margin, 2 * min_term / r.dx_bound[at]);
+    }
   }
-  *magnitude = abs_sum;
-  return sum;
+  return r;
+}
+
+// The worst error / bound ratio of each kernel (at most 1: within every bound).
+struct Ratios {
+  test::ElementwiseError project, matmul, backward;
+};
+
+Ratios compare(const Outputs& out, const Reference& r) {
+  auto bound = [](const std::vector<double>& b) {
+    return [&b](int64_t i) { return b[size_t(i)]; };
+  };
+  return {
+      test::elementwise_error(out.sx.data(), r.sx.data(), int64_t(r.sx.size()), bound(r.sx_bound)),
+      test::elementwise_error(out.y.data(), r.y.data(), int64_t(r.y.size()), bound(r.y_bound)),
+      test::elementwise_error(out.dx.data(), r.dx.data(), int64_t(r.dx.size()), bound(r.dx_bound))};
 }
 
 // Runs `body` once per SIMD target that this CPU supports and the kernels were compiled for.
@@ -70,88 +202,102 @@ void for_each_target(Body body) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
-// Error bound for an F32 result of n terms with Σ|term| = magnitude, in any summation order
-// (Higham: γ_n·Σ|term|, γ_n = n·u/(1 − n·u), u = 2⁻²⁴), tripled for 2·Σ_{S=+1} x − Σ x (two sums
-// and a difference), plus the rounding of a result of size `value`. A dropped, doubled or
-// sign-flipped term breaks it by orders of magnitude at these sizes.
-double tolerance(double magnitude, int64_t n, double value) {
-  const double u = std::ldexp(1.0, -24);
-  const double gamma = double(n + 2) * u / (1 - double(n + 2) * u);
-  return 3 * gamma * magnitude + 2 * u * std::fabs(value);
-}
-
 class SignKernels : public ::testing::TestWithParam<Case> {};
 
-void check_against_float64(int64_t T, int64_t O, int64_t I) {
-  std::mt19937 rng(unsigned(T * 10007 + O * 101 + I));
-  const Signs s = random_signs(O, I, rng);
-  const std::vector<float> x = random_values(size_t(T * I), rng);
-  const std::vector<float> dy = random_values(size_t(T * O), rng);
-  const std::vector<float> y0 = random_values(size_t(T * O), rng);
-  const std::vector<float> dx0 = random_values(size_t(T * I), rng);
-  const std::vector<float> row_scale = random_values(size_t(O), rng, 0.001f, 0.05f);
-  const float matrix_scale = 0.0123f;
-
-  std::vector<float> sx(size_t(T * O), 7.0f);  // overwritten
-  sign_project(sx.data(), x.data(), s.bits.data(), T, O, I);
-
+TEST_P(SignKernels, MatmulProjectAndBackwardMatchFloat64) {
+  const Problem p = make_problem(GetParam());
+  ASSERT_LE(p.I, kMaxExactI);  // beyond it the grid sums round and the bounds above do not hold
   for (bool per_row : {false, true}) {
     SCOPED_TRACE(per_row ? "per row" : "per matrix");
-    const float* scale = per_row ? row_scale.data() : &matrix_scale;
-    auto gamma = [&](int64_t o) { return double(per_row ? row_scale[size_t(o)] : matrix_scale); };
-
-    std::vector<float> y = y0;
-    sign_matmul(y.data(), x.data(), s.bits.data(), scale, per_row, T, O, I);
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t o = 0; o < O; ++o) {
-        double magnitude;
-        const double dot = ref_dot(s, x, t, o, I, &magnitude);
-        const size_t at = size_t(t * O + o);
-        ASSERT_NEAR(sx[at], dot, tolerance(magnitude, I, dot))
-            << "sign_project t=" << t << " o=" << o;
-        const double expected = y0[at] + gamma(o) * dot;
-        ASSERT_NEAR(y[at], expected,
-                    tolerance(gamma(o) * magnitude + std::fabs(y0[at]), I, expected))
-            << "sign_matmul t=" << t << " o=" << o;
-      }
-    }
-
-    // dx[t, i] += Σ_o dy[t, o]·γ[o]·S[o, i]
-    std::vector<float> dx = dx0;
-    sign_matmul_backward_x(dx.data(), dy.data(), s.bits.data(), scale, per_row, T, O, I);
-    for (int64_t t = 0; t < T; ++t) {
-      for (int64_t i = 0; i < I; ++i) {
-        double sum = 0, magnitude = 0;
-        for (int64_t o = 0; o < O; ++o) {
-          const double term = double(dy[size_t(t * O + o)]) * gamma(o);
-          sum += term * s.dense[size_t(o * I + i)];
-          magnitude += std::fabs(term);
-        }
-        const size_t at = size_t(t * I + i);
-        const double expected = dx0[at] + sum;
-        ASSERT_NEAR(dx[at], expected, tolerance(magnitude + std::fabs(dx0[at]), O, expected))
-            << "sign_matmul_backward_x t=" << t << " i=" << i;
-      }
-    }
+    const Reference r = reference(p, p.s.dense, per_row);
+    // A single flipped sign anywhere moves some output past its bound.
+    EXPECT_GT(r.flip_margin, 1.0);
+    for_each_target([&] {
+      const Outputs out = run_kernels(p, p.s.bits, per_row);
+      auto within = [](const std::vector<float>& got, const std::vector<double>& want,
+                       const std::vector<double>& b) {
+        return test::all_within(got.data(), want.data(), int64_t(want.size()),
+                                [&b](int64_t i) { return b[size_t(i)]; });
+      };
+      EXPECT_TRUE(within(out.sx, r.sx, r.sx_bound)) << "sign_project";
+      EXPECT_TRUE(within(out.y, r.y, r.y_bound)) << "sign_matmul";
+      EXPECT_TRUE(within(out.dx, r.dx, r.dx_bound)) << "sign_matmul_backward_x";
+    });
   }
 }
 
-TEST_P(SignKernels, MatmulProjectAndBackwardMatchFloat64) {
-  const auto [T, O, I] = GetParam();
-  for_each_target([&] { check_against_float64(T, O, I); });
-}
+// The kernels' own threshold for threads (kernels/parallel.h): the GEMV splits rows across
+// threads when O·I reaches it, the SGEMM paths widen blocks of rows·I elements in parallel when
+// those reach it (rows = O here: every block fits in one).
+constexpr int64_t kSignParallelElements = kMinParallelElements;
 
-INSTANTIATE_TEST_SUITE_P(Shapes, SignKernels,
-                         ::testing::Values(Case{1, 37, 1000}, Case{2, 37, 1000}, Case{3, 5, 77},
-                                           Case{17, 37, 1000}, Case{1, 1, 1}, Case{17, 1, 1},
-                                           Case{1, 1, 203}, Case{2, 64, 1}, Case{1, 300, 9},
-                                           Case{5, 129, 63}, Case{8, 16, 129}, Case{9, 16, 129},
-                                           Case{1, 40, 4096}, Case{64, 70, 130}),
-                         [](const ::testing::TestParamInfo<Case>& info) {
-                           return "T" + std::to_string(info.param.T) + "_O" +
-                                  std::to_string(info.param.O) + "_I" +
-                                  std::to_string(info.param.I);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, SignKernels,
+    ::testing::Values(Case{1, 37, 1000}, Case{2, 37, 1000}, Case{3, 5, 77}, Case{17, 37, 1000},
+                      Case{1, 1, 1}, Case{17, 1, 1}, Case{1, 1, 203}, Case{2, 64, 1},
+                      Case{1, 300, 9}, Case{5, 129, 63}, Case{8, 16, 129}, Case{9, 16, 129},
+                      Case{64, 70, 130},
+                      // O·I above kSignParallelElements: the threaded GEMV, and widening in
+                      // parallel for the backward (T = 1) and for the forward SGEMM (T = 12).
+                      Case{1, 40, 4096}, Case{5, 67, 1001}, Case{12, 70, 1000}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      return "T" + std::to_string(info.param.T) + "_O" + std::to_string(info.param.O) + "_I" +
+             std::to_string(info.param.I);
+    });
+
+// Both sides of the thresholds are among the shapes above.
+static_assert(40 * 4096 >= kSignParallelElements && 67 * 1001 >= kSignParallelElements &&
+              70 * 1000 >= kSignParallelElements && 37 * 1000 < kSignParallelElements);
+static_assert(5 <= kGemvMaxTokens && 12 > kGemvMaxTokens);
+
+// The check above fails on one flipped sign: flipping the least visible sign of a matrix (in the
+// row with the smallest scale, the column where x is smallest) either in the reference's S or in
+// the kernels' bits puts each kernel's worst error above its bound, on both paths (GEMV for
+// T = 2, SGEMM for T = 17).
+TEST(SignKernels, OneFlippedSignFails) {
+  for (const Case c : {Case{2, 37, 1000}, Case{17, 37, 1000}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << c.T);
+    const Problem p = make_problem(c);
+    const int64_t o =
+        std::min_element(p.row_scale.begin(), p.row_scale.end()) - p.row_scale.begin();
+    int64_t i = 0;
+    double smallest = HUGE_VAL;
+    for (int64_t j = 0; j < p.I; ++j) {
+      double largest = 0;  // over tokens: the flip shows where |x| is largest
+      for (int64_t t = 0; t < p.T; ++t)
+        largest = std::max(largest, double(std::fabs(p.x[size_t(t * p.I + j)])));
+      if (largest < smallest) smallest = largest, i = j;
+    }
+    const Reference clean = reference(p, p.s.dense, /*per_row=*/true);
+    const Ratios good = compare(run_kernels(p, p.s.bits, true), clean);
+
+    std::vector<float> flipped_dense = p.s.dense;
+    flipped_dense[size_t(o * p.I + i)] *= -1.0f;
+    const Ratios wrong_reference =
+        compare(run_kernels(p, p.s.bits, true), reference(p, flipped_dense, true));
+    std::vector<uint8_t> flipped_bits = p.s.bits;
+    flipped_bits[size_t(o * sign_row_bytes(p.I) + i / 8)] ^= uint8_t(1u << (i % 8));
+    const Ratios wrong_kernel = compare(run_kernels(p, flipped_bits, true), clean);
+
+    auto show = [&](const char* kernel, const test::ElementwiseError& good_e,
+                    const test::ElementwiseError& flip_ref,
+                    const test::ElementwiseError& flip_bits) {
+      std::printf(
+          "T=%lld S[%lld, %lld] (scale %.3g, |x| <= %.3g) %-22s worst |error| / bound: clean "
+          "%.3g (%.3g / %.3g), flipped in the reference %.3g (%.3g / %.3g), in the kernel's bits "
+          "%.3g\n",
+          (long long)c.T, (long long)o, (long long)i, p.row_scale[size_t(o)], smallest, kernel,
+          good_e.worst, good_e.worst_difference, good_e.worst_bound, flip_ref.worst,
+          flip_ref.worst_difference, flip_ref.worst_bound, flip_bits.worst);
+      EXPECT_LE(good_e.worst, 1.0) << kernel;
+      EXPECT_GT(flip_ref.worst, 1.0) << kernel;
+      EXPECT_GT(flip_bits.worst, 1.0) << kernel;
+    };
+    show("sign_project", good.project, wrong_reference.project, wrong_kernel.project);
+    show("sign_matmul", good.matmul, wrong_reference.matmul, wrong_kernel.matmul);
+    show("sign_matmul_backward_x", good.backward, wrong_reference.backward, wrong_kernel.backward);
+  }
+}
 
 // Padding bits of a row's last byte are not weights: setting them changes nothing.
 TEST(SignKernels, PaddingBitsAreIgnored) {

@@ -1,5 +1,5 @@
 // Helpers shared by the test programs: scratch folders and files, running the CLI and the Python
-// references, expected errors, relative errors, and small random Llama models.
+// references, expected errors, normwise and per-element errors, and small random Llama models.
 #pragma once
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -201,7 +201,12 @@ double max_abs_difference(const A* ours, const B* reference, int64_t n) {
   return diff;
 }
 
-// max |ours - reference| / max |reference| over n elements. An all-zero reference gives NaN or
+// Normwise: max |ours - reference| / max |reference| over n elements. Every element is measured
+// against the largest one, so an error in a small entry hides under the scale of the large ones.
+// That is the right measure only where the error of every entry is set by that common scale:
+// results that went through the same long sums (logits), finite-difference gradients (whose
+// error is the loss's rounding over ε, the same for every entry) and gradients with cancellation.
+// Elsewhere use elementwise_error / all_close below. An all-zero reference gives NaN or
 // infinity, which fails every bound: a relative error says nothing about it.
 template <typename A, typename B>
 double max_relative_error(const A* ours, const B* reference, int64_t n) {
@@ -214,6 +219,89 @@ double max_relative_error(const std::vector<A>& ours, const std::vector<B>& refe
   EXPECT_EQ(ours.size(), reference.size());
   return max_relative_error(ours.data(), reference.data(),
                             int64_t(std::min(ours.size(), reference.size())));
+}
+
+// Per element: element i has its own bound, and the measure is the worst
+// |ours[i] - reference[i]| / bound(i); at most 1 means every element is within its bound. A NaN
+// on either side counts as infinitely far, and so does any difference where the bound is 0.
+struct ElementwiseError {
+  double worst = 0;             // the largest ratio
+  int64_t worst_index = -1;     // where it is (-1 for n = 0)
+  double worst_difference = 0;  // |ours - reference| there
+  double worst_bound = 0;       // and its bound
+  int64_t failures = 0;         // elements whose ratio exceeds 1
+  int64_t first_failure = -1;   // the first of them
+};
+
+template <typename A, typename B, typename Bound>
+ElementwiseError elementwise_error(const A* ours, const B* reference, int64_t n,
+                                   const Bound& bound) {
+  ElementwiseError e;
+  for (int64_t i = 0; i < n; ++i) {
+    const double difference = std::abs(double(ours[i]) - double(reference[i]));
+    const double limit = double(bound(i));
+    double ratio = 0;
+    if (std::isnan(difference))
+      ratio = HUGE_VAL;
+    else if (difference > 0)
+      ratio = limit > 0 ? difference / limit : HUGE_VAL;
+    if (ratio > 1 && e.failures++ == 0) e.first_failure = i;
+    if (e.worst_index < 0 || ratio > e.worst) {
+      e.worst = ratio;
+      e.worst_index = i;
+      e.worst_difference = difference;
+      e.worst_bound = limit;
+    }
+  }
+  return e;
+}
+
+// The usual bound atol + rtol·|reference[i]|.
+template <typename A, typename B>
+ElementwiseError elementwise_error(const A* ours, const B* reference, int64_t n, double atol,
+                                   double rtol) {
+  return elementwise_error(ours, reference, n,
+                           [&](int64_t i) { return atol + rtol * std::abs(double(reference[i])); });
+}
+
+template <typename A, typename B>
+double max_elementwise_error(const A* ours, const B* reference, int64_t n, double atol,
+                             double rtol) {
+  return elementwise_error(ours, reference, n, atol, rtol).worst;
+}
+
+// For EXPECT_TRUE / ASSERT_TRUE: success when every element is within its bound, otherwise a
+// message with how many are not, the first of them and the worst, e.g.
+//   EXPECT_TRUE(test::all_within(out.data(), want.data(), n, bound)) << "context";
+template <typename A, typename B, typename Bound>
+::testing::AssertionResult all_within(const A* ours, const B* reference, int64_t n,
+                                      const Bound& bound) {
+  const ElementwiseError e = elementwise_error(ours, reference, n, bound);
+  if (e.failures == 0) return ::testing::AssertionSuccess();
+  auto describe = [&](int64_t i) {
+    return ::testing::Message() << "[" << i << "]: " << double(ours[i]) << " vs "
+                                << double(reference[i]) << " (difference "
+                                << std::abs(double(ours[i]) - double(reference[i])) << ", bound "
+                                << double(bound(i)) << ")";
+  };
+  return ::testing::AssertionFailure()
+         << e.failures << " of " << n << " elements outside their bounds; first "
+         << describe(e.first_failure) << "; worst " << describe(e.worst_index);
+}
+
+template <typename A, typename B>
+::testing::AssertionResult all_close(const A* ours, const B* reference, int64_t n, double atol,
+                                     double rtol) {
+  return all_within(ours, reference, n,
+                    [&](int64_t i) { return atol + rtol * std::abs(double(reference[i])); });
+}
+template <typename A, typename B>
+::testing::AssertionResult all_close(const std::vector<A>& ours, const std::vector<B>& reference,
+                                     double atol, double rtol) {
+  if (ours.size() != reference.size())
+    return ::testing::AssertionFailure()
+           << ours.size() << " elements against a reference of " << reference.size();
+  return all_close(ours.data(), reference.data(), int64_t(ours.size()), atol, rtol);
 }
 
 // ---- small Llama models ------------------------------------------------------------------------

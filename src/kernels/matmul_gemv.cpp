@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include "core/dtype.h"
+#include "kernels/parallel.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul_gemv.cpp"
@@ -21,9 +22,6 @@ using VF = hn::Vec<DF>;
 
 // Tokens multiplied per pass over a row (the row stays in L1 between passes).
 constexpr size_t kTokens = 4;
-// Below this many weight elements a matrix is read by one thread: waking the pool would cost
-// about as much as the work.
-constexpr size_t kMinParallelElements = size_t(1) << 16;
 // Software prefetch distances: into L1 one 4 KiB page ahead, where the hardware prefetchers
 // (which stop at page boundaries) have not started yet, and into L2 two pages ahead, so that
 // more misses are in flight than the core's own loads would keep (widening BF16 makes the loop
@@ -154,7 +152,8 @@ void GemvTyped(float* out, const float* in, const WT* w, size_t T, size_t O, siz
                                         kMinChunkBytes, kMaxChunkBytes);
   const int64_t chunk_rows =
       int64_t(std::max<size_t>(1, chunk_bytes / (I * sizeof(WT) + 1) / line_rows) * line_rows);
-#pragma omp parallel for schedule(dynamic, chunk_rows) if (O * I >= kMinParallelElements)
+#pragma omp parallel for schedule(dynamic, chunk_rows) \
+    if (O * I >= size_t(kMinParallelElements))
   for (int64_t r = 0; r < int64_t(O); ++r) {
     const size_t row = size_t(r);
     for (size_t t0 = 0; t0 < T; t0 += kTokens) {
@@ -248,8 +247,6 @@ int64_t widened_block_rows(int64_t O, int64_t I) {
 }
 
 void widen_rows(const TensorView& weight, int64_t row0, int64_t rows, float* block) {
-  // Below this many elements one thread widens the block (waking the pool costs more).
-  constexpr int64_t kMinParallelElements = int64_t(1) << 16;
   const int64_t I = weight.dim(1);
   const size_t element = dtype_size(weight.dtype);
   const auto* rows_bytes = static_cast<const uint8_t*>(weight.data);

@@ -9,6 +9,7 @@
 
 #include "hwy/aligned_allocator.h"
 #include "kernels/matmul.h"
+#include "kernels/parallel.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/sign_matmul.cpp"
@@ -27,8 +28,6 @@ using MF = hn::Mask<DF>;
 constexpr size_t kTokens = 4;
 // Rows per unit of work for the thread pool (a multiple of every block size in SignRows).
 constexpr size_t kRowBlock = 4;
-// Below this many sign elements a matrix is handled by one thread.
-constexpr size_t kMinParallelElements = size_t(1) << 16;
 
 HWY_INLINE bool SignBit(const uint8_t* row_bits, size_t i) {
   return (row_bits[i / 8] >> (i % 8)) & 1;
@@ -120,7 +119,7 @@ void SignGemv(float* out, const float* x, const uint8_t* bits, const float* scal
     for (; i < I; ++i) totals[t] += x[t * I + i];
   }
   const size_t blocks = (O + kRowBlock - 1) / kRowBlock;
-#pragma omp parallel for schedule(static) if (O * I >= kMinParallelElements)
+#pragma omp parallel for schedule(static) if (O * I >= size_t(kMinParallelElements))
   for (int64_t b = 0; b < int64_t(blocks); ++b) {
     const size_t row0 = size_t(b) * kRowBlock, rows = std::min(kRowBlock, O - row0);
     for (size_t t0 = 0; t0 < T; t0 += kTokens) {
@@ -155,7 +154,7 @@ void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_ro
   const DF df;
   const size_t N = hn::Lanes(df);
   const size_t row_bytes = (I + 7) / 8;
-#pragma omp parallel for schedule(static) if (rows * I >= kMinParallelElements)
+#pragma omp parallel for schedule(static) if (rows * I >= size_t(kMinParallelElements))
   for (int64_t r = 0; r < int64_t(rows); ++r) {
     const size_t row = row0 + size_t(r);
     const uint8_t* row_bits = bits + row * row_bytes;
