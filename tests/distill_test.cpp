@@ -119,7 +119,7 @@ TEST_P(ScaleGradient, MatchesFiniteDifferences) {
   round_to(base, dtype);
   const LlamaParams finetune = test::finetune_of(base, 0.08f, 42);
   InMemoryAdapter adapter = test::compress_in_memory(
-      base, finetune, [&](const std::string&) { return per_row; },
+      base, finetune, [row = per_row](const std::string&) { return row; },
       {"model.embed_tokens.weight", "model.norm.weight"}, dtype);
   // Move the scales off mean |δ| so that every gradient is clearly non-zero.
   std::mt19937 rng(43);
@@ -206,7 +206,7 @@ struct DistillFixture {
       : base(test::random_llama_params(config(), 51, 0.2f, 0.1f)),
         finetune(test::finetune_of(base, 0.05f, 52)) {
     adapter = test::compress_in_memory(
-        base, finetune, [&](const std::string&) { return per_row; },
+        base, finetune, [row = per_row](const std::string&) { return row; },
         test::exact_tensor_names(config()), DType::F32);
     save_params(scratch / "base", base, DType::F32, byte_tokenizer_json());
     save_params(scratch / "finetune", finetune, DType::F32, byte_tokenizer_json());

@@ -387,7 +387,12 @@ constexpr double kU = 1.0 / (1 << 24);  // F32 unit roundoff
 
 TEST(Rmsnorm, ForwardAndBackwardOnBothSidesOfTheThreadThreshold) {
   const float eps = 1e-5f;
-  for (const auto& [N, C] : {std::pair<int64_t, int64_t>{5, 37}, {70, 515}}) {
+  struct Size {
+    int64_t N, C;
+  };
+  for (const Size size : {Size{5, 37}, Size{70, 515}}) {
+    const int64_t N = size.N, C = size.C;  // plain variables: clang 14's lambdas cannot capture
+                                           // structured bindings
     SCOPED_TRACE(::testing::Message() << "N=" << N << " C=" << C);
     ASSERT_EQ(N * C >= kMinParallelWork, N == 70);
     const std::vector<float> x = random_vector(N * C, 30), weight = random_vector(C, 31),

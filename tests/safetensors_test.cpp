@@ -47,12 +47,14 @@ OwnedTensor make_pattern(const std::string& name, DType dtype, Shape shape) {
   for (int64_t i = 0; i < count; ++i) {
     double value = pattern_value(dtype, i, count);
     uint8_t* out = tensor.bytes.data() + i * dtype_size(dtype);
-    float f = float(value);
+    // Each dtype's conversion only in its own case: converting a negative double to an unsigned
+    // type is undefined behaviour (UBSan's float-cast-overflow).
+    const float f = float(value);
     uint16_t half;
-    int8_t i8 = int8_t(value);
-    uint8_t u8 = uint8_t(value);
-    int32_t i32 = int32_t(value);
-    uint32_t u32 = uint32_t(value);
+    int8_t i8;
+    uint8_t u8;
+    int32_t i32;
+    uint32_t u32;
     switch (dtype) {
       case DType::F32:
         std::memcpy(out, &f, 4);
@@ -66,15 +68,19 @@ OwnedTensor make_pattern(const std::string& name, DType dtype, Shape shape) {
         std::memcpy(out, &half, 2);
         break;
       case DType::U8:
+        u8 = uint8_t(value);
         std::memcpy(out, &u8, 1);
         break;
       case DType::I8:
+        i8 = int8_t(value);
         std::memcpy(out, &i8, 1);
         break;
       case DType::I32:
+        i32 = int32_t(value);
         std::memcpy(out, &i32, 4);
         break;
       case DType::U32:
+        u32 = uint32_t(value);
         std::memcpy(out, &u32, 4);
         break;
     }

@@ -1,5 +1,6 @@
 #include "model/bpe_tokenizer.h"
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -16,6 +17,12 @@ const json& member_or_null(const json& config, const char* key) {
   static const json null_value;
   auto it = config.find(key);
   return it == config.end() ? null_value : *it;
+}
+
+// A token id as a JSON number: a non-negative integer that int32_t holds (larger ones would wrap
+// around to another id; the vocabulary check then decides if the token exists).
+bool valid_id(const json& id) {
+  return id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() <= INT32_MAX;
 }
 
 struct SpecialWrap {
@@ -44,7 +51,7 @@ SpecialWrap template_wrap(const json& config, const std::string& where) {
       const json& special = tokjson::field(specials, name, specials_where);
       const json& ids = tokjson::array_field(special, "ids", child(specials_where, name));
       for (const json& id : ids) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0)
+        if (!valid_id(id))
           fail(child(child(specials_where, name), "ids"), ": expected non-negative integers");
         (seen_sequence ? wrap.suffix : wrap.prefix).push_back(id.get<int32_t>());
       }
@@ -59,8 +66,7 @@ SpecialWrap template_wrap(const json& config, const std::string& where) {
 // ["<s>", 0] as Roberta/BertProcessing spell cls and sep.
 int32_t pair_id(const json& config, const std::string& key, const std::string& where) {
   const json& value = tokjson::field(config, key, where);
-  if (!value.is_array() || value.size() != 2 || !value[1].is_number_integer() ||
-      value[1].get<int64_t>() < 0)
+  if (!value.is_array() || value.size() != 2 || !valid_id(value[1]))
     fail(child(where, key), ": expected [\"token\", id]");
   return value[1].get<int32_t>();
 }

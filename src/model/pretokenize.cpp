@@ -308,7 +308,9 @@ enum class PrependScheme { kAlways, kFirst, kNever };
 
 PreTokenizer::Step metaspace_step(const json& config, const std::string& where) {
   const std::string replacement = tokjson::string_field(config, "replacement", where);
-  if (replacement.empty()) fail(child(where, "replacement"), ": must be one character");
+  // One character, as the message says; a long one would multiply the text at every space.
+  if (replacement.empty() || unicode::decode_utf8(replacement, 0).length != int(replacement.size()))
+    fail(child(where, "replacement"), ": must be one character");
   PrependScheme scheme = PrependScheme::kAlways;
   if (config.contains("prepend_scheme")) {
     const std::string name = tokjson::string_field(config, "prepend_scheme", where);

@@ -14,7 +14,7 @@ std::unique_ptr<Tokenizer> parse_tokenizer_json(std::string_view json_text,
   nlohmann::json config;
   try {
     config = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::parse_error& error) {
+  } catch (const nlohmann::json::exception& error) {  // also out_of_range: a number like 1e999
     fail(source, ": not valid JSON (", error.what(), ")");
   }
   if (!config.is_object()) fail(source, ": expected a JSON object (a Hugging Face tokenizer.json)");

@@ -18,11 +18,14 @@ class Tokenizer {
 
   // Token ids of `text` (any bytes). `add_special`: apply the post-processor's template
   // (e.g. a leading BOS); without it no special token is added, though special tokens spelled
-  // out in the text are still recognised, as HF does.
+  // out in the text are still recognised, as HF does. Throws bd::Error for text the tokenizer
+  // cannot take (docs/tokenizers.md): a character without a token, a Unicode normalizer given
+  // bytes that are not UTF-8, a normalizer that would multiply the text.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_special) const = 0;
 
   // The text of `ids`, as exact bytes (never U+FFFD substitutions); special tokens appear as
-  // their text. Throws bd::Error naming the first id that is not in the vocabulary.
+  // their text. Throws bd::Error naming the first id that is not in the vocabulary, or when a
+  // decoder would multiply the text (model/tokenizer_decoder.h).
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
 
   // One past the largest id (ids inside that range may still be unused: decode rejects them).

@@ -1,5 +1,6 @@
 #include "model/tokenizer_bpe_model.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <queue>
 
@@ -71,11 +72,10 @@ BpeModel BpeModel::from_json(const json& config, const std::string& where) {
         id_value.get<int64_t>() > kMaxTokenId)
       fail(vocab_where, ": the id of '", token, "' must be an integer in 0..", kMaxTokenId);
     const int32_t id = id_value.get<int32_t>();
-    if (id >= int32_t(model.tokens_.size())) model.tokens_.resize(id + 1);
-    if (model.tokens_[id])
-      fail(vocab_where, ": id ", id, " is given to both '", *model.tokens_[id], "' and '", token,
-           "'");
-    model.tokens_[id] = token;
+    const auto [entry, added] = model.tokens_.emplace(id, token);
+    if (!added)
+      fail(vocab_where, ": id ", id, " is given to both '", entry->second, "' and '", token, "'");
+    model.max_id_ = std::max(model.max_id_, id);
     model.vocab_.emplace(token, id);
   }
 
@@ -110,8 +110,8 @@ BpeModel BpeModel::from_json(const json& config, const std::string& where) {
 }
 
 const std::string* BpeModel::token_of(int32_t id) const {
-  if (id < 0 || id >= int32_t(tokens_.size()) || !tokens_[id]) return nullptr;
-  return &*tokens_[id];
+  auto it = tokens_.find(id);
+  return it == tokens_.end() ? nullptr : &it->second;
 }
 
 std::optional<int32_t> BpeModel::id_of(std::string_view token) const {

@@ -24,7 +24,7 @@ class BpeModel {
 
   const std::string* token_of(int32_t id) const;  // nullptr if no token has that id
   std::optional<int32_t> id_of(std::string_view token) const;
-  int32_t max_id() const { return int32_t(tokens_.size()) - 1; }
+  int32_t max_id() const { return max_id_; }  // -1 for an empty vocabulary
 
  private:
   struct Merge {
@@ -43,9 +43,12 @@ class BpeModel {
   void merge_symbols(std::vector<int32_t>& symbols) const;
 
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> vocab_;
-  std::vector<std::optional<std::string>> tokens_;  // by id
-  std::unordered_map<uint64_t, Merge> merges_;      // (left id, right id) → rank, merged id
-  std::array<int32_t, 256> byte_ids_;               // id of "<0xNN>" per byte, -1 if absent
+  // id → token. A map, not a table indexed by id: ids may be sparse (up to 2^24), and a table
+  // would let a 60-byte file allocate hundreds of MB.
+  std::unordered_map<int32_t, std::string> tokens_;
+  int32_t max_id_ = -1;
+  std::unordered_map<uint64_t, Merge> merges_;  // (left id, right id) → rank, merged id
+  std::array<int32_t, 256> byte_ids_;           // id of "<0xNN>" per byte, -1 if absent
   bool byte_fallback_ = false;
   bool ignore_merges_ = false;
   bool fuse_unk_ = false;

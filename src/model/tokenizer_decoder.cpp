@@ -89,16 +89,16 @@ void TokenDecoder::add_steps(const json& config, const std::string& where,
     for (size_t i = 0; i < list.size(); ++i)
       add_steps(list[i], tokjson::item(child(where, "decoders"), i), steps);
   } else if (type == "ByteLevel") {
-    steps.push_back([](std::vector<std::string>& tokens) {
+    steps.push_back([](std::vector<std::string>& tokens, size_t) {
       for (std::string& token : tokens) token = byte_level_bytes(token);
     });
   } else if (type == "ByteFallback") {
-    steps.push_back([](std::vector<std::string>& tokens) {
+    steps.push_back([](std::vector<std::string>& tokens, size_t) {
       for (std::string& token : tokens)
         if (int byte = fallback_byte(token); byte >= 0) token = std::string(1, char(byte));
     });
   } else if (type == "Fuse") {
-    steps.push_back([](std::vector<std::string>& tokens) {
+    steps.push_back([](std::vector<std::string>& tokens, size_t) {
       std::string joined;
       for (const std::string& token : tokens) joined += token;
       tokens.assign(1, std::move(joined));
@@ -111,14 +111,21 @@ void TokenDecoder::add_steps(const json& config, const std::string& where,
                            "a Replace pattern other than a non-empty {\"String\": ...}");
     const std::string from = pattern["String"].get<std::string>();
     const std::string to = tokjson::string_field(config, "content", where);
-    steps.push_back([from, to](std::vector<std::string>& tokens) {
-      for (std::string& token : tokens) token = unicode::replace_all(token, from, to);
+    steps.push_back([from, to, where](std::vector<std::string>& tokens, size_t max_size) {
+      size_t total = 0;
+      for (std::string& token : tokens) {
+        total += unicode::replaced_size(token, from, to);
+        if (total > max_size)
+          fail(where, ": the decoded text would be longer than ", kMaxGrowth,
+               " times the tokens plus ", kGrowthSlack, " bytes (a Replace that multiplies text)");
+        token = unicode::replace_all(token, from, to);
+      }
     });
   } else if (type == "Strip") {
     const std::string content = char_field(config, "content", where);
     const size_t start = count_field(config, "start", where),
                  stop = count_field(config, "stop", where);
-    steps.push_back([=](std::vector<std::string>& tokens) {
+    steps.push_back([=](std::vector<std::string>& tokens, size_t) {
       for (std::string& token : tokens) token = strip(token, content, start, stop);
     });
   } else if (type == "Metaspace") {
@@ -126,7 +133,7 @@ void TokenDecoder::add_steps(const json& config, const std::string& where,
     const bool prepends = metaspace_prepends(config, where);
     // The first token loses the one replacement that encoding prepended (HF drops every
     // replacement in that token, which loses leading spaces; see docs/tokenizers.md).
-    steps.push_back([replacement, prepends](std::vector<std::string>& tokens) {
+    steps.push_back([replacement, prepends](std::vector<std::string>& tokens, size_t) {
       for (size_t i = 0; i < tokens.size(); ++i) {
         std::string& token = tokens[i];
         if (i == 0 && prepends && token.compare(0, replacement.size(), replacement) == 0)
@@ -143,7 +150,10 @@ void TokenDecoder::add_steps(const json& config, const std::string& where,
 }
 
 std::string TokenDecoder::decode(std::vector<std::string> tokens) const {
-  for (const Step& step : steps_) step(tokens);
+  size_t total = 0;
+  for (const std::string& token : tokens) total += token.size();
+  const size_t max_size = kMaxGrowth * total + kGrowthSlack;
+  for (const Step& step : steps_) step(tokens, max_size);
   std::string text;
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (i > 0) text += separator_;

@@ -24,6 +24,12 @@ std::string literal_pattern(const json& config, const std::string& where) {
   return literal;
 }
 
+[[noreturn]] void too_long(const std::string& where) {
+  fail(where, ": the normalized text would be longer than ", Normalizer::kMaxGrowth,
+       " times the input plus ", Normalizer::kGrowthSlack,
+       " bytes (a normalizer that multiplies text is refused)");
+}
+
 }  // namespace
 
 Normalizer Normalizer::from_json(const json& config, const std::string& where) {
@@ -40,19 +46,30 @@ void Normalizer::add_steps(const json& config, const std::string& where, std::ve
       add_steps(list[i], tokjson::item(child(where, "normalizers"), i), steps);
   } else if (type == "Prepend") {
     const std::string prefix = tokjson::string_field(config, "prepend", where);
-    steps.push_back([prefix](std::string text) { return text.empty() ? text : prefix + text; });
+    steps.push_back([prefix, where](std::string text, size_t max_size) {
+      if (text.empty()) return text;
+      if (prefix.size() + text.size() > max_size) too_long(where);
+      return prefix + text;
+    });
   } else if (type == "Replace") {
     const std::string from = literal_pattern(config, where);
     const std::string to = tokjson::string_field(config, "content", where);
-    steps.push_back([from, to](std::string text) { return unicode::replace_all(text, from, to); });
+    steps.push_back([from, to, where](std::string text, size_t max_size) {
+      if (unicode::replaced_size(text, from, to) > max_size) too_long(where);
+      return unicode::replace_all(text, from, to);
+    });
   } else if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
     const unicode::NormalForm form = type == "NFC"    ? unicode::NormalForm::kNfc
                                      : type == "NFD"  ? unicode::NormalForm::kNfd
                                      : type == "NFKC" ? unicode::NormalForm::kNfkc
                                                       : unicode::NormalForm::kNfkd;
     const std::string what = "normalizer " + type;
-    steps.push_back(
-        [form, what](std::string text) { return unicode::normalize(text, form, what); });
+    // ICU's output is at most a few times its input, so it is checked after the fact.
+    steps.push_back([form, what, where](std::string text, size_t max_size) {
+      std::string normalized = unicode::normalize(text, form, what);
+      if (normalized.size() > max_size) too_long(where);
+      return normalized;
+    });
   } else {
     tokjson::unsupported(child(where, "type"),
                          "the normalizer '" + type +
@@ -61,7 +78,8 @@ void Normalizer::add_steps(const json& config, const std::string& where, std::ve
 }
 
 std::string Normalizer::apply(std::string text) const {
-  for (const Step& step : steps_) text = step(std::move(text));
+  const size_t max_size = kMaxGrowth * text.size() + kGrowthSlack;
+  for (const Step& step : steps_) text = step(std::move(text), max_size);
   return text;
 }
 

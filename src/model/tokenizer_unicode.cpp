@@ -68,6 +68,15 @@ std::string replace_all(std::string_view text, std::string_view from, std::strin
   return out;
 }
 
+size_t replaced_size(std::string_view text, std::string_view from, std::string_view to) {
+  if (from.empty()) return text.size();
+  size_t count = 0;
+  for (size_t pos = text.find(from); pos != std::string_view::npos;
+       pos = text.find(from, pos + from.size()))
+    ++count;
+  return text.size() - count * from.size() + count * to.size();
+}
+
 bool is_valid_utf8(std::string_view text) {
   for (size_t pos = 0; pos < text.size();) {
     const CodePoint cp = decode_utf8(text, pos);

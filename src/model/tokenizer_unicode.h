@@ -21,6 +21,9 @@ CodePoint decode_utf8(std::string_view text, size_t pos);
 
 void append_utf8(std::string& out, uint32_t code_point);
 std::string replace_all(std::string_view text, std::string_view from, std::string_view to);
+// The length replace_all(text, from, to) would have, found without building it, so that callers
+// can refuse a replacement that would grow text without bound before allocating it.
+size_t replaced_size(std::string_view text, std::string_view from, std::string_view to);
 bool is_valid_utf8(std::string_view text);
 
 bool is_letter(int32_t cp);      // \p{L}: Lu Ll Lt Lm Lo
