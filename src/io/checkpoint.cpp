@@ -67,7 +67,6 @@ struct Requirement {
   std::string name;
   Shape shape;
   std::string because;  // the config fields that fix the shape
-  int64_t layer = -1;   // the decoder layer it belongs to, -1 for none
 };
 
 std::vector<Requirement> llama_requirements(const LlamaConfig& c) {
@@ -80,15 +79,15 @@ std::vector<Requirement> llama_requirements(const LlamaConfig& c) {
   std::vector<Requirement> needs = {{"model.embed_tokens.weight", {V, H}, v + ", " + h}};
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
     std::string prefix = cat("model.layers.", layer, ".");
-    needs.push_back({prefix + "input_layernorm.weight", {H}, h, layer});
-    needs.push_back({prefix + "post_attention_layernorm.weight", {H}, h, layer});
-    needs.push_back({prefix + "self_attn.q_proj.weight", {q_rows, H}, heads + ", " + h, layer});
-    needs.push_back({prefix + "self_attn.k_proj.weight", {kv_rows, H}, kv + ", " + h, layer});
-    needs.push_back({prefix + "self_attn.v_proj.weight", {kv_rows, H}, kv + ", " + h, layer});
-    needs.push_back({prefix + "self_attn.o_proj.weight", {H, q_rows}, h + ", " + heads, layer});
-    needs.push_back({prefix + "mlp.gate_proj.weight", {I, H}, i + ", " + h, layer});
-    needs.push_back({prefix + "mlp.up_proj.weight", {I, H}, i + ", " + h, layer});
-    needs.push_back({prefix + "mlp.down_proj.weight", {H, I}, h + ", " + i, layer});
+    needs.push_back({prefix + "input_layernorm.weight", {H}, h});
+    needs.push_back({prefix + "post_attention_layernorm.weight", {H}, h});
+    needs.push_back({prefix + "self_attn.q_proj.weight", {q_rows, H}, heads + ", " + h});
+    needs.push_back({prefix + "self_attn.k_proj.weight", {kv_rows, H}, kv + ", " + h});
+    needs.push_back({prefix + "self_attn.v_proj.weight", {kv_rows, H}, kv + ", " + h});
+    needs.push_back({prefix + "self_attn.o_proj.weight", {H, q_rows}, h + ", " + heads});
+    needs.push_back({prefix + "mlp.gate_proj.weight", {I, H}, i + ", " + h});
+    needs.push_back({prefix + "mlp.up_proj.weight", {I, H}, i + ", " + h});
+    needs.push_back({prefix + "mlp.down_proj.weight", {H, I}, h + ", " + i});
   }
   needs.push_back({"model.norm.weight", {H}, h});
   needs.push_back({"lm_head.weight", {V, H}, v + ", " + h});
@@ -107,6 +106,14 @@ void check_llama_tensors(const LlamaConfig& config,
                          const std::map<std::string, TensorView>& tensors,
                          const std::string& where) {
   check_llama_config(config, where);  // bounds every size before the shapes below use them
+  // A config naming more layers than were saved fails before the full list of up to 36,864
+  // requirements is built, naming the first tensor of the first missing layer.
+  for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer)
+    if (!has_layer(tensors, layer))
+      fail(where, ": missing tensor ",
+           quote_bytes(cat("model.layers.", layer, ".input_layernorm.weight")),
+           " (config.json: num_hidden_layers ", config.num_hidden_layers,
+           ", but the checkpoint has no layer ", layer, ")");
   std::set<std::string> known;
   for (const Requirement& need : llama_requirements(config)) {
     known.insert(need.name);
@@ -114,10 +121,6 @@ void check_llama_tensors(const LlamaConfig& config,
     bool optional = need.name == "lm_head.weight" && config.tie_word_embeddings;
     if (it == tensors.end()) {
       if (optional) continue;
-      if (need.layer >= 0 && !has_layer(tensors, need.layer))  // config.json names more layers
-        fail(where, ": missing tensor ", quote_bytes(need.name),
-             " (config.json: num_hidden_layers ", config.num_hidden_layers,
-             ", but the checkpoint has no layer ", need.layer, ")");
       fail(where, ": missing tensor ", quote_bytes(need.name), " (config.json: ", need.because,
            need.name == "lm_head.weight" ? ", tie_word_embeddings false" : "", ")");
     }
