@@ -11,11 +11,11 @@
 #include <cstdio>
 #include <random>
 
-#include "delta/overlay.h"
 #include "delta_test_util.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/parallel.h"
 #include "model/byte_tokenizer.h"
+#include "model/llama_delta.h"
 #include "test_util.h"
 
 namespace bd {
@@ -130,9 +130,11 @@ TEST_P(ScaleGradient, MatchesFiniteDifferences) {
   ScratchDir scratch;
   save_params(scratch / "base", base, dtype);
   const Checkpoint checkpoint(scratch / "base");
-  const DeltaWeights student(checkpoint, adapter.matrices, adapter.exact, adapter.scale_pointers());
+  const LlamaWeights student = weights_from_checkpoint(checkpoint);
+  const LlamaDelta delta = make_llama_delta(student, checkpoint.dir(), adapter.matrices,
+                                            adapter.exact, adapter.scale_pointers());
   const LlamaWeights teacher = finetune.weights();
-  DistillObjective objective(teacher, student.weights(), adapter.matrices, loss);
+  DistillObjective objective(teacher, student, delta, adapter.matrices, loss);
   const int64_t B = 2, T = 6;
   ASSERT_EQ(B * T * vocab >= kMinParallelWork, vocab == 2750);
   const std::vector<int32_t> tokens = random_ids(size_t(B * T), config.vocab_size, 44);

@@ -358,7 +358,7 @@ TEST(Linear, BackwardMatchesFiniteDifferences) {
 
   // accumulate_dx adds; dW always accumulates.
   std::vector<float> dx2 = dx, dW2 = dW;
-  linear_backward(dx2.data(), dW2.data(), w.data(), x.data(), linear, rows, true);
+  linear_backward(dx2.data(), dW2.data(), w.data(), x.data(), linear, rows, {}, true);
   for (size_t i = 0; i < dx.size(); ++i) EXPECT_FLOAT_EQ(dx2[i], 2 * dx[i]);
   for (size_t i = 0; i < dW.size(); ++i) EXPECT_FLOAT_EQ(dW2[i], 2 * dW[i]);
 

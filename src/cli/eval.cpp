@@ -93,8 +93,8 @@ int run_eval(int argc, char** argv) {
   if (ids.size() < 2) fail(source, ": needs at least 2 tokens to predict one, got ", ids.size());
 
   Progress progress("eval", int64_t(ids.size()), "tok", json);
-  NllResult result =
-      evaluate_nll(weights, ids, context, [&](int64_t done) { progress.update(done); });
+  NllResult result = evaluate_nll(weights, model.delta_or_null(), ids, context,
+                                  [&](int64_t done) { progress.update(done); });
   progress.finish();
   if (result.predicted == 0) fail(source, ": no token to predict with --context ", context);
 

@@ -75,7 +75,9 @@ int run_generate(int argc, char** argv) {
   KVCache cache(weights.config, int64_t(prompt_ids.size()) + max_new);
   std::vector<float> logits(static_cast<size_t>(vocab));
   auto start = std::chrono::steady_clock::now();
-  forward(weights, cache, prompt_ids.data(), int64_t(prompt_ids.size()), logits.data());
+  const LlamaDelta* delta = model.delta_or_null();
+  forward(weights, cache, prompt_ids.data(), int64_t(prompt_ids.size()), logits.data(), false,
+          delta);
   auto first_token = std::chrono::steady_clock::now();
 
   std::vector<int32_t> generated;
@@ -92,7 +94,7 @@ int run_generate(int argc, char** argv) {
         printed_bytes = text.size();
       }
     }
-    if (i + 1 < max_new) forward(weights, cache, &token, 1, logits.data());
+    if (i + 1 < max_new) forward(weights, cache, &token, 1, logits.data(), false, delta);
   }
   auto end = std::chrono::steady_clock::now();
   const double decode_seconds = std::chrono::duration<double>(end - first_token).count();

@@ -2,26 +2,30 @@
 // BitDelta adapter applied inside the forward (it must fit the base).
 #pragma once
 #include <memory>
+#include <optional>
 
 #include "cli/args.h"
-#include "delta/overlay.h"
 #include "io/adapter.h"
 #include "io/checkpoint.h"
 #include "model/llama.h"
+#include "model/llama_delta.h"
 
 namespace bd {
 
 struct LoadedModel {
   explicit LoadedModel(const Args& args)
       : checkpoint(model_dir_or_default(args)),
-        adapter(args.has("--delta") ? std::make_unique<AdapterFile>(args.get("--delta")) : nullptr),
-        delta(adapter ? std::make_unique<DeltaWeights>(checkpoint, *adapter) : nullptr),
-        weights(delta ? delta->weights() : weights_from_checkpoint(checkpoint)) {}
+        weights(weights_from_checkpoint(checkpoint)),
+        adapter(args.has("--delta") ? std::make_unique<AdapterFile>(args.get("--delta"))
+                                    : nullptr) {
+    if (adapter) delta = make_llama_delta(weights, checkpoint, *adapter);
+  }
+  const LlamaDelta* delta_or_null() const { return delta ? &*delta : nullptr; }
 
   Checkpoint checkpoint;
-  std::unique_ptr<AdapterFile> adapter;
-  std::unique_ptr<DeltaWeights> delta;  // views into checkpoint and adapter
   LlamaWeights weights;
+  std::unique_ptr<AdapterFile> adapter;
+  std::optional<LlamaDelta> delta;  // views into the adapter
 };
 
 }  // namespace bd

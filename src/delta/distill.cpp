@@ -5,7 +5,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
-#include "delta/overlay.h"
+#include "model/llama_delta.h"
 #include "model/tokenizer.h"
 #include "train/adamw.h"
 #include "train/data.h"
@@ -89,8 +89,10 @@ DistillReport distill_scales(const Checkpoint& base, const Checkpoint& finetune,
   const std::vector<Batch> heldout = eval_batches(data.heldout, o.batch, o.seq);
 
   const LlamaWeights teacher = weights_from_checkpoint(finetune);
-  const DeltaWeights student(base, matrices, exact, scales);  // reads the scales we update
-  DistillObjective objective(teacher, student.weights(), matrices, o.loss);
+  const LlamaWeights student = weights_from_checkpoint(base);
+  // The delta views the scales we update.
+  const LlamaDelta delta = make_llama_delta(student, base.dir(), matrices, exact, scales);
+  DistillObjective objective(teacher, student, delta, matrices, o.loss);
 
   DistillReport report;
   report.loss_name = distill_loss_name(o.loss);

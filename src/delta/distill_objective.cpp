@@ -53,9 +53,11 @@ class DistillObjective::ScaleObserver : public LinearBackwardObserver {
 };
 
 DistillObjective::DistillObjective(const LlamaWeights& teacher, const LlamaWeights& student,
+                                   const LlamaDelta& student_delta,
                                    const std::vector<AdapterMatrix>& matrices, DistillLoss loss)
     : teacher_(teacher),
       student_(student),
+      student_delta_(student_delta),
       loss_(loss),
       observer_(std::make_unique<ScaleObserver>()) {
   if (teacher.config.vocab_size != student.config.vocab_size)
@@ -98,7 +100,7 @@ double DistillObjective::forward(const int32_t* tokens, int64_t B, int64_t T) {
     std::copy_n(logits, rows * V, teacher_out_.data());
   }
 
-  forward_train(student_, tokens, no_targets_.data(), B, T, *acts_);
+  forward_train(student_, tokens, no_targets_.data(), B, T, *acts_, &student_delta_);
   // loss and, in place of the student's logits, dL/dlogits.
   double total = 0;
   if (loss_ == DistillLoss::KL) {
@@ -146,7 +148,7 @@ double DistillObjective::loss_and_gradient(const int32_t* tokens, int64_t B, int
                                            float* grad) {
   const double value = forward(tokens, B, T);
   observer_->grad = grad;
-  backward_from_logits(student_, *acts_, nullptr, observer_.get());
+  backward_from_logits(student_, *acts_, nullptr, observer_.get(), &student_delta_);
   observer_->grad = nullptr;
   return value;
 }

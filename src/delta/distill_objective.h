@@ -22,13 +22,14 @@ const char* distill_loss_name(DistillLoss loss);  // "kl" | "logit_mse"
 
 class DistillObjective {
  public:
-  // `teacher`: the fine-tune. `student`: the base with the adapter's overlays (DeltaWeights), the
-  // same architecture. `matrices` are the overlays' adapter matrices: the gradient holds their
-  // scales' values in this order ([1] or [out] each). Both weight sets are views and must
-  // outlive this object; the student's scales are read at every evaluation, so changing them
-  // between calls changes the result.
+  // `teacher`: the fine-tune. The student: the base with the adapter `student_delta` (same
+  // architecture). `matrices` are the adapter's compressed matrices: the gradient holds their
+  // scales' values in this order ([1] or [out] each). All are views and must outlive this
+  // object; the delta's scales are read at every evaluation, so changing them between calls
+  // changes the result.
   DistillObjective(const LlamaWeights& teacher, const LlamaWeights& student,
-                   const std::vector<AdapterMatrix>& matrices, DistillLoss loss);
+                   const LlamaDelta& student_delta, const std::vector<AdapterMatrix>& matrices,
+                   DistillLoss loss);
   ~DistillObjective();
 
   int64_t scale_count() const { return scale_count_; }
@@ -48,6 +49,7 @@ class DistillObjective {
 
   const LlamaWeights& teacher_;
   const LlamaWeights& student_;
+  const LlamaDelta& student_delta_;
   DistillLoss loss_;
   int64_t scale_count_ = 0;
   std::unique_ptr<ScaleObserver> observer_;

@@ -21,8 +21,9 @@ double token_nll(const float* logits, int64_t vocab, int32_t target) {
 
 }  // namespace
 
-NllResult evaluate_nll(const LlamaWeights& weights, const std::vector<int32_t>& ids,
-                       int64_t context, const std::function<void(int64_t)>& on_progress) {
+NllResult evaluate_nll(const LlamaWeights& weights, const LlamaDelta* delta,
+                       const std::vector<int32_t>& ids, int64_t context,
+                       const std::function<void(int64_t)>& on_progress) {
   if (context < 2) fail("context must be at least 2 tokens, got ", context);
   const int64_t vocab = weights.config.vocab_size;
   KVCache cache(weights.config, context);
@@ -35,7 +36,7 @@ NllResult evaluate_nll(const LlamaWeights& weights, const std::vector<int32_t>& 
     // Position p's logits predict token p + 1 of the window.
     for (int64_t chunk = 0; chunk + 1 < length; chunk += kChunkTokens) {
       const int64_t n = std::min(kChunkTokens, length - 1 - chunk);
-      forward(weights, cache, ids.data() + start + chunk, n, logits.data(), true);
+      forward(weights, cache, ids.data() + start + chunk, n, logits.data(), true, delta);
       for (int64_t i = 0; i < n; ++i)
         result.nll_sum += token_nll(logits.data() + i * vocab, vocab, ids[start + chunk + i + 1]);
       result.predicted += n;

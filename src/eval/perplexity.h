@@ -16,9 +16,11 @@ struct NllResult {
 
 // Cuts `ids` into consecutive non-overlapping windows of `context` tokens (the last may be
 // shorter) and, inside each window, predicts every token after the first from the ones before
-// it. `on_progress(done_tokens)` is called as windows advance. Memory stays bounded for long
-// windows and large vocabularies: a window is fed through the KV cache in chunks.
-NllResult evaluate_nll(const LlamaWeights& weights, const std::vector<int32_t>& ids,
-                       int64_t context, const std::function<void(int64_t)>& on_progress = {});
+// it, with the adapter `delta` (nullptr: the base). `on_progress(done_tokens)` is called as
+// windows advance. Memory stays bounded for long windows and large vocabularies: a window is fed
+// through the KV cache in chunks.
+NllResult evaluate_nll(const LlamaWeights& weights, const LlamaDelta* delta,
+                       const std::vector<int32_t>& ids, int64_t context,
+                       const std::function<void(int64_t)>& on_progress = {});
 
 }  // namespace bd

@@ -304,7 +304,7 @@ const AdapterExact* AdapterFile::find_exact(const std::string& name) const {
   return nullptr;
 }
 
-void AdapterFile::check_base(const Checkpoint& base) const {
+void AdapterFile::check_base(const Checkpoint& base, const std::string& base_fingerprint) const {
   const std::string& where = path();
   const std::string wrong_base = " (is this the adapter's base?)";
   for (const AdapterMatrix& matrix : matrices_) {
@@ -327,7 +327,7 @@ void AdapterFile::check_base(const Checkpoint& base) const {
            shape_str(kept.delta.shape), " but the base ", base.dir(), " has ",
            dtype_name(weight->dtype), " ", shape_str(weight->shape), wrong_base);
   }
-  const std::string fingerprint = base.fingerprint();
+  const std::string fingerprint = base_fingerprint.empty() ? base.fingerprint() : base_fingerprint;
   if (fingerprint != info_.base_fingerprint)
     fail(where, ": made for the base with fingerprint ", info_.base_fingerprint, ", but ",
          base.dir(), " has fingerprint ", fingerprint);

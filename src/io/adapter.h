@@ -67,8 +67,9 @@ class AdapterFile {
   const AdapterMatrix* find_matrix(const std::string& name) const;
   const AdapterExact* find_exact(const std::string& name) const;
   // Throws unless `base` has the adapter's base fingerprint and every tensor it names with the
-  // matching shape (and dtype, for exact deltas).
-  void check_base(const Checkpoint& base) const;
+  // matching shape (and dtype, for exact deltas). `base_fingerprint`: the base's fingerprint when
+  // the caller already knows it (a server checking many adapters), else it is looked up.
+  void check_base(const Checkpoint& base, const std::string& base_fingerprint = "") const;
 
  private:
   std::unique_ptr<SafetensorsFile> file_;

@@ -37,27 +37,29 @@ void rope_scale_llama3(std::vector<double>& inv_freq, double factor, double low_
 
 namespace {
 
-// Rotates every (i, i + D/2) pair of each head by ±angle; sign = +1 forward, -1 transpose.
-void rotate(float* x, const double* inv_freq, int64_t B, int64_t n, int64_t H, int64_t D,
-            int64_t pos0, double sign) {
+// Rotates every (i, i + D/2) pair of each head of row[H, D] by ±position·inv_freq[i];
+// sign = +1 forward, -1 transpose.
+void rotate_row(float* row, const double* inv_freq, int64_t H, int64_t D, double pos, double sign) {
   const int64_t half = D / 2;
-#pragma omp parallel for collapse(2) if (B * n > 1 && B * n * H * D >= kMinParallelWork)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t t = 0; t < n; ++t) {
-      float* row = x + (b * n + t) * H * D;
-      const double pos = double(pos0 + t);
-      for (int64_t i = 0; i < half; ++i) {
-        const double angle = pos * inv_freq[i];
-        const float c = float(std::cos(angle)), s = float(sign * std::sin(angle));
-        for (int64_t h = 0; h < H; ++h) {
-          float* head = row + h * D;
-          const float x1 = head[i], x2 = head[i + half];
-          head[i] = x1 * c - x2 * s;
-          head[i + half] = x2 * c + x1 * s;
-        }
-      }
+  for (int64_t i = 0; i < half; ++i) {
+    const double angle = pos * inv_freq[i];
+    const float c = float(std::cos(angle)), s = float(sign * std::sin(angle));
+    for (int64_t h = 0; h < H; ++h) {
+      float* head = row + h * D;
+      const float x1 = head[i], x2 = head[i + half];
+      head[i] = x1 * c - x2 * s;
+      head[i + half] = x2 * c + x1 * s;
     }
   }
+}
+
+// x[B, n, H, D]: row (b, t) at position pos0 + t.
+void rotate(float* x, const double* inv_freq, int64_t B, int64_t n, int64_t H, int64_t D,
+            int64_t pos0, double sign) {
+#pragma omp parallel for collapse(2) if (B * n > 1 && B * n * H * D >= kMinParallelWork)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < n; ++t)
+      rotate_row(x + (b * n + t) * H * D, inv_freq, H, D, double(pos0 + t), sign);
 }
 
 }  // namespace
@@ -65,6 +67,13 @@ void rotate(float* x, const double* inv_freq, int64_t B, int64_t n, int64_t H, i
 void rope_forward(float* x, const double* inv_freq, int64_t B, int64_t n, int64_t H, int64_t D,
                   int64_t pos0) {
   rotate(x, inv_freq, B, n, H, D, pos0, 1.0);
+}
+
+void rope_forward_at(float* x, const double* inv_freq, int64_t rows, int64_t H, int64_t D,
+                     const int64_t* positions) {
+#pragma omp parallel for if (rows > 1 && rows * H * D >= kMinParallelWork)
+  for (int64_t r = 0; r < rows; ++r)
+    rotate_row(x + r * H * D, inv_freq, H, D, double(positions[r]), 1.0);
 }
 
 void rope_backward(float* dx, const double* inv_freq, int64_t B, int64_t n, int64_t H, int64_t D,

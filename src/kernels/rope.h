@@ -25,6 +25,11 @@ void rope_scale_llama3(std::vector<double>& inv_freq, double factor, double low_
 void rope_forward(float* x, const double* inv_freq, int64_t B, int64_t n, int64_t H, int64_t D,
                   int64_t pos0);
 
+// Rotates x[rows, H, D] in place; row r sits at positions[r] (a batch of sequences at
+// different positions).
+void rope_forward_at(float* x, const double* inv_freq, int64_t rows, int64_t H, int64_t D,
+                     const int64_t* positions);
+
 // The transpose rotation: turns dout[B, n, H, D] into din in place.
 void rope_backward(float* dx, const double* inv_freq, int64_t B, int64_t n, int64_t H, int64_t D,
                    int64_t pos0);

@@ -1,5 +1,6 @@
 #include "model/linear.h"
 
+#include "core/error.h"
 #include "kernels/blas.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_dx.h"
@@ -7,23 +8,48 @@
 
 namespace bd {
 
-void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows, bool accumulate) {
+namespace {
+
+// The delta of `linear` in a segment, or nullptr when it has none.
+const LinearDelta* delta_of(const Linear& linear, const RowSegment& segment) {
+  if (!segment.delta || segment.rows == 0) return nullptr;
+  if (linear.slot < 0 || size_t(linear.slot) >= segment.delta->linears.size())
+    fail("linear ", quote_bytes(linear.name), " has no slot in the adapter's delta table");
+  const LinearDelta& d = segment.delta->linear(linear.slot);
+  return d.empty() ? nullptr : &d;
+}
+
+}  // namespace
+
+void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows, Segments segments,
+                    bool accumulate) {
+  const int64_t O = linear.out_features(), I = linear.in_features();
   matmul(y, x, linear.weight, rows, accumulate);
-  if (linear.has_delta()) {
-    const SignDelta& d = linear.delta;
-    sign_matmul(y, x, d.bits, d.scale, d.per_row, rows, linear.out_features(),
-                linear.in_features());
+  for (const RowSegment& segment : segments) {
+    const LinearDelta* d = delta_of(linear, segment);
+    if (!d) continue;
+    float* ys = y + segment.row0 * O;
+    const float* xs = x + segment.row0 * I;
+    if (d->sign.bits)
+      sign_matmul(ys, xs, d->sign.bits, d->sign.scale, d->sign.per_row, segment.rows, O, I);
+    if (d->exact.data) matmul(ys, xs, d->exact, segment.rows, /*accumulate=*/true);
   }
 }
 
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const Linear& linear,
-                     int64_t rows, bool accumulate_dx) {
+                     int64_t rows, Segments segments, bool accumulate_dx) {
   const int64_t O = linear.out_features(), I = linear.in_features();
-  if (dx) {  // dx[rows, I] (+)= dy[rows, O] · W[O, I] (+ dy ⊙ γ · S)
+  if (dx) {  // dx[rows, I] (+)= dy[rows, O] · W[O, I] (+ each segment's delta)
     matmul_dx(dx, dy, linear.weight, rows, accumulate_dx);
-    if (linear.has_delta()) {
-      const SignDelta& d = linear.delta;
-      sign_matmul_backward_x(dx, dy, d.bits, d.scale, d.per_row, rows, O, I);
+    for (const RowSegment& segment : segments) {
+      const LinearDelta* d = delta_of(linear, segment);
+      if (!d) continue;
+      float* dxs = dx + segment.row0 * I;
+      const float* dys = dy + segment.row0 * O;
+      if (d->sign.bits)
+        sign_matmul_backward_x(dxs, dys, d->sign.bits, d->sign.scale, d->sign.per_row, segment.rows,
+                               O, I);
+      if (d->exact.data) matmul_dx(dxs, dys, d->exact, segment.rows, /*accumulate=*/true);
     }
   }
   if (dW && rows > 0) {  // dW[O, I] += dy[rows, O]ᵀ · x[rows, I]

@@ -1,47 +1,39 @@
 // The linear layers of the model. Every matrix product with a weight matrix goes through
-// linear_forward / linear_backward, so that a per-matrix delta overlay (y += γ ⊙ (S·x)) or a
-// per-example gradient hook can be added here once for all of them.
+// linear_forward / linear_backward: one product with the base weight over all rows, then each
+// row segment's adapter delta (model/llama_delta.h) on its own rows, never merged into W.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <utility>
 
 #include "core/tensor.h"
+#include "model/llama_delta.h"
 
 namespace bd {
 
-// A BitDelta overlay on a weight: W_effective = W + γ ⊙ S with S ∈ {−1, +1}[O, I] read from
-// packed bits (layout in kernels/sign_matmul.h) and γ per output row or one per matrix. Views
-// of memory owned elsewhere (an adapter file, or scales being distilled).
-struct SignDelta {
-  const uint8_t* bits = nullptr;  // [O, sign_row_bytes(I)]
-  const float* scale = nullptr;   // [O] when per_row, else [1]
-  bool per_row = false;
-};
-
 struct Linear {
   Linear() = default;
-  Linear(std::string name_, TensorView weight_, SignDelta delta_ = {})
-      : name(std::move(name_)), weight(std::move(weight_)), delta(delta_) {}
+  Linear(std::string name_, TensorView weight_, int64_t slot_ = -1)
+      : name(std::move(name_)), weight(std::move(weight_)), slot(slot_) {}
 
   std::string name;   // checkpoint tensor name, e.g. "model.layers.0.mlp.up_proj.weight"
   TensorView weight;  // [O, I] (HF layout), F32, BF16 or F16
-  SignDelta delta;    // bits == nullptr: no overlay
+  int64_t slot = -1;  // index of this layer's LinearDelta in a LlamaDelta (-1: none may apply)
   int64_t out_features() const { return weight.dim(0); }
   int64_t in_features() const { return weight.dim(1); }
-  bool has_delta() const { return delta.bits != nullptr; }
 };
 
-// y[rows, O] (+)= x[rows, I] · (W + γ ⊙ S)ᵀ, the overlay (when present) added by its own sign
-// kernel, never merged into W; `accumulate` adds to y (a residual stream) instead of
-// overwriting it.
+// y[rows, O] (+)= x[rows, I] · W ᵀ, then for every segment with a delta, on its rows:
+// y += γ ⊙ (S·x) (packed signs) or x·Δᵀ (exact delta). `accumulate` adds to y (a residual
+// stream) instead of overwriting it. Segments list only rows that have a delta.
 void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows,
-                    bool accumulate = false);
+                    Segments segments = {}, bool accumulate = false);
 
-// Given dy[rows, O] and the forward's x[rows, I]: dx[rows, I] (+)= dy · (W + γ ⊙ S) (added when
-// accumulate_dx, skipped when dx is null; W may be F32, BF16 or F16) and dW[O, I] += dyᵀ · x
-// (skipped when dW is null, e.g. when only an overlay's scales are trained).
+// Given dy[rows, O] and the forward's x[rows, I]: dx[rows, I] (+)= dy · W_effective (added when
+// accumulate_dx, skipped when dx is null; W may be F32, BF16 or F16; each segment's delta
+// included) and dW[O, I] += dyᵀ · x (the base weight's gradient; skipped when dW is null, e.g.
+// when only an adapter's scales are trained).
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const Linear& linear,
-                     int64_t rows, bool accumulate_dx = false);
+                     int64_t rows, Segments segments = {}, bool accumulate_dx = false);
 
 }  // namespace bd

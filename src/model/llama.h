@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,11 +18,16 @@
 #include "io/llama_config.h"
 #include "model/kv_cache.h"
 #include "model/linear.h"
+#include "model/llama_delta.h"
 
 namespace bd {
 
 class Checkpoint;
 class LlamaParams;
+
+// Linear::slot of layer l's projections is 7l + (0 q, 1 k, 2 v, 3 o, 4 gate, 5 up, 6 down); the
+// head's is 7L (kLinearsPerLayer · layers).
+inline constexpr int64_t kLinearsPerLayer = 7;
 
 struct LayerWeights {
   TensorView attn_norm, mlp_norm;  // [C], always F32
@@ -59,19 +65,39 @@ using TensorLookup = std::function<const TensorView*(const std::string& name)>;
 LlamaWeights make_llama_weights(const LlamaConfig& config, const std::string& source,
                                 const TensorLookup& find);
 
-// Inference. Runs n new tokens at positions cache.pos() .. cache.pos()+n-1 of one sequence
-// (prefill: n > 1, decode: n = 1), appends their keys and values to the cache and advances it.
-// Writes logits[V] of the last token, or logits[n, V] of all n when all_logits. Multi-threaded
-// over the OpenMP pool (bd::set_threads); allocates nothing once the cache's scratch has grown
-// to n tokens. Sets flush-to-zero / denormals-are-zero on the pool's threads (denormal products
-// are ~100x slower and never matter here). Throws bd::Error for a token outside the vocabulary
-// or a cache that is full or of another config.
+// One sequence's part of a batched inference step.
+struct StepSequence {
+  const int32_t* tokens = nullptr;    // n new tokens, at positions kv->pos .. kv->pos + n - 1
+  int64_t n = 0;                      // prefill: n > 1, decode: n = 1
+  KVSequence* kv = nullptr;           // its blocks must cover kv->pos + n positions
+  const LlamaDelta* delta = nullptr;  // its adapter; nullptr: the base alone
+  float* logits = nullptr;            // [V] of the last token, or [n, V] when all_logits
+  bool all_logits = false;
+};
+
+// Inference, one step for many sequences (continuous batching): their rows are concatenated in
+// the given order and every linear runs one base product over all rows plus one delta product
+// per segment, a segment being each run of adjacent sequences with the same adapter (so put
+// sequences of one adapter next to each other). Prefill and decode mix freely. Stores the new
+// keys and values in the pool, advances each kv->pos by n and writes each sequence's logits.
+// Multi-threaded over the OpenMP pool (bd::set_threads); allocates nothing once the scratch has
+// grown to the step's size. Sets flush-to-zero / denormals-are-zero on the pool's threads
+// (denormal products are ~100x slower and never matter here). Throws bd::Error, changing
+// nothing, for a token outside the vocabulary, a position past the model's context, too few
+// blocks, or a pool of another config.
+void forward_step(const LlamaWeights& weights, KVBlockPool& pool,
+                  std::span<const StepSequence> sequences, StepScratch& scratch);
+
+// One sequence: runs n new tokens at positions cache.pos() .. cache.pos()+n-1 through
+// forward_step, with `delta` (nullptr: the base). Writes logits[V] of the last token, or
+// logits[n, V] of all n when all_logits.
 void forward(const LlamaWeights& weights, KVCache& cache, const int32_t* tokens, int64_t n,
-             float* logits, bool all_logits = false);
+             float* logits, bool all_logits = false, const LlamaDelta* delta = nullptr);
 
 // Activations of a training forward over B sequences of T tokens, in one allocation (llm.c
 // style): everything the backward pass reads, and its scratch. rows = B·T, sequence-major.
 // About rows·(4C + 3F + 2H·D + 2Hkv·D + H·T) floats per layer plus rows·V for the logits: the
+
 // softmax rows (H·T per row) dominate for long sequences.
 struct TrainActivations {
   TrainActivations(const LlamaConfig& config, int64_t B, int64_t T);
@@ -111,15 +137,19 @@ struct TrainActivations {
   float *d_k, *d_v;              // [B, Hkv, T, D]
   float *d_k_new, *d_v_new;      // [rows, Hkv·D]
   float *d_gate, *d_up, *d_act;  // [rows, F]
-  float loss = 0;                // of the last forward_train
-  int64_t counted = 0;           // targets that counted in it
+  float* norm_weight;            // [C] a norm's weight with an adapter's delta added
+
+  float loss = 0;       // of the last forward_train
+  int64_t counted = 0;  // targets that counted in it
 };
 
 // Training forward over tokens[B, T]: returns the mean cross-entropy of targets[B, T] (a
 // target < 0 is ignored, e.g. padding), keeping every activation in `acts`. Runs the same block
 // function and kernels as forward() (with all activations kept), and sets FTZ/DAZ likewise.
+// With `delta`, every row runs through that adapter (one segment).
 float forward_train(const LlamaWeights& weights, const int32_t* tokens, const int32_t* targets,
-                    int64_t B, int64_t T, TrainActivations& acts);
+                    int64_t B, int64_t T, TrainActivations& acts,
+                    const LlamaDelta* delta = nullptr);
 
 // Called by backward for every linear layer with its input X[rows, I] and output gradient
 // dY[rows, O] (rows = B·T, sequence-major), e.g. for per-example gradient norms (DP-SGD) or
@@ -134,10 +164,12 @@ struct LinearBackwardObserver {
 // acts.logits (dL/dlogits[rows, V], e.g. of a distillation loss; the buffer is used as is).
 // Accumulates (+=) the parameter gradients into *grads (same layout as the parameters; zero it
 // first for a fresh step). With grads == nullptr no parameter gradient is computed, only the
-// observer sees every linear's (X, dY): the weights may then be frozen BF16/F16 views with
-// delta overlays (the input gradients include each overlay's γ ⊙ S).
+// observer sees every linear's (X, dY): the weights may then be frozen BF16/F16 views. `delta`
+// must be the forward's: the input gradients then include the adapter (γ ⊙ S, exact deltas),
+// and no parameter gradient may be asked for (the base is frozen under an adapter).
 void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, LlamaParams* grads,
-                          LinearBackwardObserver* observer = nullptr);
+                          LinearBackwardObserver* observer = nullptr,
+                          const LlamaDelta* delta = nullptr);
 
 // Backward of the last forward_train's mean cross-entropy: its logits gradient, then
 // backward_from_logits. Overwrites the logits in `acts` with their gradient, so run

@@ -41,6 +41,35 @@ float* writable(const TensorView& view) {
   return const_cast<float*>(view.as<float>());
 }
 
+// Attention of a training batch: every sequence from position 0, keys and values (and the softmax
+// rows, for backward) kept per layer in the activations.
+class BatchAttention final : public BlockAttention {
+ public:
+  BatchAttention(const LlamaWeights& weights, TrainActivations& acts)
+      : weights_(weights), acts_(acts), dims_(train_dims(weights.config, acts.B, acts.T)) {}
+
+  void attend(int64_t layer, float* att, float* q, float* k_new, float* v_new) const override {
+    const TrainActivations::Layer& a = acts_.layers[size_t(layer)];
+    const double* inv_freq = weights_.rope_inv_freq.data();
+    rope_forward(q, inv_freq, dims_.batch, dims_.n, dims_.heads, dims_.head_dim, 0);
+    rope_forward(k_new, inv_freq, dims_.batch, dims_.n, dims_.kv_heads, dims_.head_dim, 0);
+    kv_store(a.k, k_new, dims_);
+    kv_store(a.v, v_new, dims_);
+    attention_forward(att, a.probs, q, a.k, a.v, dims_, /*keep_probs=*/true);
+  }
+
+ private:
+  const LlamaWeights& weights_;
+  TrainActivations& acts_;
+  AttentionDims dims_;
+};
+
+// The training rows all run with one adapter, or none.
+std::vector<RowSegment> one_segment(int64_t rows, const LlamaDelta* delta) {
+  if (!delta) return {};
+  return {RowSegment{0, rows, delta}};
+}
+
 }  // namespace
 
 TrainActivations::TrainActivations(const LlamaConfig& c, int64_t batch, int64_t seq_len)
@@ -51,7 +80,7 @@ TrainActivations::TrainActivations(const LlamaConfig& c, int64_t batch, int64_t 
   const int64_t H = c.num_attention_heads, L = c.num_hidden_layers;
   const int64_t q_dim = H * c.head_dim, kv_dim = c.num_key_value_heads * c.head_dim;
   const int64_t per_layer = rows * (4 * C + 2 + 2 * q_dim + 2 * kv_dim + H * T + 3 * F);
-  const int64_t shared = rows * (4 * C + 2 + V + 6 * kv_dim + 2 * q_dim + 3 * F);
+  const int64_t shared = rows * (4 * C + 2 + V + 6 * kv_dim + 2 * q_dim + 3 * F) + C;
   memory.assign(size_t(L * per_layer + shared), 0.0f);
   float* next = memory.data();
   auto take = [&](int64_t count) { return std::exchange(next, next + count); };
@@ -90,12 +119,13 @@ TrainActivations::TrainActivations(const LlamaConfig& c, int64_t batch, int64_t 
   d_gate = take(rows * F);
   d_up = take(rows * F);
   d_act = take(rows * F);
+  norm_weight = take(C);
   tokens.resize(size_t(rows));
   targets.resize(size_t(rows));
 }
 
 float forward_train(const LlamaWeights& weights, const int32_t* tokens, const int32_t* targets,
-                    int64_t B, int64_t T, TrainActivations& acts) {
+                    int64_t B, int64_t T, TrainActivations& acts, const LlamaDelta* delta) {
   const LlamaConfig& c = weights.config;
   if (acts.B != B || acts.T != T || !same_shape(acts.config, c))
     fail("forward_train: activations were sized for another batch or model (B=", acts.B,
@@ -105,8 +135,10 @@ float forward_train(const LlamaWeights& weights, const int32_t* tokens, const in
   std::copy_n(tokens, rows, acts.tokens.data());
   std::copy_n(targets, rows, acts.targets.data());
 
+  const std::vector<RowSegment> segments = one_segment(rows, delta);
   embedding_forward(acts.layers[0].in, tokens, weights.embed, rows);
-  const AttentionDims dims = train_dims(c, B, T);
+  embedding_deltas(acts.layers[0].in, tokens, segments, C);
+  const BatchAttention attention(weights, acts);
   for (size_t l = 0; l < acts.layers.size(); ++l) {
     const TrainActivations::Layer& a = acts.layers[l];
     const BlockBuffers buffers{
@@ -116,10 +148,6 @@ float forward_train(const LlamaWeights& weights, const int32_t* tokens, const in
         .q = a.q,
         .k_new = acts.k_new,
         .v_new = acts.v_new,
-        .k = a.k,
-        .v = a.v,
-        .probs = a.probs,
-        .keep_probs = true,
         .att = a.att,
         .mid = a.mid,
         .mlp_in = a.mlp_in,
@@ -127,12 +155,14 @@ float forward_train(const LlamaWeights& weights, const int32_t* tokens, const in
         .gate = a.gate,
         .up = a.up,
         .act = a.act,
-        .out = l + 1 < acts.layers.size() ? acts.layers[l + 1].in : acts.final_in};
-    block_forward(weights.layers[l], weights, dims, buffers);
+        .out = l + 1 < acts.layers.size() ? acts.layers[l + 1].in : acts.final_in,
+        .norm_weight = acts.norm_weight};
+    block_forward(int64_t(l), weights, rows, segments, buffers, attention);
   }
-  rmsnorm_forward(acts.final_out, acts.final_rstd, acts.final_in, weights.final_norm.as<float>(),
-                  rows, C, float(c.rms_norm_eps));
-  linear_forward(acts.logits, acts.final_out, weights.lm_head, rows);
+  norm_forward(acts.final_out, acts.final_rstd, acts.final_in, weights.final_norm,
+               final_norm_slot(c.num_hidden_layers), rows, segments, acts.norm_weight, C,
+               float(c.rms_norm_eps));
+  linear_forward(acts.logits, acts.final_out, weights.lm_head, rows, segments);
   acts.loss =
       cross_entropy_forward(acts.lse, &acts.counted, acts.logits, targets, rows, c.vocab_size);
   return acts.loss;
@@ -149,10 +179,12 @@ void backward(const LlamaWeights& weights, TrainActivations& acts, LlamaParams* 
 }
 
 void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, LlamaParams* grads,
-                          LinearBackwardObserver* observer) {
+                          LinearBackwardObserver* observer, const LlamaDelta* delta) {
   const LlamaConfig& c = weights.config;
   if ((grads && !same_shape(grads->config(), c)) || !same_shape(acts.config, c))
     fail("backward: gradients or activations were made for another model config");
+  if (grads && delta)
+    fail("backward: parameter gradients under an adapter are not supported (the base is frozen)");
   flush_denormals_on_pool();
   const int64_t rows = acts.B * acts.T, C = c.hidden_size;
   // Views of the gradient buffer, same layout as the weights; without grads every view is empty
@@ -164,20 +196,26 @@ void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, L
     g.layers.resize(size_t(c.num_hidden_layers));
   const AttentionDims dims = train_dims(c, acts.B, acts.T);
   const double* inv_freq = weights.rope_inv_freq.data();
+  const std::vector<RowSegment> segments = one_segment(rows, delta);
+  // A norm's weight as the forward used it: base, or base + the adapter's delta.
+  auto norm_weight = [&](const TensorView& base, int64_t slot) {
+    return segment_norm_weight(base, slot, delta, acts.norm_weight);
+  };
 
   // dY → dX (+)= dY·W, dW += dYᵀ·X, and the observer sees (X, dY).
   auto linear_grad = [&](float* dx, const float* dy, const float* x, const Linear& linear,
                          const Linear& grad, bool accumulate_dx) {
     if (observer)
       observer->on_linear(linear.name, x, dy, rows, linear.in_features(), linear.out_features());
-    linear_backward(dx, writable(grad.weight), dy, x, linear, rows, accumulate_dx);
+    linear_backward(dx, writable(grad.weight), dy, x, linear, rows, segments, accumulate_dx);
   };
 
   // Logits → final norm.
   linear_grad(acts.d_x, acts.logits, acts.final_out, weights.lm_head, g.lm_head, false);
   std::fill_n(acts.d_h, rows * C, 0.0f);
   rmsnorm_backward(acts.d_h, writable(g.final_norm), acts.d_x, acts.final_in,
-                   weights.final_norm.as<float>(), acts.final_rstd, rows, C);
+                   norm_weight(weights.final_norm, final_norm_slot(c.num_hidden_layers)),
+                   acts.final_rstd, rows, C);
 
   // d_h holds ∂L/∂(residual stream) and walks back through the layers; each residual branch
   // adds its input gradient into it.
@@ -191,8 +229,8 @@ void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, L
     swiglu_backward(acts.d_gate, acts.d_up, acts.d_act, a.gate, a.up, rows * c.intermediate_size);
     linear_grad(acts.d_x, acts.d_gate, a.mlp_in, w.gate, gw.gate, false);
     linear_grad(acts.d_x, acts.d_up, a.mlp_in, w.up, gw.up, true);
-    rmsnorm_backward(acts.d_h, writable(gw.mlp_norm), acts.d_x, a.mid, w.mlp_norm.as<float>(),
-                     a.mlp_rstd, rows, C);
+    rmsnorm_backward(acts.d_h, writable(gw.mlp_norm), acts.d_x, a.mid,
+                     norm_weight(w.mlp_norm, mlp_norm_slot(l)), a.mlp_rstd, rows, C);
 
     // mid = in + o(attention(rope(q(attn_in)), rope(k(attn_in)), v(attn_in)))
     linear_grad(acts.d_att, acts.d_h, a.att, w.o, gw.o, false);
@@ -204,8 +242,8 @@ void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, L
     linear_grad(acts.d_x, acts.d_q, a.attn_in, w.q, gw.q, false);
     linear_grad(acts.d_x, acts.d_k_new, a.attn_in, w.k, gw.k, true);
     linear_grad(acts.d_x, acts.d_v_new, a.attn_in, w.v, gw.v, true);
-    rmsnorm_backward(acts.d_h, writable(gw.attn_norm), acts.d_x, a.in, w.attn_norm.as<float>(),
-                     a.attn_rstd, rows, C);
+    rmsnorm_backward(acts.d_h, writable(gw.attn_norm), acts.d_x, a.in,
+                     norm_weight(w.attn_norm, attn_norm_slot(l)), a.attn_rstd, rows, C);
   }
   if (grads) embedding_backward(writable(g.embed), acts.d_h, acts.tokens.data(), rows, C);
 }

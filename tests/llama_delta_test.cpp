@@ -1,9 +1,10 @@
-// DeltaWeights: a base model with a BitDelta adapter applied inside the forward. The fused model
-// (y = W·x + γ ⊙ (S·x), S from packed bits) must give the logits of the densely applied model
-// W + γ·S (built here in F32 from the unpacked bits) within F32 rounding, on every path: prefill,
-// one-token decode (sign GEMV) and the training forward (widened SGEMM); and a linear with an
-// overlay must back-propagate through W + γ·S. `bitdelta eval/generate --delta` run it end to end.
-#include "delta/overlay.h"
+// LlamaDelta: a BitDelta adapter applied inside the forward, kept apart from the base weights.
+// The fused model (y = W·x + γ ⊙ (S·x), S from packed bits) must give the logits of the densely
+// applied model W + γ·S (built here in F32 from the unpacked bits) within F32 rounding, on every
+// path: prefill, one-token decode (sign GEMV) and the training forward (widened SGEMM); and a
+// linear with a delta must back-propagate through W + γ·S. `bitdelta eval/generate --delta` run
+// it end to end.
+#include "model/llama_delta.h"
 
 #include <gtest/gtest.h>
 
@@ -67,21 +68,23 @@ bool mlp(const std::string& name) {
 }
 
 // Logits of prefill (5 tokens, all logits) then 3 one-token decode steps: [8, V].
-std::vector<float> inference_logits(const LlamaWeights& weights, const std::vector<int32_t>& ids) {
+std::vector<float> inference_logits(const LlamaWeights& weights, const std::vector<int32_t>& ids,
+                                    const LlamaDelta* delta = nullptr) {
   const int64_t V = weights.config.vocab_size;
   KVCache cache(weights.config, 8);
   std::vector<float> logits(size_t(8 * V));
-  forward(weights, cache, ids.data(), 5, logits.data(), /*all_logits=*/true);
+  forward(weights, cache, ids.data(), 5, logits.data(), /*all_logits=*/true, delta);
   for (int64_t t = 5; t < 8; ++t)
-    forward(weights, cache, &ids[size_t(t)], 1, &logits[size_t(t * V)]);
+    forward(weights, cache, &ids[size_t(t)], 1, &logits[size_t(t * V)], false, delta);
   return logits;
 }
 
-std::vector<float> training_logits(const LlamaWeights& weights, const std::vector<int32_t>& ids) {
+std::vector<float> training_logits(const LlamaWeights& weights, const std::vector<int32_t>& ids,
+                                   const LlamaDelta* delta = nullptr) {
   const int64_t B = 2, T = 12, V = weights.config.vocab_size;
   TrainActivations acts(weights.config, B, T);
   std::vector<int32_t> targets(ids.begin() + 1, ids.begin() + 1 + B * T);
-  forward_train(weights, ids.data(), targets.data(), B, T, acts);
+  forward_train(weights, ids.data(), targets.data(), B, T, acts, delta);
   return std::vector<float>(acts.logits, acts.logits + B * T * V);
 }
 
@@ -100,7 +103,9 @@ TEST_P(FusedForward, MatchesTheDenselyAppliedModel) {
   ScratchDir scratch;
   save_params(scratch / "base", base, dtype);
   const Checkpoint checkpoint(scratch / "base");
-  const DeltaWeights fused(checkpoint, adapter.matrices, adapter.exact);
+  const LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  const LlamaDelta fused =
+      make_llama_delta(weights, checkpoint.dir(), adapter.matrices, adapter.exact);
   const LlamaParams dense = test::apply_in_memory(base, adapter);
 
   std::mt19937 rng(3);
@@ -109,12 +114,12 @@ TEST_P(FusedForward, MatchesTheDenselyAppliedModel) {
 
   const std::vector<float> want_inference = inference_logits(dense.weights(), ids);
   const double inference_error =
-      test::max_relative_error(inference_logits(fused.weights(), ids), want_inference);
-  const double training_error = test::max_relative_error(training_logits(fused.weights(), ids),
+      test::max_relative_error(inference_logits(weights, ids, &fused), want_inference);
+  const double training_error = test::max_relative_error(training_logits(weights, ids, &fused),
                                                          training_logits(dense.weights(), ids));
-  // The overlay is not a no-op: the base alone is far from the applied model.
-  const double base_distance = test::max_relative_error(
-      inference_logits(weights_from_checkpoint(checkpoint), ids), want_inference);
+  // The delta is not a no-op: the base alone is far from the applied model.
+  const double base_distance =
+      test::max_relative_error(inference_logits(weights, ids), want_inference);
   std::printf("max relative logit error: inference %.2e, training %.2e (base alone: %.2e)\n",
               inference_error, training_error, base_distance);
   // F32 rounding: W·x + γ(S·x) and (W + γS)·x differ by a few ulps per product, carried
@@ -139,9 +144,9 @@ TEST_P(FusedForward, MatchesTheDenselyAppliedModel) {
     matrices[m].sign.data = flipped_bits.data();
   }
   ASSERT_FALSE(flipped_bits.empty());
-  const DeltaWeights flipped(checkpoint, matrices, adapter.exact);
+  const LlamaDelta flipped = make_llama_delta(weights, checkpoint.dir(), matrices, adapter.exact);
   const double flipped_error =
-      test::max_relative_error(inference_logits(flipped.weights(), ids), want_inference);
+      test::max_relative_error(inference_logits(weights, ids, &flipped), want_inference);
   std::printf("with S[9, 2] of layers.1.mlp.gate_proj flipped: inference %.2e\n", flipped_error);
   EXPECT_GT(flipped_error, kTolerance);
 }
@@ -155,7 +160,7 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, FusedForward,
                          });
 
 // Scale overrides are views: writing the buffer changes the next forward, with no rebuild.
-TEST(DeltaWeights, ScaleOverridesAreReadAtEveryForward) {
+TEST(LlamaDelta, ScaleOverridesAreReadAtEveryForward) {
   const LlamaConfig config = small_config(false);
   const LlamaParams base = test::random_llama_params(config, 21, 0.3f, 0.1f);
   const LlamaParams finetune = test::finetune_of(base, 0.05f, 22);
@@ -166,7 +171,9 @@ TEST(DeltaWeights, ScaleOverridesAreReadAtEveryForward) {
   std::vector<std::vector<float>> overrides = adapter.scale_values;
   std::vector<float*> pointers;
   for (std::vector<float>& s : overrides) pointers.push_back(s.data());
-  const DeltaWeights fused(checkpoint, adapter.matrices, adapter.exact, pointers);
+  const LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  const LlamaDelta fused =
+      make_llama_delta(weights, checkpoint.dir(), adapter.matrices, adapter.exact, pointers);
 
   std::vector<int32_t> ids(25);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7) % 37);
@@ -178,15 +185,15 @@ TEST(DeltaWeights, ScaleOverridesAreReadAtEveryForward) {
   }
   const std::vector<float> want =
       inference_logits(test::apply_in_memory(base, adapter).weights(), ids);
-  EXPECT_LT(test::max_relative_error(inference_logits(fused.weights(), ids), want), 2e-5);
+  EXPECT_LT(test::max_relative_error(inference_logits(weights, ids, &fused), want), 2e-5);
 }
 
 // y = x·(W + γ ⊙ S)ᵀ and dx = dy · (W + γ ⊙ S) for F32 and BF16 W, per-row and per-matrix γ;
-// dW = dyᵀ · x is the base weight's gradient, unaffected by the overlay. x and dy have
+// dW = dyᵀ · x is the base weight's gradient, unaffected by the delta. x and dy have
 // magnitudes in [0.5, 1), so that one flipped sign of S moves y and dx by at least 2·γ·0.5 = 0.1,
 // far above the bound (two F32 products of 21 or 13 terms); the test shows that flipping the
 // least visible sign fails it.
-TEST(LinearOverlay, ForwardAndBackwardAreTheDenseProducts) {
+TEST(LinearDelta, ForwardAndBackwardAreTheDenseProducts) {
   const int64_t rows = 11, O = 13, I = 21;
   std::mt19937 rng(4);
   std::normal_distribution<float> normal;
@@ -224,13 +231,15 @@ TEST(LinearOverlay, ForwardAndBackwardAreTheDenseProducts) {
       const float* scale = per_row ? row_scale.data() : &matrix_scale;
       auto run = [&](const std::vector<uint8_t>& signs, std::vector<float>& y,
                      std::vector<float>& dx, std::vector<float>& dW) {
-        const Linear linear("test.weight", TensorView{dtype, {O, I}, stored.data()},
-                            SignDelta{signs.data(), scale, per_row});
+        const Linear linear("test.weight", TensorView{dtype, {O, I}, stored.data()}, /*slot=*/0);
+        LlamaDelta delta;
+        delta.linears = {LinearDelta{.sign = SignDelta{signs.data(), scale, per_row}, .exact = {}}};
+        const RowSegment all_rows[] = {{0, rows, &delta}};
         y.assign(size_t(rows * O), 0.0f);
         dx.assign(size_t(rows * I), 0.0f);
         dW.assign(W.size(), 0.0f);
-        linear_forward(y.data(), x.data(), linear, rows);
-        linear_backward(dx.data(), dW.data(), dy.data(), x.data(), linear, rows);
+        linear_forward(y.data(), x.data(), linear, rows, all_rows);
+        linear_backward(dx.data(), dW.data(), dy.data(), x.data(), linear, rows, all_rows);
       };
       auto gamma = [&](int64_t o) { return double(scale[per_row ? o : 0]); };
       // W·x and γ·(S·x) are two products of n terms in F32 plus their sum: within
@@ -281,7 +290,7 @@ TEST(LinearOverlay, ForwardAndBackwardAreTheDenseProducts) {
       EXPECT_TRUE(test::all_within(dx.data(), want_dx.data(), rows * I, bound(dx_bound))) << "dx";
       EXPECT_TRUE(test::all_within(dW.data(), want_dW.data(), O * I, bound(dW_bound))) << "dW";
 
-      // One flipped sign in the overlay's bits: y and dx leave their bounds, dW does not move.
+      // One flipped sign in the delta's bits: y and dx leave their bounds, dW does not move.
       run(flipped, y, dx, dW);
       const test::ElementwiseError y_error =
           test::elementwise_error(y.data(), want_y.data(), rows * O, bound(y_bound));
@@ -298,18 +307,20 @@ TEST(LinearOverlay, ForwardAndBackwardAreTheDenseProducts) {
   }
 }
 
-TEST(DeltaWeights, RejectsAdaptersThatDoNotFit) {
+TEST(LlamaDelta, RejectsAdaptersThatDoNotFit) {
   const LlamaConfig config = small_config(true);
   const LlamaParams base = test::random_llama_params(config, 31, 0.3f, 0.1f);
   const LlamaParams finetune = test::finetune_of(base, 0.05f, 32);
   ScratchDir scratch;
   save_params(scratch / "base", base, DType::F32);
   const Checkpoint checkpoint(scratch / "base");
+  const LlamaWeights weights = weights_from_checkpoint(checkpoint);
   auto fresh = [&] {
     return test::compress_in_memory(base, finetune, mlp, {"model.norm.weight"}, DType::F32);
   };
   auto build = [&](const InMemoryAdapter& a, std::vector<float*> scales = {}) {
-    return [&checkpoint, &a, scales] { DeltaWeights(checkpoint, a.matrices, a.exact, scales); };
+    return
+        [&weights, &a, scales] { make_llama_delta(weights, "base", a.matrices, a.exact, scales); };
   };
 
   InMemoryAdapter a = fresh();
