@@ -7,7 +7,7 @@
 #   3. every libFuzzer target for 60 s in the same sanitized build (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --test
 scripts/build.sh
 ctest --test-dir build --output-on-failure -j2
 

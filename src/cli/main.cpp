@@ -24,6 +24,7 @@ const std::vector<Command> kCommands = {
     {"eval",     bd::run_eval,     "mean NLL and perplexity of a model on text or token ids"},
     {"generate", bd::run_generate, "generate text from a prompt"},
     {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
+    {"serve",    bd::run_serve,    "OpenAI-compatible server: the base and many users' adapters, batched together"},
     {"tokenize", bd::run_tokenize, "text to token ids and back with a model's tokenizer.json"},
     {"train",    bd::run_train,    "train or fine-tune a model on a text file (AdamW, held-out evaluation)"},
 };

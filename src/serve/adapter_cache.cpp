@@ -1,0 +1,300 @@
+#include "serve/adapter_cache.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "core/error.h"
+#include "io/checkpoint.h"
+#include "model/llama.h"
+
+namespace bd {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kAdapterSuffix = ".bitdelta";
+
+// Replaces every occurrence of `from` in `text` (error messages that name a temporary file).
+std::string replace_all(std::string text, const std::string& from, const std::string& to) {
+  for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+  return text;
+}
+
+void fsync_path(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), flags);
+  if (fd < 0) fail("cannot open ", path, " to sync it");
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) fail("cannot sync ", path);
+}
+
+}  // namespace
+
+bool valid_adapter_name(const std::string& name) {
+  if (name.empty() || name.size() > 128 || name[0] == '.' || name == kBaseModelName) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+AdapterCache::AdapterCache(const Checkpoint& base, const LlamaWeights& weights, std::string dir,
+                           AdapterCacheOptions options)
+    : base_(base), weights_(weights), dir_(std::move(dir)), options_(options) {
+  if (!fs::is_directory(dir_)) fail("adapter directory ", dir_, " does not exist");
+  if (options_.max_count < 1 || options_.max_bytes < 1 || options_.max_upload_bytes < 1)
+    fail("adapter cache limits must be positive");
+  base_fingerprint_ = base_.fingerprint();
+  loader_ = std::thread([this] { loader_loop(); });
+}
+
+AdapterCache::~AdapterCache() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_loader_.notify_all();
+  loader_.join();
+}
+
+std::string AdapterCache::path_of(const std::string& name) const {
+  return (fs::path(dir_) / (name + kAdapterSuffix)).string();
+}
+
+bool AdapterCache::exists(const std::string& name) const {
+  return valid_adapter_name(name) && fs::is_regular_file(path_of(name));
+}
+
+std::vector<std::string> AdapterCache::list() const {
+  std::vector<std::string> names;
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir_, error)) {
+    const std::string file = entry.path().filename().string();
+    if (file.size() <= 9 || file.compare(file.size() - 9, 9, kAdapterSuffix) != 0) continue;
+    const std::string name = file.substr(0, file.size() - 9);
+    if (valid_adapter_name(name) && entry.is_regular_file(error)) names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::shared_ptr<const ServedAdapter> AdapterCache::load(const std::string& name) const {
+  if (!valid_adapter_name(name)) fail("invalid adapter name ", quote_bytes(name));
+  const std::string path = path_of(name);
+  if (!fs::is_regular_file(path)) fail("no adapter named ", quote_bytes(name));
+  auto adapter = std::make_shared<ServedAdapter>();
+  adapter->name = name;
+  adapter->file = std::make_unique<AdapterFile>(path);
+  adapter->file->check_base(base_, base_fingerprint_);
+  adapter->delta =
+      make_llama_delta(weights_, base_.dir(), adapter->file->matrices(), adapter->file->exact());
+  adapter->bytes = int64_t(fs::file_size(path));
+  return adapter;
+}
+
+void AdapterCache::insert(std::shared_ptr<const ServedAdapter> adapter) {
+  const std::string name = adapter->name;
+  auto it = resident_.find(name);
+  if (it != resident_.end()) {
+    stats_.resident_bytes -= it->second.adapter->bytes;
+    lru_.erase(it->second.lru);
+    resident_.erase(it);
+  }
+  lru_.push_front(name);
+  stats_.resident_bytes += adapter->bytes;
+  resident_[name] = Entry{std::move(adapter), lru_.begin()};
+  evict_over_limits();
+  stats_.resident = int64_t(resident_.size());
+}
+
+// Least recently used first; an adapter a running sequence holds (use_count > 1) stays, so the
+// limits may be exceeded while every resident adapter is in use.
+void AdapterCache::evict_over_limits() {
+  auto over = [&] {
+    return int64_t(resident_.size()) > options_.max_count ||
+           stats_.resident_bytes > options_.max_bytes;
+  };
+  for (auto it = lru_.end(); over() && it != lru_.begin();) {
+    --it;
+    auto entry = resident_.find(*it);
+    if (entry->second.adapter.use_count() > 1) continue;
+    stats_.resident_bytes -= entry->second.adapter->bytes;
+    resident_.erase(entry);
+    it = lru_.erase(it);
+    ++stats_.evictions;
+  }
+  stats_.resident = int64_t(resident_.size());
+}
+
+AdapterCache::Lookup AdapterCache::get(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = resident_.find(name);
+  if (it != resident_.end()) {
+    ++stats_.hits;
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    return Lookup{State::Ready, it->second.adapter, ""};
+  }
+  if (auto failed = failures_.find(name); failed != failures_.end()) {
+    Lookup lookup{State::Failed, nullptr, failed->second};
+    failures_.erase(failed);
+    return lookup;
+  }
+  if (!queued_.count(name)) {
+    if (!exists(name)) return Lookup{State::Missing, nullptr, cat("no adapter named '", name, "'")};
+    ++stats_.misses;
+    queued_.insert(name);
+    queue_.push_back(name);
+    wake_loader_.notify_one();
+  }
+  return Lookup{State::Loading, nullptr, ""};
+}
+
+std::shared_ptr<const ServedAdapter> AdapterCache::load_now(const std::string& name) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = resident_.find(name);
+    if (it != resident_.end()) {
+      ++stats_.hits;
+      lru_.splice(lru_.begin(), lru_, it->second.lru);
+      return it->second.adapter;
+    }
+    ++stats_.misses;
+  }
+  std::shared_ptr<const ServedAdapter> adapter = load(name);
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.loads;
+  insert(adapter);
+  return adapter;
+}
+
+void AdapterCache::set_on_loaded(std::function<void()> on_loaded) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  on_loaded_ = std::move(on_loaded);
+}
+
+void AdapterCache::loader_loop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (true) {
+    wake_loader_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    const std::string name = queue_.front();
+    queue_.pop_front();
+    const uint64_t version = changes_[name];
+    lock.unlock();
+    std::shared_ptr<const ServedAdapter> adapter;
+    std::string error;
+    try {
+      adapter = load(name);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    lock.lock();
+    // A put or remove while this load ran made its result stale.
+    queued_.erase(name);
+    if (changes_[name] == version) {
+      if (adapter) {
+        ++stats_.loads;
+        insert(std::move(adapter));
+      } else {
+        ++stats_.load_failures;
+        failures_[name] = error;
+      }
+    }
+    std::function<void()> notify = on_loaded_;
+    lock.unlock();
+    if (notify) notify();
+    lock.lock();
+  }
+}
+
+AdapterInfo AdapterCache::put(const std::string& name, const std::string& bytes,
+                              const std::function<void(const AdapterInfo&)>& approve) {
+  if (!valid_adapter_name(name))
+    fail("invalid adapter name ", quote_bytes(name),
+         ": use 1-128 of A-Z a-z 0-9 . _ -, not starting with '.', and not 'base'");
+  if (int64_t(bytes.size()) > options_.max_upload_bytes)
+    fail("adapter upload of ", bytes.size(), " bytes exceeds the limit of ",
+         options_.max_upload_bytes, " bytes");
+  std::random_device random;
+  const std::string temp =
+      (fs::path(dir_) / cat(".", name, ".upload-", random(), random(), ".tmp")).string();
+  struct RemoveTemp {
+    const std::string& path;
+    ~RemoveTemp() {
+      std::error_code ignored;
+      fs::remove(path, ignored);
+    }
+  } remove_temp{temp};
+  {
+    std::FILE* file = std::fopen(temp.c_str(), "wb");
+    if (!file) fail("cannot create ", temp);
+    const bool written = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size() &&
+                         std::fflush(file) == 0 && ::fsync(::fileno(file)) == 0;
+    std::fclose(file);
+    if (!written) fail("cannot write the uploaded adapter to ", dir_);
+  }
+  AdapterInfo info;
+  try {
+    const AdapterFile adapter(temp);
+    adapter.check_base(base_, base_fingerprint_);
+    make_llama_delta(weights_, base_.dir(), adapter.matrices(), adapter.exact());
+    info = adapter.info();
+  } catch (const Error& e) {
+    throw Error(replace_all(e.what(), temp, "uploaded adapter"));
+  }
+  if (approve) approve(info);
+  std::lock_guard<std::mutex> lock(mutex_);  // no load of this name starts or lands meanwhile
+  fs::rename(temp, path_of(name));
+  fsync_path(dir_, O_RDONLY | O_DIRECTORY);
+  if (auto it = resident_.find(name); it != resident_.end()) {
+    stats_.resident_bytes -= it->second.adapter->bytes;
+    lru_.erase(it->second.lru);
+    resident_.erase(it);
+    stats_.resident = int64_t(resident_.size());
+  }
+  queued_.erase(name);
+  failures_.erase(name);
+  ++changes_[name];
+  return info;
+}
+
+bool AdapterCache::remove(const std::string& name) {
+  if (!valid_adapter_name(name)) return false;
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::error_code error;
+  const bool removed = fs::remove(path_of(name), error);
+  if (auto it = resident_.find(name); it != resident_.end()) {
+    stats_.resident_bytes -= it->second.adapter->bytes;
+    lru_.erase(it->second.lru);
+    resident_.erase(it);
+    stats_.resident = int64_t(resident_.size());
+  }
+  queued_.erase(name);
+  failures_.erase(name);
+  ++changes_[name];
+  return removed;
+}
+
+AdapterInfo AdapterCache::info(const std::string& name) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = resident_.find(name);
+    if (it != resident_.end()) return it->second.adapter->file->info();
+  }
+  if (!exists(name)) fail("no adapter named ", quote_bytes(name));
+  return AdapterFile(path_of(name)).info();
+}
+
+AdapterCacheStats AdapterCache::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+}  // namespace bd

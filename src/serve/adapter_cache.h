@@ -1,0 +1,123 @@
+// The adapters a server can run: every NAME.bitdelta in one directory, loaded lazily into an LRU
+// cache bounded by count and by bytes. A loaded adapter is its memory-mapped file plus the delta
+// table that views it (model/llama_delta.h); running sequences hold it by shared_ptr, so an
+// adapter in use is never unmapped, even when it is evicted, replaced or deleted meanwhile.
+// Loads run on a loader thread, so that the engine's step loop never waits for a disk.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/adapter.h"
+#include "model/llama_delta.h"
+
+namespace bd {
+
+class Checkpoint;
+struct LlamaWeights;
+
+struct ServedAdapter {
+  std::string name;
+  std::unique_ptr<AdapterFile> file;
+  LlamaDelta delta;   // views into file
+  int64_t bytes = 0;  // the file's size: what the cache counts
+};
+
+struct AdapterCacheOptions {
+  int64_t max_count = 10000;              // adapters resident at once
+  int64_t max_bytes = int64_t(16) << 30;  // their files' bytes
+  int64_t max_upload_bytes = int64_t(1) << 30;
+};
+
+struct AdapterCacheStats {
+  int64_t hits = 0, misses = 0, evictions = 0, loads = 0, load_failures = 0;
+  int64_t resident = 0, resident_bytes = 0;
+};
+
+// Adapter names: 1-128 of [A-Za-z0-9._-], not starting with '.'; "base" is the base model's.
+bool valid_adapter_name(const std::string& name);
+inline constexpr const char* kBaseModelName = "base";
+
+class AdapterCache {
+ public:
+  // `base`/`weights`: the served base (adapters must fit it). Starts the loader thread.
+  AdapterCache(const Checkpoint& base, const LlamaWeights& weights, std::string dir,
+               AdapterCacheOptions options = {});
+  ~AdapterCache();  // stops the loader (a load in progress finishes first)
+  AdapterCache(const AdapterCache&) = delete;
+  AdapterCache& operator=(const AdapterCache&) = delete;
+
+  enum class State { Ready, Loading, Failed, Missing };
+  struct Lookup {
+    State state = State::Missing;
+    std::shared_ptr<const ServedAdapter> adapter;  // when Ready
+    std::string error;                             // when Failed or Missing
+  };
+  // Never blocks on disk: a resident adapter is Ready (and becomes most recently used); otherwise
+  // its load is queued (Loading) and `on_loaded` (see set_on_loaded) fires when it settles. A
+  // failed load is reported once (Failed) and then forgotten, so a fixed file can be retried.
+  Lookup get(const std::string& name);
+  // Loads synchronously (benchmarks, tests): the adapter, or throws bd::Error.
+  std::shared_ptr<const ServedAdapter> load_now(const std::string& name);
+  // Called on the loader thread after each load settles (the engine wakes its loop with it).
+  void set_on_loaded(std::function<void()> on_loaded);
+
+  // The directory: names of every NAME.bitdelta (sorted), whether one exists, and its path.
+  std::vector<std::string> list() const;
+  bool exists(const std::string& name) const;
+  std::string path_of(const std::string& name) const;
+  // Stores `bytes` as adapter `name`: size-checked, validated as an adapter of this base (in a
+  // temporary file of the directory), then renamed over any old version atomically; the old
+  // version leaves the cache (running sequences keep it until they finish). Returns the info of
+  // the stored file. Throws bd::Error (nothing changes) for an invalid adapter; `approve` sees the
+  // validated adapter's metadata before it becomes visible and may throw to refuse it.
+  AdapterInfo put(const std::string& name, const std::string& bytes,
+                  const std::function<void(const AdapterInfo&)>& approve = {});
+  // Deletes the file and drops the cached copy; false when there was none.
+  bool remove(const std::string& name);
+  // Reads an adapter's metadata (from the cache when resident). Throws bd::Error.
+  AdapterInfo info(const std::string& name);
+
+  AdapterCacheStats stats() const;
+  const AdapterCacheOptions& options() const { return options_; }
+
+ private:
+  struct Entry {
+    std::shared_ptr<const ServedAdapter> adapter;
+    std::list<std::string>::iterator lru;  // position in lru_ (front: most recent)
+  };
+  std::shared_ptr<const ServedAdapter> load(const std::string& name) const;
+  void insert(std::shared_ptr<const ServedAdapter> adapter);  // mutex held
+  void evict_over_limits();                                   // mutex held
+  void loader_loop();
+
+  const Checkpoint& base_;
+  const LlamaWeights& weights_;
+  const std::string dir_;
+  const AdapterCacheOptions options_;
+  std::string base_fingerprint_;
+
+  mutable std::mutex mutex_;
+  std::map<std::string, Entry> resident_;
+  std::list<std::string> lru_;
+  std::set<std::string> queued_;                 // loads asked for and not settled
+  std::deque<std::string> queue_;                // loads to run, in order
+  std::map<std::string, std::string> failures_;  // settled failures not yet reported
+  std::map<std::string, uint64_t> changes_;      // puts and removes per name
+  AdapterCacheStats stats_;
+  std::function<void()> on_loaded_;
+  std::condition_variable wake_loader_;
+  bool stopping_ = false;
+  std::thread loader_;
+};
+
+}  // namespace bd
