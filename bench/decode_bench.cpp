@@ -84,56 +84,6 @@ Options parse_options(int argc, char** argv) {
   return o;
 }
 
-// Marks a folder as this program's output, so that it is reused only when it matches.
-const std::map<std::string, std::string> kMetadata = {
-    {"generator", "bitdelta bench/decode_bench: uniform(-0.035, 0.035) BF16, norms 1, seed 1"}};
-
-void write_random_checkpoint(const std::string& dir, const LlamaConfig& config) {
-  const std::vector<TensorSpec> specs = llama_tensor_specs(config);
-  int64_t total = 0;
-  for (const TensorSpec& s : specs) total += shape_numel(s.shape);
-  std::vector<uint16_t> values(static_cast<size_t>(total));
-  std::vector<NamedTensor> tensors;
-  int64_t offset = 0;
-  for (const TensorSpec& s : specs) {
-    const int64_t n = shape_numel(s.shape);
-    uint16_t* dst = values.data() + offset;
-    const bool norm = s.shape.size() == 1;
-    // std 0.02, as Llama initialises its linear layers; norm weights 1.
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      dst[i] = f32_to_bf16(norm ? 1.0f : 0.0346f * hashed_uniform(uint64_t(offset + i)));
-    }
-    tensors.push_back({s.name, TensorView{DType::BF16, s.shape, dst}});
-    offset += n;
-  }
-  save_checkpoint(dir, config, tensors, "", kMetadata, /*overwrite=*/true);
-}
-
-bool reusable(const std::string& dir) {
-  if (!std::filesystem::exists(std::filesystem::path(dir) / "config.json")) return false;
-  try {
-    const Checkpoint checkpoint(dir);
-    return checkpoint.metadata().count("generator") &&
-           checkpoint.metadata().at("generator") == kMetadata.at("generator");
-  } catch (const Error&) {
-    return false;
-  }
-}
-
-// Bytes of weights one decoded token reads: every matrix of every layer, the norms and the
-// head (the embedding contributes one row; the KV cache a few MB at these lengths, left out).
-double weight_bytes_per_token(const LlamaWeights& w) {
-  double bytes = double(w.lm_head.weight.bytes()) + double(w.final_norm.bytes());
-  for (const LayerWeights& l : w.layers) {
-    for (const Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
-      bytes += double(m->weight.bytes());
-    }
-    bytes += double(l.attn_norm.bytes() + l.mlp_norm.bytes());
-  }
-  return bytes;
-}
-
 int32_t argmax(const std::vector<float>& logits) {
   return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
@@ -270,13 +220,10 @@ int run(int argc, char** argv) {
   const int threads = num_threads();
   const std::string load_before = load_average();
 
-  if (!reusable(o.dir)) {
-    std::cerr << "writing random checkpoint to " << o.dir << " ...\n";
-    write_random_checkpoint(o.dir, bench::tinyllama_config());
-  }
+  bench::ensure_random_checkpoint(o.dir);
   const Checkpoint checkpoint(o.dir);
   const LlamaWeights weights = weights_from_checkpoint(checkpoint);
-  const double bytes = weight_bytes_per_token(weights);
+  const double bytes = bench::weight_bytes_per_token(weights);
 
   Decoder decoder(weights, o);
   decoder.run(o.tokens);  // warm-up: page mappings, thread pool

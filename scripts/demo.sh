@@ -6,15 +6,19 @@
 #      weights and norms train, the token embedding stays frozen);
 #   4. compress the fine-tune into a BitDelta (1 sign bit per weight + one scale per matrix);
 #   5. evaluate base vs fine-tune vs BitDelta (run inside the forward, never merged) on that
-#      user's held-out text, and compare sizes.
+#      user's held-out text, and compare sizes;
+#   6. do the same fine-tune and compression for a second user ($DEMO_USER2), start
+#      `bitdelta serve` with both adapters, and ask the base and each user's model for the same
+#      prompt over the OpenAI-compatible API (curl), all served by one process, one base model.
 # Outputs go to out/demo/ (replaced on each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 user=${DEMO_USER:-zippy}
+user2=${DEMO_USER2:-tao}
 steps=${DEMO_STEPS:-150}
 
 scripts/install-deps.sh
-scripts/build.sh
+scripts/build.sh --no-tests
 bitdelta=build/bitdelta
 out=out/demo
 mkdir -p "$out"
@@ -51,3 +55,31 @@ PY
 
 echo "== 5. The BitDelta (base + 1-bit delta, unmerged) continues the same prompt"
 "$bitdelta" generate --delta "$out/$user.bitdelta" --prompt "The computer" -n 200 --seed 2
+
+echo "== 6. Serve the base and two users' BitDeltas from one process (OpenAI-compatible API)"
+"$bitdelta" train --data "data/users/$user2/train.txt" -o "$out/$user2-finetune" --force \
+  --steps "$steps" --batch 8 --seq 256 --lr 5e-4 --freeze-embeddings --seed 1 --json > /dev/null
+"$bitdelta" compress --base models/default --finetuned "$out/$user2-finetune" \
+  -o "$out/$user2.bitdelta" --force --scale mean --granularity matrix --json > /dev/null
+mkdir -p "$out/adapters"
+cp "$out/$user.bitdelta" "$out/$user2.bitdelta" "$out/adapters/"
+"$bitdelta" serve --adapters "$out/adapters" --port 0 2> "$out/serve.log" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+until grep -q "listening on" "$out/serve.log"; do
+  kill -0 $server 2>/dev/null || { cat "$out/serve.log"; exit 1; }
+  sleep 0.2
+done
+url=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$out/serve.log")
+echo "server: $url"
+curl -s "$url/v1/models" | /usr/bin/python3 -c 'import json,sys; print("models:", ", ".join(m["id"] for m in json.load(sys.stdin)["data"]))'
+for model in base "$user" "$user2"; do
+  echo "-- $model"
+  curl -s "$url/v1/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\": \"$model\", \"prompt\": \"The computer\", \"max_tokens\": 120, \"temperature\": 0}" |
+    /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print("The computer" + r["choices"][0]["text"]); print("  usage:", r["usage"])'
+done
+kill -TERM $server
+wait $server
+trap - EXIT
+echo "server stopped"

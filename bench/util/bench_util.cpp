@@ -3,9 +3,14 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <map>
 
 #include "core/error.h"
+#include "io/checkpoint.h"
+#include "model/llama.h"
 
 namespace bd::bench {
 
@@ -30,6 +35,66 @@ float hashed_uniform(uint64_t index) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   z ^= z >> 31;
   return float(z >> 40) * 0x1p-23f - 1.0f;  // the top 24 bits, scaled to [-1, 1)
+}
+
+// Marks a folder as this program's output, so that it is reused only when it matches.
+namespace {
+
+const std::map<std::string, std::string> kMetadata = {
+    {"generator", "bitdelta bench/decode_bench: uniform(-0.035, 0.035) BF16, norms 1, seed 1"}};
+
+void write_random_checkpoint(const std::string& dir, const LlamaConfig& config) {
+  const std::vector<TensorSpec> specs = llama_tensor_specs(config);
+  int64_t total = 0;
+  for (const TensorSpec& s : specs) total += shape_numel(s.shape);
+  std::vector<uint16_t> values(static_cast<size_t>(total));
+  std::vector<NamedTensor> tensors;
+  int64_t offset = 0;
+  for (const TensorSpec& s : specs) {
+    const int64_t n = shape_numel(s.shape);
+    uint16_t* dst = values.data() + offset;
+    const bool norm = s.shape.size() == 1;
+    // std 0.02, as Llama initialises its linear layers; norm weights 1.
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      dst[i] = f32_to_bf16(norm ? 1.0f : 0.0346f * hashed_uniform(uint64_t(offset + i)));
+    }
+    tensors.push_back({s.name, TensorView{DType::BF16, s.shape, dst}});
+    offset += n;
+  }
+  save_checkpoint(dir, config, tensors, "", kMetadata, /*overwrite=*/true);
+}
+
+bool reusable(const std::string& dir) {
+  if (!std::filesystem::exists(std::filesystem::path(dir) / "config.json")) return false;
+  try {
+    const Checkpoint checkpoint(dir);
+    return checkpoint.metadata().count("generator") &&
+           checkpoint.metadata().at("generator") == kMetadata.at("generator");
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+void ensure_random_checkpoint(const std::string& dir) {
+  if (reusable(dir)) return;
+  std::cerr << "writing the random 1.1B checkpoint to " << dir << " ...\n";
+  write_random_checkpoint(dir, tinyllama_config());
+}
+
+// Bytes of weights one decoded token reads: every matrix of every layer, the norms and the
+// head (the embedding contributes one row; the KV cache a few MB at these lengths, left out).
+double weight_bytes_per_token(const LlamaWeights& w) {
+  double bytes = double(w.lm_head.weight.bytes()) + double(w.final_norm.bytes());
+  for (const LayerWeights& l : w.layers) {
+    for (const Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
+      bytes += double(m->weight.bytes());
+    }
+    bytes += double(l.attn_norm.bytes() + l.mlp_norm.bytes());
+  }
+  return bytes;
 }
 
 double median(std::vector<double> values) {

@@ -8,11 +8,23 @@
 
 #include "io/llama_config.h"
 
+namespace bd {
+struct LlamaWeights;
+}
+
 namespace bd::bench {
 
 // TinyLlama-1.1B's shape (hidden 2048, 22 layers, MLP 5632, 32 heads of 64, 4 KV heads, vocab
 // 32000, untied head), stored as BF16.
 LlamaConfig tinyllama_config();
+
+// The random TinyLlama-shaped BF16 checkpoint the benchmarks share (uniform(-0.035, 0.035)
+// matrices, norms 1; ~2.2 GB): written into `dir` unless a matching one is already there.
+void ensure_random_checkpoint(const std::string& dir);
+
+// Bytes of weights one decoded token reads: every matrix of every layer, the norms and the head
+// (the embedding contributes one row; the KV cache a few MB at short lengths, left out).
+double weight_bytes_per_token(const LlamaWeights& weights);
 
 // Uniform in [-1, 1) from a hash of `index` (splitmix64): reproducible and parallel, so that a
 // multi-gigabyte random checkpoint is the same on every machine and every thread count.

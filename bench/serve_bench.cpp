@@ -1,0 +1,613 @@
+// Multi-user serving on the 1.1B-parameter Llama shape (random BF16 weights) with random 1-bit
+// adapters, every limit measured in the same run (docs/serving.md has the results).
+//
+//   build/serve_bench [--threads N] [--dir DIR] [--users 1,4,16,64] [--steps S]
+//                     [--merge-users LIST] [--skip-scaling]
+//
+// DIR (default /tmp/bitdelta-decode-bench-1.1b, shared with decode_bench) receives, once: the
+// random checkpoint (~2.2 GB) with a tokenizer.json, 64 random adapters (~130 MB each: a sign
+// bit per weight of every block linear, one scale per matrix) and folders registering 5, 2,000
+// and 10,000 adapter names (hard links to the 64 files: the bytes read per step are the same as
+// with distinct files, since every adapter is far larger than the caches). Then:
+//   1. limits: read bandwidth of main memory and the SGEMM FLOP rate (2048³, F32);
+//   2. decode, N users each with their own adapter (fused: one base product + one sign product
+//      per user per step), the base alone, and merge-on-switch (the user's dense weights
+//      materialised whenever the batch changes user, then one token); tokens/s against the
+//      roofline max((base bytes + N × adapter bytes) ÷ bandwidth, N × 2 × params ÷ FLOP rate);
+//   3. resident adapters: engine throughput with 16 requests in flight cycling through 5, then
+//      2,000 registered adapters (the cache bounded to 64 adapters' bytes, so it evicts);
+//   4. switching: AdapterCache::get of a resident adapter (p50, p99) and the decode step time
+//      alternating two adapters against staying on one;
+//   5. cold load of an adapter evicted from the page cache, against its size ÷ disk bandwidth;
+//   6. memory: RSS with 10,000 adapters registered and 64 loaded and read.
+// Prints a table per part and one JSON line with every number.
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/threads.h"
+#include "io/adapter.h"
+#include "io/checkpoint.h"
+#include "kernels/blas.h"
+#include "kernels/membw.h"
+#include "kernels/sign_matmul.h"
+#include "kernels/sign_pack.h"
+#include "model/byte_tokenizer.h"
+#include "model/llama.h"
+#include "model/sampler.h"
+#include "model/tokenizer.h"
+#include "serve/adapter_cache.h"
+#include "serve/engine.h"
+#include "util/bench_util.h"
+
+namespace bd {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using bench::median;
+using json = nlohmann::json;
+
+constexpr int kDistinctAdapters = 64;
+constexpr int64_t kPrompt = 8;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double percentile(std::vector<double> values, double p) {
+  std::sort(values.begin(), values.end());
+  return values[std::min(values.size() - 1, size_t(p * double(values.size())))];
+}
+
+std::vector<int> parse_list(const std::string& text) {
+  std::vector<int> values;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) values.push_back(std::stoi(item));
+  return values;
+}
+
+struct Options {
+  int threads = 0;
+  std::string dir = (fs::temp_directory_path() / "bitdelta-decode-bench-1.1b").string();
+  std::vector<int> users = {1, 4, 16, 64};
+  std::vector<int> merge_users = {1, 4, 16};
+  int steps = 8;
+  bool scaling = true;
+};
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) fail(flag, " needs a value");
+      return argv[++i];
+    };
+    if (flag == "--threads")
+      o.threads = std::stoi(value());
+    else if (flag == "--dir")
+      o.dir = value();
+    else if (flag == "--users")
+      o.users = parse_list(value());
+    else if (flag == "--merge-users")
+      o.merge_users = parse_list(value());
+    else if (flag == "--steps")
+      o.steps = std::stoi(value());
+    else if (flag == "--skip-scaling")
+      o.scaling = false;
+    else
+      fail("unknown option ", flag, " (see the comment at the top of bench/serve_bench.cpp)");
+  }
+  for (int n : o.users)
+    if (n < 1 || n > kDistinctAdapters) fail("--users: each N must be in [1, 64]");
+  if (o.steps < 2) fail("--steps must be >= 2");
+  return o;
+}
+
+// ---- setup: tokenizer, adapters, registration folders ----
+
+// The byte tokenizer with the rest of the 32,000 ids as tokens "w<id>", so that any id a random
+// model picks has text.
+void write_tokenizer(const std::string& dir, int64_t vocab) {
+  const std::string path = dir + "/tokenizer.json";
+  if (fs::exists(path)) return;
+  nlohmann::ordered_json t = nlohmann::ordered_json::parse(byte_tokenizer_json());
+  for (int64_t id = kByteVocabSize; id < vocab; ++id)
+    t["model"]["vocab"]["w" + std::to_string(id)] = id;
+  write_file_atomic(path, t.dump() + "\n", false);
+}
+
+// Random adapter `index`: signs from a hash, one scale per matrix (1e-3).
+void write_random_adapter(const std::string& path, const Checkpoint& base, uint64_t index) {
+  AdapterInfo info;
+  info.base_fingerprint = base.fingerprint();
+  info.finetune_fingerprint = std::string(63, 'a') + char('0' + index % 10);
+  info.scale_mode = "mean";
+  info.granularity = "matrix";
+  info.tool_version = "serve_bench";
+  info.created = "2026-12-02T00:00:00Z";
+  info.owner = "did:lux:bench" + std::to_string(index);
+  std::vector<AdapterMatrix> matrices;
+  std::vector<std::vector<uint8_t>> signs;
+  std::vector<float> scales;
+  const LlamaConfig& c = base.config();
+  std::vector<TensorSpec> specs;
+  for (const TensorSpec& s : llama_tensor_specs(c))
+    if (s.name.rfind("model.layers.", 0) == 0 && s.shape.size() == 2) specs.push_back(s);
+  signs.resize(specs.size());
+  scales.assign(specs.size(), 1e-3f);
+  uint64_t counter = index << 40;
+  for (size_t m = 0; m < specs.size(); ++m) {
+    const int64_t O = specs[m].shape[0], I = specs[m].shape[1], row = sign_row_bytes(I);
+    signs[m].resize(size_t(O * row));
+    const uint64_t first = counter;
+#pragma omp parallel for
+    for (int64_t b = 0; b < O * row; ++b)
+      signs[m][size_t(b)] = uint8_t(int(128 * (bench::hashed_uniform(first + uint64_t(b)) + 1)));
+    counter += uint64_t(O * row);
+    if (I % 8)  // padding bits of each row stay 0
+      for (int64_t o = 0; o < O; ++o)
+        signs[m][size_t(o * row + row - 1)] &= uint8_t((1u << (I % 8)) - 1);
+    matrices.push_back(AdapterMatrix{specs[m].name, O, I,
+                                     TensorView{DType::U8, {O, row}, signs[m].data()},
+                                     TensorView{DType::F32, {1}, &scales[m]}});
+  }
+  write_adapter(path, info, matrices, {}, /*overwrite=*/true);
+}
+
+std::string adapter_file(const std::string& dir, int index) {
+  char name[32];
+  std::snprintf(name, sizeof name, "u%02d.bitdelta", index);
+  return dir + "/adapters/" + name;
+}
+
+// A folder of `count` adapter names (r00000 ...), hard links to the 64 files, round robin.
+std::string registration_folder(const std::string& dir, int count) {
+  const std::string folder = dir + "/registered-" + std::to_string(count);
+  if (fs::exists(folder + "/complete")) return folder;
+  fs::remove_all(folder);
+  fs::create_directories(folder);
+  for (int i = 0; i < count; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof name, "r%05d.bitdelta", i);
+    fs::create_hard_link(adapter_file(dir, i % kDistinctAdapters), folder + "/" + name);
+  }
+  write_file_atomic(folder + "/complete", "ok\n", false);
+  return folder;
+}
+
+void ensure_adapters(const std::string& dir, const Checkpoint& base) {
+  if (fs::exists(dir + "/adapters/complete")) return;
+  fs::create_directories(dir + "/adapters");
+  for (int i = 0; i < kDistinctAdapters; ++i) {
+    std::cerr << "\rwriting random adapter " << i + 1 << " of " << kDistinctAdapters << std::flush;
+    write_random_adapter(adapter_file(dir, i), base, uint64_t(i + 1));
+  }
+  std::cerr << "\n";
+  write_file_atomic(dir + "/adapters/complete", "ok\n", false);
+}
+
+// ---- limits ----
+
+double measure_sgemm_flops() {
+  const int64_t n = 2048;
+  std::vector<float> a(size_t(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
+  double best = 0;
+  for (int r = 0; r < 3; ++r) {
+    const auto start = Clock::now();
+    sgemm("serve_bench", CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+          c.data(), n);
+    best = std::max(best, 2.0 * double(n * n * n) / seconds_since(start));
+  }
+  return best;
+}
+
+// ---- decode ----
+
+// Median seconds of a decode step for len(deltas) sequences, one per delta (nullptr: base),
+// after a prefill of kPrompt tokens each.
+double fused_step_seconds(const LlamaWeights& w, const std::vector<const LlamaDelta*>& deltas,
+                          int steps) {
+  const int64_t N = int64_t(deltas.size()), V = w.config.vocab_size;
+  KVBlockPool pool(w.config, N * ((kPrompt + steps + kKVBlockSize) / kKVBlockSize + 1));
+  StepScratch scratch;
+  std::vector<KVSequence> kv(static_cast<size_t>(N));
+  std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(N));
+  std::vector<std::vector<float>> logits(static_cast<size_t>(N), std::vector<float>(static_cast<size_t>(V)));
+  std::vector<StepSequence> step(static_cast<size_t>(N));
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t t = 0; t < kPrompt; ++t)
+      tokens[size_t(i)].push_back(int32_t((i * 131 + t * 7919 + 1) % V));
+    pool.reserve(kv[size_t(i)], kPrompt + steps + 1);
+  }
+  std::vector<double> seconds;
+  for (int s = -1; s < steps; ++s) {
+    for (int64_t i = 0; i < N; ++i) {
+      const size_t u = size_t(i);
+      step[u] = StepSequence{.tokens = tokens[u].data() + kv[u].pos,
+                             .n = int64_t(tokens[u].size()) - kv[u].pos,
+                             .kv = &kv[u],
+                             .delta = deltas[u],
+                             .logits = logits[u].data()};
+    }
+    const auto start = Clock::now();
+    forward_step(w, pool, step, scratch);
+    if (s >= 0) seconds.push_back(seconds_since(start));
+    for (int64_t i = 0; i < N; ++i)
+      tokens[size_t(i)].push_back(argmax(logits[size_t(i)].data(), V));
+  }
+  return median(seconds);
+}
+
+// Merge-on-switch: one BF16 copy of the block linears; serving user u means writing
+// W_base + γ_u ⊙ S_u into it, then decoding u's next token. Returns seconds per round (one token
+// for each of the users).
+double merge_round_seconds(const LlamaWeights& base, const std::vector<const AdapterFile*>& users,
+                           int rounds) {
+  LlamaWeights merged = base;
+  std::vector<Linear*> linears;
+  for (LayerWeights& l : merged.layers)
+    for (Linear* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) linears.push_back(m);
+  int64_t total = 0;
+  for (Linear* m : linears) total += m->weight.numel();
+  std::vector<uint16_t> dense(static_cast<size_t>(total));
+  std::vector<const void*> base_data;
+  int64_t offset = 0;
+  for (Linear* m : linears) {
+    base_data.push_back(m->weight.data);
+    m->weight.data = dense.data() + offset;
+    offset += m->weight.numel();
+  }
+  auto merge = [&](const AdapterFile& adapter) {
+    for (size_t i = 0; i < linears.size(); ++i) {
+      const AdapterMatrix* a = adapter.find_matrix(linears[i]->name);
+      add_scaled_signs(DType::BF16, base_data[i], a->sign.as<uint8_t>(), a->scale.as<float>(),
+                       a->per_row(), a->out, a->in, DType::BF16,
+                       const_cast<void*>(linears[i]->weight.data));
+    }
+  };
+  const int64_t V = base.config.vocab_size;
+  std::vector<KVCache> caches;
+  for (size_t u = 0; u < users.size(); ++u) caches.emplace_back(base.config, kPrompt + rounds + 2);
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::vector<int32_t> next(users.size());
+  for (size_t u = 0; u < users.size(); ++u) {  // prefill, untimed
+    merge(*users[u]);
+    std::vector<int32_t> prompt;
+    for (int64_t t = 0; t < kPrompt; ++t) prompt.push_back(int32_t((u * 131 + t * 7919 + 1) % V));
+    forward(merged, caches[u], prompt.data(), kPrompt, logits.data());
+    next[u] = argmax(logits.data(), V);
+  }
+  std::vector<double> seconds;
+  for (int r = 0; r < rounds; ++r) {
+    const auto start = Clock::now();
+    for (size_t u = 0; u < users.size(); ++u) {
+      merge(*users[u]);
+      forward(merged, caches[u], &next[u], 1, logits.data());
+      next[u] = argmax(logits.data(), V);
+    }
+    seconds.push_back(seconds_since(start));
+  }
+  return median(seconds);
+}
+
+// ---- engine throughput with many registered adapters ----
+
+struct EngineRun {
+  double tokens_per_s = 0;
+  int64_t tokens = 0, requests = 0, loads = 0, evictions = 0;
+};
+
+EngineRun engine_throughput(const Checkpoint& checkpoint, const LlamaWeights& weights,
+                            const Tokenizer& tokenizer, const std::string& folder, int in_flight,
+                            int requests, int64_t max_tokens, int64_t cache_bytes) {
+  AdapterCache adapters(checkpoint, weights, folder,
+                        AdapterCacheOptions{.max_count = 10000, .max_bytes = cache_bytes});
+  const std::vector<std::string> names = adapters.list();
+  Metrics metrics;
+  Engine engine(weights, tokenizer, adapters, metrics,
+                EngineOptions{.max_batch = in_flight, .kv_blocks = 4096});
+  engine.start();
+  std::atomic<int> next{0};
+  std::atomic<int64_t> tokens{0};
+  const std::vector<int32_t> prompt = tokenizer.encode("The serving benchmark", true);
+  const auto start = Clock::now();
+  std::vector<std::thread> slots;
+  for (int s = 0; s < in_flight; ++s)
+    slots.emplace_back([&] {
+      for (int r; (r = next++) < requests;) {
+        GenerationRequest request;
+        request.model = names[size_t(r) % names.size()];
+        request.prompt = prompt;
+        request.max_tokens = max_tokens;
+        request.sampling.temperature = 0;
+        std::shared_ptr<Generation> g = engine.submit(request);
+        Generation::Update u;
+        do u = g->next();
+        while (!u.finished);
+        if (!u.error.empty()) fail("engine request failed: ", u.error);
+        tokens += u.completion_tokens;
+      }
+    });
+  for (std::thread& t : slots) t.join();
+  EngineRun run;
+  const double seconds = seconds_since(start);
+  run.tokens = tokens;
+  run.requests = requests;
+  run.tokens_per_s = double(tokens) / seconds;
+  const AdapterCacheStats stats = adapters.stats();
+  run.loads = stats.loads;
+  run.evictions = stats.evictions;
+  return run;
+}
+
+// ---- memory and files ----
+
+std::map<std::string, double> memory_mib() {
+  std::ifstream in("/proc/self/status");
+  std::map<std::string, double> values;
+  for (std::string key; in >> key;) {
+    double kb = 0;
+    if (key == "VmRSS:" || key == "RssAnon:" || key == "RssFile:") {
+      in >> kb;
+      values[key.substr(0, key.size() - 1)] = kb / 1024;
+    }
+    in.ignore(1 << 20, '\n');
+  }
+  return values;
+}
+
+// Drops a file's pages from the page cache (it must not be mapped anywhere).
+void evict_from_page_cache(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail("cannot open ", path);
+  ::fdatasync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
+double disk_read_bandwidth(const std::string& path) {
+  evict_from_page_cache(path);
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  std::vector<char> buffer(size_t(8) << 20);
+  const auto start = Clock::now();
+  int64_t total = 0;
+  for (ssize_t got; (got = ::read(fd, buffer.data(), buffer.size())) > 0;) total += got;
+  ::close(fd);
+  return double(total) / seconds_since(start);
+}
+
+// Reads every sign byte of an adapter (what its first decode step does).
+uint64_t touch(const ServedAdapter& adapter) {
+  uint64_t sum = 0;
+  for (const AdapterMatrix& m : adapter.file->matrices()) {
+    const uint8_t* bits = m.sign.as<uint8_t>();
+    for (size_t i = 0; i < m.sign.bytes(); i += 4096) sum += bits[i];
+  }
+  return sum;
+}
+
+int run(int argc, char** argv) {
+  const Options o = parse_options(argc, argv);
+  set_threads(o.threads);
+  const int threads = num_threads();
+  json out = {{"threads", threads}, {"load_average_before", bench::load_average()}};
+
+  bench::ensure_random_checkpoint(o.dir);
+  const Checkpoint checkpoint(o.dir);
+  write_tokenizer(o.dir, checkpoint.config().vocab_size);
+  ensure_adapters(o.dir, checkpoint);
+  const LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(o.dir);
+
+  std::vector<std::unique_ptr<AdapterFile>> files;
+  std::vector<LlamaDelta> deltas;
+  for (int i = 0; i < kDistinctAdapters; ++i) {
+    files.push_back(std::make_unique<AdapterFile>(adapter_file(o.dir, i)));
+    deltas.push_back(make_llama_delta(weights, checkpoint, *files.back()));
+  }
+  const double base_bytes = bench::weight_bytes_per_token(weights);
+  const double adapter_bytes = double(fs::file_size(adapter_file(o.dir, 0)));
+  const double params = base_bytes / 2;  // BF16: every weight a token reads, once
+  out["base_bytes_per_token"] = base_bytes;
+  out["adapter_bytes"] = adapter_bytes;
+
+  // 1. Limits.
+  std::cerr << "limits ...\n";
+  const double bandwidth = measure_read_bandwidth(size_t(1) << 30, 3);
+  const double flops = measure_sgemm_flops();
+  out["read_bandwidth_GBps"] = bandwidth / 1e9;
+  out["sgemm_GFLOPs"] = flops / 1e9;
+  std::printf(
+      "threads %d; read bandwidth %.1f GB/s; SGEMM %.1f GFLOP/s; base %.2f GB/token, "
+      "adapter %.1f MB\n",
+      threads, bandwidth / 1e9, flops / 1e9, base_bytes / 1e9, adapter_bytes / 1e6);
+
+  // 2. Decode.
+  std::printf(
+      "\n   N  limit tok/s  fused tok/s (of limit)  base tok/s  merge tok/s  fused/merge\n");
+  json decode = json::array();
+  for (int N : o.users) {
+    std::cerr << "decode N=" << N << " ...\n";
+    std::vector<const LlamaDelta*> users, none(size_t(N), nullptr);
+    for (int i = 0; i < N; ++i) users.push_back(&deltas[size_t(i)]);
+    const double step_bytes = base_bytes + N * adapter_bytes;
+    const double limit = N / std::max(step_bytes / bandwidth, N * 2 * params / flops);
+    const double fused = N / fused_step_seconds(weights, users, o.steps);
+    const double base = N / fused_step_seconds(weights, none, o.steps);
+    double merge = 0;
+    if (std::find(o.merge_users.begin(), o.merge_users.end(), N) != o.merge_users.end()) {
+      std::vector<const AdapterFile*> user_files;
+      for (int i = 0; i < N; ++i) user_files.push_back(files[size_t(i)].get());
+      merge = N / merge_round_seconds(weights, user_files, N >= 16 ? 1 : 2);
+    }
+    std::printf("%4d  %11.2f  %11.2f (%5.1f%%)  %10.2f  %11.2f  %11.1f\n", N, limit, fused,
+                100 * fused / limit, base, merge, merge > 0 ? fused / merge : 0.0);
+    std::fflush(stdout);
+    decode.push_back({{"users", N},
+                      {"limit_tokens_per_s", limit},
+                      {"fused_tokens_per_s", fused},
+                      {"fused_of_limit", fused / limit},
+                      {"base_tokens_per_s", base},
+                      {"merge_tokens_per_s", merge},
+                      {"bytes_per_step", step_bytes}});
+  }
+  out["decode"] = decode;
+
+  // 4. Switching between resident adapters.
+  std::cerr << "switch latency ...\n";
+  {
+    AdapterCache cache(checkpoint, weights, o.dir + "/adapters");
+    std::vector<std::string> names = cache.list();
+    for (const std::string& name : names) cache.load_now(name);
+    std::mt19937 rng(1);
+    std::vector<double> lookups;
+    for (int i = 0; i < 100000; ++i) {
+      const std::string& name = names[rng() % names.size()];
+      const auto start = Clock::now();
+      const AdapterCache::Lookup lookup = cache.get(name);
+      lookups.push_back(seconds_since(start));
+      if (lookup.state != AdapterCache::State::Ready) fail("adapter ", name, " not resident");
+    }
+    // One sequence decoding, its adapter changing every step or never.
+    auto step_times = [&](bool alternate) {
+      KVBlockPool pool(weights.config, 8);
+      StepScratch scratch;
+      KVSequence kv;
+      pool.reserve(kv, 100);
+      std::vector<float> logits(size_t(weights.config.vocab_size));
+      int32_t token = 1;
+      std::vector<double> seconds;
+      for (int s = 0; s < 41; ++s) {
+        const StepSequence step{.tokens = &token,
+                                .n = 1,
+                                .kv = &kv,
+                                .delta = &deltas[alternate ? size_t(s % 2) : 0],
+                                .logits = logits.data()};
+        const auto start = Clock::now();
+        forward_step(weights, pool, {&step, 1}, scratch);
+        if (s > 0) seconds.push_back(seconds_since(start));
+        token = argmax(logits.data(), weights.config.vocab_size);
+      }
+      return seconds;
+    };
+    const std::vector<double> same = step_times(false), alternating = step_times(true);
+    out["switch"] = {{"lookup_p50_us", 1e6 * percentile(lookups, 0.5)},
+                     {"lookup_p99_us", 1e6 * percentile(lookups, 0.99)},
+                     {"step_same_adapter_p50_ms", 1e3 * percentile(same, 0.5)},
+                     {"step_alternating_p50_ms", 1e3 * percentile(alternating, 0.5)},
+                     {"step_alternating_p99_ms", 1e3 * percentile(alternating, 0.99)}};
+    std::printf(
+        "\nswitch: cache lookup p50 %.2f us, p99 %.2f us; decode step with the same adapter "
+        "p50 %.1f ms, alternating two adapters p50 %.1f ms (p99 %.1f ms)\n",
+        1e6 * percentile(lookups, 0.5), 1e6 * percentile(lookups, 0.99),
+        1e3 * percentile(same, 0.5), 1e3 * percentile(alternating, 0.5),
+        1e3 * percentile(alternating, 0.99));
+  }
+
+  // 5. Cold load against the disk.
+  std::cerr << "cold load ...\n";
+  {
+    const std::string probe = adapter_file(o.dir, kDistinctAdapters - 2);
+    const double disk = disk_read_bandwidth(probe);
+    // The last adapter, unmapped here (the decode part no longer needs it), dropped from the
+    // page cache, then loaded through a cache over a folder holding only it.
+    const std::string cold = adapter_file(o.dir, kDistinctAdapters - 1);
+    const std::string folder = o.dir + "/cold";
+    fs::remove_all(folder);
+    fs::create_directories(folder);
+    fs::create_hard_link(cold, folder + "/cold.bitdelta");
+    files.back().reset();
+    evict_from_page_cache(cold);
+    AdapterCache cache(checkpoint, weights, folder);
+    const auto start = Clock::now();
+    const std::shared_ptr<const ServedAdapter> adapter = cache.load_now("cold");
+    const double mapped = seconds_since(start);
+    const uint64_t sum = touch(*adapter);
+    const double loaded = seconds_since(start);
+    out["cold_load"] = {{"disk_read_GBps", disk / 1e9},
+                        {"map_and_check_ms", 1e3 * mapped},
+                        {"load_and_read_ms", 1e3 * loaded},
+                        {"file_over_disk_bandwidth_ms", 1e3 * adapter_bytes / disk},
+                        {"checksum", sum}};
+    std::printf(
+        "cold load: map + check %.1f ms; + first read of every page %.1f ms; file size / "
+        "disk bandwidth (%.2f GB/s) = %.1f ms\n",
+        1e3 * mapped, 1e3 * loaded, disk / 1e9, 1e3 * adapter_bytes / disk);
+    fs::remove_all(folder);
+  }
+
+  // 3. Resident adapters: 5 against 2,000 registered.
+  if (o.scaling) {
+    std::printf("\nregistered  requests  tokens  tok/s  loads  evictions\n");
+    json scaling = json::array();
+    for (int count : {5, 2000}) {
+      std::cerr << "engine with " << count << " registered adapters ...\n";
+      const std::string folder = registration_folder(o.dir, count);
+      const EngineRun r = engine_throughput(checkpoint, weights, *tokenizer, folder, 16, 96, 16,
+                                            int64_t(64 * adapter_bytes));
+      std::printf("%10d  %8lld  %6lld  %5.1f  %5lld  %9lld\n", count, (long long)r.requests,
+                  (long long)r.tokens, r.tokens_per_s, (long long)r.loads, (long long)r.evictions);
+      scaling.push_back({{"registered", count},
+                         {"tokens_per_s", r.tokens_per_s},
+                         {"tokens", r.tokens},
+                         {"loads", r.loads},
+                         {"evictions", r.evictions}});
+    }
+    out["resident_scaling"] = scaling;
+  }
+
+  // 6. Memory with 10,000 registered, 64 loaded.
+  std::cerr << "memory ...\n";
+  {
+    files.clear();
+    deltas.clear();
+    const std::string folder = registration_folder(o.dir, 10000);
+    const std::map<std::string, double> before = memory_mib();
+    AdapterCache cache(checkpoint, weights, folder);
+    const std::vector<std::string> names = cache.list();
+    const std::map<std::string, double> registered = memory_mib();
+    uint64_t sum = 0;
+    for (int i = 0; i < 64; ++i) sum += touch(*cache.load_now(names[size_t(i)]));
+    const std::map<std::string, double> hot = memory_mib();
+    out["memory_mib"] = {{"before", before},
+                         {"registered_10000", registered},
+                         {"hot_64", hot},
+                         {"registered", names.size()},
+                         {"checksum", sum}};
+    std::printf(
+        "\nmemory (MiB): before RSS %.0f (anon %.0f, file %.0f); %zu registered: RSS %.0f; "
+        "64 loaded and read: RSS %.0f (anon %.0f, file %.0f)\n",
+        before.at("VmRSS"), before.at("RssAnon"), before.at("RssFile"), names.size(),
+        registered.at("VmRSS"), hot.at("VmRSS"), hot.at("RssAnon"), hot.at("RssFile"));
+  }
+  out["load_average_after"] = bench::load_average();
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace bd
+
+int main(int argc, char** argv) {
+  return bd::bench::guarded_main("serve_bench", bd::run, argc, argv);
+}
