@@ -35,34 +35,52 @@ HWY_INLINE bool SignBit(const uint8_t* row_bits, size_t i) {
 
 // plus[r·kT + t] = Σ_{i: S[row0 + r, i] = +1} x[t, i] for kR consecutive sign rows (contiguous
 // in memory, so still one sequential stream) and kT tokens: each x vector loaded serves kR·kT
-// masked adds, and the kR·kT accumulators keep several adds in flight.
+// masked adds. Two sets of accumulators, for the even and the odd vectors of a row, keep
+// 2·kR·kT independent adds in flight: with one set, the add's latency (4 cycles) held a single
+// token to kR adds per latency, half of what the two vector ports can issue.
 template <size_t kR, size_t kT>
 HWY_INLINE void PlusSums(const uint8_t* HWY_RESTRICT bits, size_t row_bytes,
                          const float* HWY_RESTRICT x, size_t I, float* HWY_RESTRICT plus) {
   const DF df;
   const size_t N = hn::Lanes(df);
-  VF acc[kR][kT];
+  VF even[kR][kT], odd[kR][kT];
   HWY_UNROLL(4)
   for (size_t r = 0; r < kR; ++r) {
     HWY_UNROLL(4)
-    for (size_t t = 0; t < kT; ++t) acc[r][t] = hn::Zero(df);
+    for (size_t t = 0; t < kT; ++t) even[r][t] = odd[r][t] = hn::Zero(df);
   }
   size_t i = 0;
-  for (; i + N <= I; i += N) {
-    VF xv[kT];
+  for (; i + 2 * N <= I; i += 2 * N) {
+    VF x0[kT], x1[kT];
     HWY_UNROLL(4)
-    for (size_t t = 0; t < kT; ++t) xv[t] = hn::LoadU(df, x + t * I + i);
+    for (size_t t = 0; t < kT; ++t) {
+      x0[t] = hn::LoadU(df, x + t * I + i);
+      x1[t] = hn::LoadU(df, x + t * I + i + N);
+    }
+    HWY_UNROLL(4)
+    for (size_t r = 0; r < kR; ++r) {
+      const MF positive0 = LoadSignMask(df, bits + r * row_bytes, i);
+      const MF positive1 = LoadSignMask(df, bits + r * row_bytes, i + N);
+      HWY_UNROLL(4)
+      for (size_t t = 0; t < kT; ++t) {  // a masked add where the target has one
+        even[r][t] = hn::IfThenElse(positive0, hn::Add(even[r][t], x0[t]), even[r][t]);
+        odd[r][t] = hn::IfThenElse(positive1, hn::Add(odd[r][t], x1[t]), odd[r][t]);
+      }
+    }
+  }
+  for (; i + N <= I; i += N) {
     HWY_UNROLL(4)
     for (size_t r = 0; r < kR; ++r) {
       const MF positive = LoadSignMask(df, bits + r * row_bytes, i);
       HWY_UNROLL(4)
-      for (size_t t = 0; t < kT; ++t)  // a masked add where the target has one
-        acc[r][t] = hn::IfThenElse(positive, hn::Add(acc[r][t], xv[t]), acc[r][t]);
+      for (size_t t = 0; t < kT; ++t)
+        even[r][t] =
+            hn::IfThenElse(positive, hn::Add(even[r][t], hn::LoadU(df, x + t * I + i)), even[r][t]);
     }
   }
   for (size_t r = 0; r < kR; ++r) {
     for (size_t t = 0; t < kT; ++t) {
-      float sum = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+      float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(even[r][t], odd[r][t])));
       for (size_t j = i; j < I; ++j)
         if (SignBit(bits + r * row_bytes, j)) sum += x[t * I + j];
       plus[r * kT + t] = sum;
