@@ -130,8 +130,10 @@ int run(int argc, char** argv) {
   httplib::Client probe(o.host, o.port);
   const httplib::Result models_res = probe.Get("/v1/models");
   if (!models_res || models_res->status != 200) fail("GET /v1/models failed: is the server up?");
+  const json listed = json::parse(models_res->body);
   std::vector<std::string> models;
-  for (const json& m : json::parse(models_res->body)["data"]) models.push_back(m["id"]);
+  for (const json& m : listed["data"]) models.push_back(m["id"]);
+  if (models.empty()) fail("the server lists no models");
 
   std::mutex mutex;
   std::vector<Result> results;
