@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -33,6 +34,22 @@ void fsync_path(const std::string& path, int flags) {
   const int rc = ::fsync(fd);
   ::close(fd);
   if (rc != 0) fail("cannot sync ", path);
+}
+
+// Reads one byte of every page of the adapter's tensors, so that their page faults (and disk
+// reads) happen here, on the loader thread, not inside the first step that uses the adapter,
+// where they would stall every sequence of the batch.
+void prefault(const AdapterFile& file) {
+  constexpr size_t kPage = 4096;
+  uint64_t sum = 0;
+  auto touch = [&sum](const TensorView& view) {
+    const volatile uint8_t* bytes = static_cast<const uint8_t*>(view.data);
+    for (size_t i = 0; i < view.bytes(); i += kPage) sum += bytes[i];
+  };
+  for (const AdapterMatrix& m : file.matrices()) touch(m.sign);
+  for (const AdapterExact& e : file.exact()) touch(e.delta);
+  static std::atomic<uint64_t> sink{0};  // keeps the reads
+  sink += sum;
 }
 
 }  // namespace
@@ -96,6 +113,7 @@ std::shared_ptr<const ServedAdapter> AdapterCache::load(const std::string& name)
   adapter->delta =
       make_llama_delta(weights_, base_.dir(), adapter->file->matrices(), adapter->file->exact());
   adapter->bytes = int64_t(fs::file_size(path));
+  prefault(*adapter->file);
   return adapter;
 }
 
