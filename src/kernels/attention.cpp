@@ -7,23 +7,11 @@
 #include "core/error.h"
 #include "kernels/blas.h"
 #include "kernels/parallel.h"
+#include "kernels/vector_ops.h"
 
 namespace bd {
 
 namespace {
-
-inline float dot(const float* a, const float* b, int64_t n) {
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-// y[n] += alpha · x[n]
-inline void axpy(float alpha, const float* x, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
 
 // p[0, len) = softmax(p[0, len)) in place, p[len, width) = 0 (the causal mask).
 void causal_softmax(float* p, int64_t len, int64_t width) {

@@ -7,23 +7,11 @@
 
 #include "core/error.h"
 #include "kernels/parallel.h"
+#include "kernels/vector_ops.h"
 
 namespace bd {
 
 namespace {
-
-inline float dot(const float* a, const float* b, int64_t n) {
-  float sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-// y[n] += alpha · x[n]
-inline void axpy(float alpha, const float* x, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
 
 // Every block id a step will touch is inside the store (checked before any parallel region).
 void check_tables(const PagedKV& kv, std::span<const PagedSequence> sequences) {

@@ -271,15 +271,7 @@ AdapterInfo AdapterCache::put(const std::string& name, const std::string& bytes,
   std::lock_guard<std::mutex> lock(mutex_);  // no load of this name starts or lands meanwhile
   fs::rename(temp, path_of(name));
   fsync_path(dir_, O_RDONLY | O_DIRECTORY);
-  if (auto it = resident_.find(name); it != resident_.end()) {
-    stats_.resident_bytes -= it->second.adapter->bytes;
-    lru_.erase(it->second.lru);
-    resident_.erase(it);
-    stats_.resident = int64_t(resident_.size());
-  }
-  queued_.erase(name);
-  failures_.erase(name);
-  ++changes_[name];
+  forget(name);
   return info;
 }
 
@@ -288,6 +280,11 @@ bool AdapterCache::remove(const std::string& name) {
   std::lock_guard<std::mutex> lock(mutex_);
   std::error_code error;
   const bool removed = fs::remove(path_of(name), error);
+  forget(name);
+  return removed;
+}
+
+void AdapterCache::forget(const std::string& name) {
   if (auto it = resident_.find(name); it != resident_.end()) {
     stats_.resident_bytes -= it->second.adapter->bytes;
     lru_.erase(it->second.lru);
@@ -296,8 +293,7 @@ bool AdapterCache::remove(const std::string& name) {
   }
   queued_.erase(name);
   failures_.erase(name);
-  ++changes_[name];
-  return removed;
+  ++changes_[name];  // a load of the old file still running is now stale
 }
 
 AdapterInfo AdapterCache::info(const std::string& name) {

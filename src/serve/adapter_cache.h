@@ -98,6 +98,7 @@ class AdapterCache {
   std::shared_ptr<const ServedAdapter> load(const std::string& name) const;
   void insert(std::shared_ptr<const ServedAdapter> adapter);  // mutex held
   void evict_over_limits();                                   // mutex held
+  void forget(const std::string& name);  // drops a put or removed name; mutex held
   void loader_loop();
 
   const Checkpoint& base_;
