@@ -327,10 +327,12 @@ TEST_F(Serve, AClientThatLeavesMidStreamIsCleanedUpAndSignalsStopTheServer) {
     std::smatch match;
     return std::regex_search(text, match, line) ? std::stoll(match[1]) : -1;
   };
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while ((gauge("bitdelta_running_sequences") != 0 || gauge("bitdelta_kv_blocks_used") != 0) &&
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((gauge("bitdelta_cancelled_total") < 3 || gauge("bitdelta_running_sequences") != 0 ||
+          gauge("bitdelta_kv_blocks_used") != 0) &&
          std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(gauge("bitdelta_cancelled_total"), 3);
   EXPECT_EQ(gauge("bitdelta_running_sequences"), 0);
   EXPECT_EQ(gauge("bitdelta_kv_blocks_used"), 0);
   EXPECT_FALSE(completion_text(client, "tao").empty());

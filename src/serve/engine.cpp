@@ -246,15 +246,17 @@ void Engine::drop_cancelled() {
   for (size_t i = 0; i < running_.size();) {
     if (running_[i]->out->cancelled()) {
       running_[i]->out->fail("cancelled", 499);
+      ++metrics_.cancelled;
       pool_.release(running_[i]->kv);
       running_.erase(running_.begin() + std::ptrdiff_t(i));
     } else {
       ++i;
     }
   }
-  std::erase_if(waiting_, [](const std::unique_ptr<Sequence>& s) {
+  std::erase_if(waiting_, [this](const std::unique_ptr<Sequence>& s) {
     if (!s->out->cancelled()) return false;
     s->out->fail("cancelled", 499);
+    ++metrics_.cancelled;
     return true;
   });
 }

@@ -60,6 +60,9 @@ std::string Metrics::render(const std::function<void(std::string&)>& adapter_lin
   counter(out, "bitdelta_completion_tokens_total", "Tokens generated.", completion_tokens);
   counter(out, "bitdelta_preemptions_total",
           "Sequences preempted (KV blocks freed, recomputed later).", preemptions);
+  counter(out, "bitdelta_cancelled_total",
+          "Requests dropped before they finished (their client left, or an internal error).",
+          cancelled);
   gauge(out, "bitdelta_running_sequences", "Sequences in the running batch.", running);
   gauge(out, "bitdelta_waiting_sequences", "Sequences waiting for admission.", waiting);
   gauge(out, "bitdelta_kv_blocks_used", "KV cache blocks held by sequences.", kv_blocks_used);

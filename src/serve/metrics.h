@@ -34,6 +34,7 @@ struct Metrics {
   std::atomic<int64_t> prompt_tokens{0};      // tokens in
   std::atomic<int64_t> completion_tokens{0};  // tokens out
   std::atomic<int64_t> preemptions{0};
+  std::atomic<int64_t> cancelled{0};  // requests dropped unfinished (client left, internal error)
   std::atomic<int64_t> running{0}, waiting{0};
   std::atomic<int64_t> kv_blocks_used{0}, kv_blocks_total{0};
   Histogram batch_size{Histogram::kCountBounds};      // sequences per step
