@@ -45,6 +45,13 @@ class Serve : public ::testing::Test {
   ScratchDir scratch_;
 };
 
+// Generous timeouts: under the sanitizers six concurrent generations take longer than httplib's
+// default 5 s read timeout.
+void be_patient(httplib::Client& client) {
+  client.set_read_timeout(600, 0);
+  client.set_write_timeout(600, 0);
+}
+
 httplib::Result post(httplib::Client& client, const std::string& path, const json& body,
                      const httplib::Headers& headers = {}) {
   return client.Post(path.c_str(), headers, body.dump(), "application/json");
@@ -88,6 +95,7 @@ TEST_F(Serve, GreedyTextIsTheSameAloneBatchedThroughGenerateAndTheAppliedModel) 
 
   ServerProcess server(start_arguments());
   httplib::Client client("127.0.0.1", server.port());
+  be_patient(client);
   for (const auto& [model, text] : want) EXPECT_EQ(completion_text(client, model), text) << model;
   // All three users at once, twice each: one batch holds several adapters.
   std::vector<std::future<std::pair<std::string, std::string>>> replies;
@@ -95,6 +103,7 @@ TEST_F(Serve, GreedyTextIsTheSameAloneBatchedThroughGenerateAndTheAppliedModel) 
     for (const auto& [model, text] : want)
       replies.push_back(std::async(std::launch::async, [port = server.port(), model = model] {
         httplib::Client c("127.0.0.1", port);
+        be_patient(c);
         return std::make_pair(model, completion_text(c, model));
       }));
   for (auto& reply : replies) {
@@ -114,6 +123,7 @@ TEST_F(Serve, GreedyTextIsTheSameAloneBatchedThroughGenerateAndTheAppliedModel) 
 TEST_F(Serve, StreamingSendsTheSameTextThenUsageAndDone) {
   ServerProcess server(start_arguments());
   httplib::Client client("127.0.0.1", server.port());
+  be_patient(client);
   const std::string whole = completion_text(client, "zippy");
   json body = completion_body("zippy");
   body["stream"] = true;
@@ -169,6 +179,7 @@ TEST_F(Serve, TheOpenAiNodeClientWorksUnchanged) {
 TEST_F(Serve, BadRequestsGetOpenAiStyleErrors) {
   ServerProcess server(start_arguments() + " --max-tokens 64");
   httplib::Client client("127.0.0.1", server.port());
+  be_patient(client);
   struct Case {
     const char* what;
     std::string path, body, content_type;
@@ -229,6 +240,7 @@ TEST_F(Serve, BadRequestsGetOpenAiStyleErrors) {
 TEST_F(Serve, AdaptersAreAddedReplacedAndDeletedWhileServing) {
   ServerProcess server(start_arguments());
   httplib::Client client("127.0.0.1", server.port());
+  be_patient(client);
   const std::string zippy_text = completion_text(client, "zippy");
   const std::string tao_text = completion_text(client, "tao");
   const std::string zippy = read_file(adapters() + "/zippy.bitdelta");
@@ -274,6 +286,7 @@ TEST_F(Serve, ApiKeysLetOwnersReachOnlyTheirAdapters) {
                                 {"key": "sk-admin-0123456789abcdef", "admin": true}]})");
   ServerProcess server(start_arguments() + " --api-keys " + shell_quote(keys));
   httplib::Client client("127.0.0.1", server.port());
+  be_patient(client);
   const httplib::Headers zippy = {{"Authorization", "Bearer sk-zippy-0123456789abcdef"}};
   const httplib::Headers admin = {{"Authorization", "Bearer sk-admin-0123456789abcdef"}};
   const httplib::Headers wrong = {{"Authorization", "Bearer sk-zippy-0123456789abcdeX"}};
@@ -319,6 +332,7 @@ void stream_and_hang_up(int port) {
 TEST_F(Serve, AClientThatLeavesMidStreamIsCleanedUpAndSignalsStopTheServer) {
   ServerProcess server(start_arguments() + " --max-tokens 512");
   httplib::Client client("127.0.0.1", server.port());
+  be_patient(client);
   for (int i = 0; i < 3; ++i) stream_and_hang_up(server.port());
   // The abandoned sequences leave the batch and give their KV blocks back.
   auto gauge = [&](const std::string& name) {
@@ -339,6 +353,7 @@ TEST_F(Serve, AClientThatLeavesMidStreamIsCleanedUpAndSignalsStopTheServer) {
   // SIGTERM while a request runs: it finishes (or is cancelled) and the server exits 0.
   auto running = std::async(std::launch::async, [port = server.port()] {
     httplib::Client c("127.0.0.1", port);
+    be_patient(c);
     return post(c, "/v1/completions", completion_body("zippy", 200));
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
