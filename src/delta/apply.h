@@ -1,5 +1,6 @@
 // Reconstructing the dense fine-tune from a base and an adapter, for users who want a plain
-// Hugging Face checkpoint (the engine itself runs base + delta without merging: model/llama_delta.h).
+// Hugging Face checkpoint (the engine itself runs base + delta without merging:
+// model/llama_delta.h).
 //
 // Each tensor is computed in F32 and rounded once (nearest even) to the output dtype:
 //   compressed weight W:  widen(W_base) + γ ⊙ S      (γ·s is ±γ exactly; one F32 addition)
