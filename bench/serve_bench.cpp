@@ -24,7 +24,6 @@
 // Prints a table per part and one JSON line with every number.
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,6 +64,7 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using bench::median;
+using bench::percentile;
 using json = nlohmann::json;
 
 constexpr int kDistinctAdapters = 64;
@@ -72,11 +72,6 @@ constexpr int64_t kPrompt = 8;
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double percentile(std::vector<double> values, double p) {
-  std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, size_t(p * double(values.size())))];
 }
 
 std::vector<int> parse_list(const std::string& text) {

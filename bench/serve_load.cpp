@@ -119,10 +119,9 @@ Result request(httplib::Client& client, const Options& o, const std::string& mod
   return result;
 }
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
+// 0 when no request succeeded (the failures are reported).
+double percentile(const std::vector<double>& values, double p) {
+  return values.empty() ? 0.0 : bench::percentile(values, p);
 }
 
 int run(int argc, char** argv) {

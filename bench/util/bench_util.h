@@ -33,6 +33,10 @@ float hashed_uniform(uint64_t index);
 // The median (mean of the middle two for an even count); `values` must not be empty.
 double median(std::vector<double> values);
 
+// The value below which a fraction p of `values` lies (the element at index p·n of the sorted
+// values); `values` must not be empty.
+double percentile(std::vector<double> values, double p);
+
 // The 1, 5 and 15 minute load averages as /proc/loadavg prints them ("1.02 0.88 0.61").
 std::string load_average();
 
