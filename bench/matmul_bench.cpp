@@ -95,12 +95,13 @@ BENCHMARK(BM_Matmul)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
-// Where the GEMV stops beating widened SGEMM as tokens grow (sets kGemvMaxTokens).
+// Where the GEMV (streaming below 4 tokens, register tiles from 4) stops beating widened SGEMM as
+// tokens grow (sets kGemvMaxTokens).
 void Crossover(benchmark::internal::Benchmark* b) {
-  for (int64_t T : {1, 2, 4, 8, 12, 16, 32, 64}) {
+  for (int64_t T : {1, 2, 3, 4, 8, 12, 16, 32, 64, 128, 256}) {
     for (int64_t path : {kGemv, kSgemm}) b->Args({5632, 2048, T, 1, path});
   }
-  for (int64_t T : {1, 4, 8, 16}) {
+  for (int64_t T : {1, 4, 8, 16, 64, 256}) {
     for (int64_t path : {kGemv, kSgemm}) b->Args({5632, 2048, T, 0, path});
   }
 }

@@ -102,7 +102,7 @@ BENCHMARK(BM_DenseBF16)->Name("decode/bf16")->Apply([](auto* b) {
                                               Shapes(b, 1);
                                             }) -> UseRealTime() -> Unit(benchmark::kMicrosecond);
 
-// Where the masked-add GEMV stops beating widened SGEMM as tokens grow (kGemvMaxTokens).
+// Where the quantized GEMV stops beating widened SGEMM as tokens grow (kSignGemvMaxTokens).
 void Tokens(benchmark::internal::Benchmark* b) {
   for (int64_t T : {1, 2, 4, 8, 9, 16, 64, 256}) b->Args({5632, 2048, T});
 }

@@ -96,14 +96,15 @@ constexpr DType kFloatTypes[] = {DType::F32, DType::BF16, DType::F16};
 // BF16/F16 row blocks for SGEMM (kernels/parallel.h): O·I, resp. rows·I, elements.
 constexpr int64_t kMatmulParallelElements = kMinParallelElements;
 
-// Both sides of the GEMV / SGEMM switch (T from 1 to 17), all below the threshold for threads
-// (37 × 257 elements): the single-threaded GEMV and widening.
+// Every path (streaming GEMV for T < 4, tiles of rows × tokens up to kGemvMaxTokens with every
+// leftover count of rows and tokens, SGEMM beyond), all below the threshold for threads
+// (37 × 257 elements): the single-threaded kernels and widening.
 TEST(Matmul, OddShapesEveryDtypeEveryTarget) {
-  static_assert(kGemvMaxTokens >= 4 && kGemvMaxTokens < 17 && 37 * 257 < kMatmulParallelElements);
+  static_assert(kGemvMaxTokens == 256 && 37 * 257 < kMatmulParallelElements);
   std::mt19937 rng(1234);
   for_each_target([&] {
     for (DType dtype : kFloatTypes) {
-      for (int64_t T : {1, 2, 3, 4, 5, 8, 9, 17}) {
+      for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 256, 257}) {
         for (int64_t O : {1, 3, 4, 5, 37}) {
           for (int64_t I : {1, 7, 16, 33, 100, 257}) check_shape(dtype, T, O, I, rng);
         }

@@ -1,6 +1,6 @@
 // The packed-sign kernels against a float64 reference that reads S from an unpacked ±1 matrix,
 // on shapes that hit every path: I not a multiple of 8, 16 or 64 (vector tails, bits from inside
-// a byte), O = 1, I = 1, few tokens (masked-add GEMV) and many (widened SGEMM), per-row and
+// a byte), O = 1, I = 1, few tokens (quantized integer GEMV) and many (widened SGEMM), per-row and
 // per-matrix scales, and matrices on either side of the kernels' threshold for threads.
 //
 // The bounds are tight enough that one flipped sign fails: the inputs are bounded away from zero
@@ -61,7 +61,7 @@ std::vector<float> random_values(size_t n, std::mt19937& rng, float lo = -1.0f, 
 
 // ±m·2⁻¹² with m in [2¹¹, 2¹²): magnitudes in [0.5, 1), 12 significant bits (more than BF16 or
 // F16 hold, so a kernel that rounds its input is caught). Any sum of up to 4096 of them is a
-// multiple of 2⁻¹² below 2¹², exact in F32 whatever the order: S·x is exact on every path.
+// multiple of 2⁻¹² below 2¹², exact in F32 whatever the order: S·x is exact on the SGEMM path.
 constexpr int64_t kMaxExactI = 4096;
 std::vector<float> grid_values(size_t n, std::mt19937& rng) {
   std::uniform_int_distribution<int> mantissa(2048, 4095);
@@ -123,9 +123,12 @@ double higham_gamma(int64_t n) {
 
 // The reference reads S from `dense` (the problem's, or a copy with a flipped sign). Bounds, per
 // output:
-//   sx = S·x: exact on every path (grid inputs, products by ±1): bound 0.
-//   y = y0 + γ·(S·x) with few tokens: S·x is exact, then one product and one sum round:
-//     3u·(|γ·S·x| + |y0|).
+//   sx = S·x with few tokens: x is quantized to q·step, step = max|x| / 32767, each element
+//     within 0.504·step (rounding to nearest, plus the rounding of step and its inverse), and
+//     S·q is exact: I·0.504·step, plus 2u·|S·x| for the final conversions. Many tokens (SGEMM
+//     on ±1 for sign_project): exact (grid inputs, products by ±1): bound 0.
+//   y = y0 + γ·(S·x) with few tokens: γ times sx's bound, then one product and one sum round:
+//     + 3u·(|γ·S·x| + |y0|).
 //   y with many tokens, and dx = dx0 + Σ_o dy·γ·S (always SGEMM): the SGEMM multiplies by ±γ,
 //     so every product rounds: γ_{n+1}·(Σ|terms| + |start|).
 Reference reference(const Problem& p, const std::vector<float>& dense, bool per_row) {
@@ -140,11 +143,14 @@ Reference reference(const Problem& p, const std::vector<float>& dense, bool per_
   r.dx.resize(size_t(T * I));
   r.dx_bound = r.dx;
   for (int64_t t = 0; t < T; ++t) {
-    double min_x = HUGE_VAL, abs_x = 0;
+    double min_x = HUGE_VAL, abs_x = 0, max_x = 0;
     for (int64_t i = 0; i < I; ++i) {
       min_x = std::min(min_x, double(std::fabs(p.x[size_t(t * I + i)])));
+      max_x = std::max(max_x, double(std::fabs(p.x[size_t(t * I + i)])));
       abs_x += std::fabs(p.x[size_t(t * I + i)]);
     }
+    const bool few = T <= kSignGemvMaxTokens;
+    const double quantization = few ? double(I) * 0.504 * max_x / 32767 : 0;
     for (int64_t o = 0; o < O; ++o) {
       double dot = 0;
       for (int64_t i = 0; i < I; ++i)
@@ -152,12 +158,12 @@ Reference reference(const Problem& p, const std::vector<float>& dense, bool per_
       const size_t at = size_t(t * O + o);
       const double y0 = p.y0[at], scaled = gamma(o) * dot;
       r.sx[at] = dot;
-      r.sx_bound[at] = 0;
+      r.sx_bound[at] = few ? quantization + 2 * u * std::fabs(dot) : 0;
       r.y[at] = y0 + scaled;
-      r.y_bound[at] = T <= kGemvMaxTokens
-                          ? 3 * u * (std::fabs(scaled) + std::fabs(y0))
+      r.y_bound[at] = few ? gamma(o) * r.sx_bound[at] + 3 * u * (std::fabs(scaled) + std::fabs(y0))
                           : higham_gamma(I + 1) * (gamma(o) * abs_x + std::fabs(y0));
       r.flip_margin = std::min(r.flip_margin, 2 * gamma(o) * min_x / r.y_bound[at]);
+      if (few) r.flip_margin = std::min(r.flip_margin, 2 * min_x / r.sx_bound[at]);
     }
     for (int64_t i = 0; i < I; ++i) {
       double sum = 0, magnitude = 0, min_term = HUGE_VAL;
@@ -248,7 +254,7 @@ INSTANTIATE_TEST_SUITE_P(
 // Both sides of the thresholds are among the shapes above.
 static_assert(40 * 4096 >= kSignParallelElements && 67 * 1001 >= kSignParallelElements &&
               70 * 1000 >= kSignParallelElements && 37 * 1000 < kSignParallelElements);
-static_assert(5 <= kGemvMaxTokens && 12 > kGemvMaxTokens);
+static_assert(5 <= kSignGemvMaxTokens && 12 > kSignGemvMaxTokens);
 
 // The check above fails on one flipped sign: flipping the least visible sign of a matrix (in the
 // row with the smallest scale, the column where x is smallest) either in the reference's S or in

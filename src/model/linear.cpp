@@ -1,5 +1,7 @@
 #include "model/linear.h"
 
+#include <vector>
+
 #include "core/error.h"
 #include "kernels/blas.h"
 #include "kernels/matmul.h"
@@ -25,15 +27,17 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
                     bool accumulate) {
   const int64_t O = linear.out_features(), I = linear.in_features();
   matmul(y, x, linear.weight, rows, accumulate);
+  std::vector<SignSegment> signs;
   for (const RowSegment& segment : segments) {
     const LinearDelta* d = delta_of(linear, segment);
     if (!d) continue;
-    float* ys = y + segment.row0 * O;
-    const float* xs = x + segment.row0 * I;
     if (d->sign.bits)
-      sign_matmul(ys, xs, d->sign.bits, d->sign.scale, d->sign.per_row, segment.rows, O, I);
-    if (d->exact.data) matmul(ys, xs, d->exact, segment.rows, /*accumulate=*/true);
+      signs.push_back({segment.row0, segment.rows, d->sign.bits, d->sign.scale, d->sign.per_row});
+    if (d->exact.data)
+      matmul(y + segment.row0 * O, x + segment.row0 * I, d->exact, segment.rows,
+             /*accumulate=*/true);
   }
+  sign_matmul_segments(y, x, signs, O, I);
 }
 
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const Linear& linear,
