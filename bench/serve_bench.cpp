@@ -220,11 +220,11 @@ double measure_sgemm_flops() {
 // ---- decode ----
 
 // Median seconds of a decode step for len(deltas) sequences, one per delta (nullptr: base),
-// after a prefill of kPrompt tokens each.
+// after a prefill of kPrompt tokens each and one untimed decode step.
 double fused_step_seconds(const LlamaWeights& w, const std::vector<const LlamaDelta*>& deltas,
                           int steps) {
   const int64_t N = int64_t(deltas.size()), V = w.config.vocab_size;
-  KVBlockPool pool(w.config, N * ((kPrompt + steps + kKVBlockSize) / kKVBlockSize + 1));
+  KVBlockPool pool(w.config, N * ((kPrompt + steps + 1 + kKVBlockSize) / kKVBlockSize + 1));
   StepScratch scratch;
   std::vector<KVSequence> kv(static_cast<size_t>(N));
   std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(N));
@@ -234,10 +234,10 @@ double fused_step_seconds(const LlamaWeights& w, const std::vector<const LlamaDe
   for (int64_t i = 0; i < N; ++i) {
     for (int64_t t = 0; t < kPrompt; ++t)
       tokens[size_t(i)].push_back(int32_t((i * 131 + t * 7919 + 1) % V));
-    pool.reserve(kv[size_t(i)], kPrompt + steps + 1);
+    pool.reserve(kv[size_t(i)], kPrompt + steps + 2);
   }
   std::vector<double> seconds;
-  for (int s = -1; s < steps; ++s) {
+  for (int s = -2; s < steps; ++s) {  // untimed: the prefill and one decode step (first touches)
     for (int64_t i = 0; i < N; ++i) {
       const size_t u = size_t(i);
       step[u] = StepSequence{.tokens = tokens[u].data() + kv[u].pos,

@@ -338,6 +338,39 @@ TEST(SignKernels, RejectsBadArguments) {
   EXPECT_THROW(sign_project(&out, &in, nullptr, 1, 1, 1), Error);
   EXPECT_THROW(sign_matmul(&out, &in, &bits, nullptr, false, 1, 1, 1), Error);
   EXPECT_THROW(sign_matmul_backward_x(&out, &in, &bits, nullptr, false, 1, 1, 1), Error);
+  const SignSegment negative{-1, 1, &bits, &in, false}, unscaled{0, 1, &bits, nullptr, false};
+  EXPECT_THROW(sign_matmul_segments(&out, &in, {&negative, 1}, 1, 1), Error);
+  EXPECT_THROW(sign_matmul_segments(&out, &in, {&unscaled, 1}, 1, 1), Error);
+}
+
+// A served batch: segments of different users' signs (few-token ones sharing one pass, a long
+// one on SGEMM, an empty one) give exactly what sign_matmul gives each segment alone, on every
+// target, with threads (O·I above the threshold).
+TEST(SignKernels, SegmentsMatchOneProductPerSegment) {
+  const int64_t O = 70, I = 1000;
+  static_assert(O * I >= kSignParallelElements && 9 > kSignGemvMaxTokens);
+  std::mt19937 rng(5);
+  const std::vector<int64_t> rows = {1, 3, 0, 9, 1, 8};
+  std::vector<Signs> signs;
+  std::vector<std::vector<float>> scales;
+  std::vector<SignSegment> segments;
+  int64_t total = 0;
+  for (size_t s = 0; s < rows.size(); ++s) {
+    signs.push_back(random_signs(O, I, rng));
+    scales.push_back(random_values(size_t(O), rng, 0.001f, 0.05f));
+    segments.push_back({total, rows[s], signs[s].bits.data(), scales[s].data(), s % 2 == 0});
+    total += rows[s];
+  }
+  const std::vector<float> x = random_values(size_t(total * I), rng);
+  const std::vector<float> y0 = random_values(size_t(total * O), rng);
+  for_each_target([&] {
+    std::vector<float> want = y0, got = y0;
+    for (const SignSegment& s : segments)
+      sign_matmul(want.data() + s.row0 * O, x.data() + s.row0 * I, s.bits, s.scale, s.per_row,
+                  s.rows, O, I);
+    sign_matmul_segments(got.data(), x.data(), segments, O, I);
+    EXPECT_EQ(got, want);
+  });
 }
 
 }  // namespace
