@@ -14,7 +14,7 @@ packages=(
 )
 test_packages=(
   clang-format libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy python3-regex python3-sentencepiece
+  python3-torch python3-numpy python3-mpmath python3-regex python3-sentencepiece
   fortunes fortunes-min fortunes-bofh-excuses jargon-text
   clang libclang-rt-14-dev libomp-14-dev
 )

@@ -14,9 +14,12 @@ std::string help_text(const CommandSpec& spec) {
   std::string text = "usage: bitdelta " + spec.name + " " + spec.synopsis + "\n\n" +
                      spec.description + "\n\noptions:\n";
   for (const Option& option : spec.options) {
-    std::string left = "  " + option.name + (option.value_name.empty() ? "" : " " + option.value_name);
-    if (left.size() < 24) left.resize(24, ' ');
-    else left += "\n" + std::string(24, ' ');
+    std::string left =
+        "  " + option.name + (option.value_name.empty() ? "" : " " + option.value_name);
+    if (left.size() < 24)
+      left.resize(24, ' ');
+    else
+      left += "\n" + std::string(24, ' ');
     text += left + option.help + "\n";
   }
   text += "  -h, --help              show this help\n";
@@ -34,16 +37,21 @@ Args::Args(const CommandSpec& spec, int argc, char** argv) : spec_(spec) {
       const Option* option = nullptr;
       for (const Option& candidate : spec.options)
         if (candidate.name == word) option = &candidate;
-      if (!option) throw UsageError(cat("unknown option ", word, " (see bitdelta ", spec.name, " --help)"));
+      if (!option)
+        throw UsageError(cat("unknown option ", word, " (see bitdelta ", spec.name, " --help)"));
       if (option->value_name.empty()) {
         values_[word] = "1";
       } else {
         if (i + 1 >= argc) throw UsageError(cat(word, " needs a value ", option->value_name));
+        if (values_.count(word) && !option->repeatable)
+          throw UsageError(cat(word, " is given twice"));
         values_[word] = argv[++i];
+        repeated_[word].push_back(values_[word]);
       }
     } else {
       if (int(positional_.size()) >= spec.max_positional)
-        throw UsageError(cat("unexpected argument '", word, "' (see bitdelta ", spec.name, " --help)"));
+        throw UsageError(
+            cat("unexpected argument '", word, "' (see bitdelta ", spec.name, " --help)"));
       positional_.push_back(word);
     }
   }
@@ -54,9 +62,15 @@ std::string Args::get(const std::string& name, const std::string& fallback) cons
   return it == values_.end() ? fallback : it->second;
 }
 
+std::vector<std::string> Args::get_all(const std::string& name) const {
+  auto it = repeated_.find(name);
+  return it == repeated_.end() ? std::vector<std::string>{} : it->second;
+}
+
 std::string Args::require(const std::string& name) const {
   auto it = values_.find(name);
-  if (it == values_.end()) throw UsageError(cat(name, " is required (see bitdelta ", spec_.name, " --help)"));
+  if (it == values_.end())
+    throw UsageError(cat(name, " is required (see bitdelta ", spec_.name, " --help)"));
   return it->second;
 }
 
@@ -65,7 +79,8 @@ long long Args::get_int(const std::string& name, long long fallback) const {
   std::string text = get(name);
   char* end = nullptr;
   long long value = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0') throw UsageError(cat(name, " expects an integer, got '", text, "'"));
+  if (text.empty() || *end != '\0')
+    throw UsageError(cat(name, " expects an integer, got '", text, "'"));
   return value;
 }
 
@@ -74,7 +89,8 @@ double Args::get_double(const std::string& name, double fallback) const {
   std::string text = get(name);
   char* end = nullptr;
   double value = std::strtod(text.c_str(), &end);
-  if (text.empty() || *end != '\0') throw UsageError(cat(name, " expects a number, got '", text, "'"));
+  if (text.empty() || *end != '\0')
+    throw UsageError(cat(name, " expects a number, got '", text, "'"));
   return value;
 }
 
@@ -82,7 +98,9 @@ std::string model_dir_or_default(const Args& args) {
   if (args.has("--model")) return args.get("--model");
   if (const char* home = std::getenv("BITDELTA_HOME")) return std::string(home) + "/models/default";
   std::string dir = std::string(BITDELTA_SOURCE_DIR) + "/models/default";
-  if (!path_exists(dir)) fail("the embedded default model is missing at ", dir, " (pass --model DIR or set BITDELTA_HOME)");
+  if (!path_exists(dir))
+    fail("the embedded default model is missing at ", dir,
+         " (pass --model DIR or set BITDELTA_HOME)");
   return dir;
 }
 

@@ -12,6 +12,7 @@ struct Option {
   std::string name;        // "--model"
   std::string value_name;  // "DIR"; empty for a flag
   std::string help;
+  bool repeatable = false;  // may be given several times (Args::get_all)
 };
 
 struct CommandSpec {
@@ -34,10 +35,13 @@ class Args {
   long long get_int(const std::string& name, long long fallback) const;
   double get_double(const std::string& name, double fallback) const;
   const std::vector<std::string>& positional() const { return positional_; }
+  // Every value of a repeatable option, in the order given (empty when absent).
+  std::vector<std::string> get_all(const std::string& name) const;
 
  private:
   const CommandSpec& spec_;
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> repeated_;
   std::vector<std::string> positional_;
 };
 

@@ -24,6 +24,7 @@ const std::vector<Command> kCommands = {
     {"eval",     bd::run_eval,     "mean NLL and perplexity of a model on text or token ids"},
     {"generate", bd::run_generate, "generate text from a prompt"},
     {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
+    {"privacy",  bd::run_privacy,  "differential privacy accounting: epsilon of DP-SGD runs, noise for a target epsilon"},
     {"serve",    bd::run_serve,    "OpenAI-compatible server: the base and many users' adapters, batched together"},
     {"tokenize", bd::run_tokenize, "text to token ids and back with a model's tokenizer.json"},
     {"train",    bd::run_train,    "train or fine-tune a model on a text file (AdamW, held-out evaluation)"},
@@ -33,7 +34,8 @@ const std::vector<Command> kCommands = {
 void print_usage(std::FILE* out) {
   std::fprintf(out, "bitdelta %s: cheap, private, poolable per-user fine-tunes of one base LLM\n\n",
                BITDELTA_VERSION);
-  std::fprintf(out, "usage: bitdelta <command> [options]   (bitdelta <command> --help for details)\n\n");
+  std::fprintf(out,
+               "usage: bitdelta <command> [options]   (bitdelta <command> --help for details)\n\n");
   for (const Command& command : kCommands)
     std::fprintf(out, "  %-10s %s\n", command.name, command.summary);
 }

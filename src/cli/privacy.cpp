@@ -1,0 +1,202 @@
+// bitdelta privacy epsilon|noise: the RDP accountant (privacy/rdp.h) on the command line.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/output.h"
+#include "core/error.h"
+#include "privacy/rdp.h"
+
+namespace bd {
+
+namespace {
+
+const Option kOrdersOption = {
+    "--orders", "opacus|tf|LIST",
+    "RDP orders: opacus (default: 1.1, 1.2, ..., 10.9, 12, ..., 63), tf (TF Privacy's\n"
+    "                        compute_dp_sgd_privacy: 1.25, ..., 63, 128, 256, 512) or a comma "
+    "list"};
+const Option kConversionOption = {
+    "--conversion", "improved|classic",
+    "RDP to (epsilon, delta): improved (Balle et al. 2020, as Opacus and TF Privacy; default)\n"
+    "                        or classic (Mironov 2017)"};
+
+const CommandSpec kEpsilonSpec = {
+    "privacy epsilon",
+    "(--sample-rate Q --noise-multiplier SIGMA --steps T | --run Q,SIGMA,T ...) --delta DELTA\n"
+    "                [--orders opacus|tf|LIST] [--conversion improved|classic] [--json]",
+    "The epsilon at DELTA of DP-SGD runs (Poisson sampling at rate Q, Gaussian noise of\n"
+    "SIGMA times the clipping norm, T steps), from their composed Renyi-DP curve. Several\n"
+    "--run compose runs with different settings (e.g. all of one user's fine-tunes).",
+    {{"--sample-rate", "Q", "probability that a step includes each example, in [0, 1]"},
+     {"--noise-multiplier", "SIGMA", "noise standard deviation over the clipping norm, >= 0"},
+     {"--steps", "T", "number of steps"},
+     {"--run", "Q,SIGMA,T", "one run (repeatable; instead of the three options above)", true},
+     {"--delta", "DELTA", "target delta, in (0, 1)"},
+     kOrdersOption,
+     kConversionOption,
+     {"--json", "", "print {\"epsilon\": ..., \"order\": ...}"}},
+};
+
+const CommandSpec kNoiseSpec = {
+    "privacy noise",
+    "--target-epsilon EPS --delta DELTA --sample-rate Q (--steps T | --epochs E)\n"
+    "                [--orders opacus|tf|LIST] [--conversion improved|classic] [--json]",
+    "The noise multiplier that keeps a DP-SGD run within (EPS, DELTA): Opacus's\n"
+    "get_noise_multiplier search (double sigma until epsilon <= EPS, then bisect until epsilon is\n"
+    "within 0.01 below EPS), so the epsilon reached never exceeds the target. --epochs E means\n"
+    "int(E / Q) steps.",
+    {{"--target-epsilon", "EPS", "the epsilon not to exceed, > 0"},
+     {"--delta", "DELTA", "target delta, in (0, 1)"},
+     {"--sample-rate", "Q", "probability that a step includes each example, in [0, 1]"},
+     {"--steps", "T", "number of steps"},
+     {"--epochs", "E", "passes over the data (steps = int(E / Q))"},
+     kOrdersOption,
+     kConversionOption,
+     {"--json", "", "print {\"noise_multiplier\": ..., \"epsilon\": ...}"}},
+};
+
+std::vector<double> parse_orders(const std::string& text) {
+  if (text.empty() || text == "opacus") return opacus_orders();
+  if (text == "tf") return tf_orders();
+  std::vector<double> orders;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    char* end = nullptr;
+    const double order = std::strtod(item.c_str(), &end);
+    if (item.empty() || *end != '\0')
+      throw UsageError(cat("--orders: '", item, "' is not a number (opacus, tf or a comma list)"));
+    orders.push_back(order);
+  }
+  return orders;
+}
+
+RdpConversion parse_conversion(const std::string& text) {
+  if (text.empty() || text == "improved") return RdpConversion::kImproved;
+  if (text == "classic") return RdpConversion::kClassic;
+  throw UsageError(cat("--conversion must be improved or classic, got '", text, "'"));
+}
+
+int64_t parse_steps(const std::string& option, const std::string& text) {
+  char* end = nullptr;
+  const long long steps = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || steps < 0)
+    throw UsageError(cat(option, " expects a step count >= 0, got '", text, "'"));
+  return steps;
+}
+
+PrivateRun parse_run(const std::string& text) {
+  std::vector<std::string> parts;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) parts.push_back(item);
+  if (parts.size() != 3) throw UsageError(cat("--run expects Q,SIGMA,T, got '", text, "'"));
+  auto number = [&](const std::string& part) {
+    char* end = nullptr;
+    const double value = std::strtod(part.c_str(), &end);
+    if (part.empty() || *end != '\0') throw UsageError(cat("--run: '", part, "' is not a number"));
+    return value;
+  };
+  return {number(parts[0]), number(parts[1]), parse_steps("--run", parts[2])};
+}
+
+// JSON has no infinity: an infinite epsilon is printed as null with "infinite": true.
+void print_epsilon(double epsilon, double order, bool json) {
+  if (json) {
+    nlohmann::json out = {{"epsilon", nullptr}, {"order", nullptr}};
+    if (std::isinf(epsilon)) {
+      out["infinite"] = true;
+    } else {
+      out["epsilon"] = epsilon;
+      if (order > 0) out["order"] = order;
+    }
+    print_json(out);
+  } else if (std::isinf(epsilon)) {
+    std::printf("epsilon inf (no noise: no privacy)\n");
+  } else if (order > 0) {
+    std::printf("epsilon %.10g (order %g)\n", epsilon, order);
+  } else {
+    std::printf("epsilon %.10g\n", epsilon);
+  }
+}
+
+int run_epsilon(int argc, char** argv) {
+  const Args args(kEpsilonSpec, argc, argv);
+  std::vector<PrivateRun> runs;
+  for (const std::string& run : args.get_all("--run")) runs.push_back(parse_run(run));
+  const bool single =
+      args.has("--sample-rate") || args.has("--noise-multiplier") || args.has("--steps");
+  if (single && !runs.empty())
+    throw UsageError("give either --sample-rate/--noise-multiplier/--steps or --run, not both");
+  if (!single && runs.empty())
+    throw UsageError("give --sample-rate, --noise-multiplier and --steps, or one --run per run");
+  if (single)
+    runs.push_back({args.get_double("--sample-rate", NAN),
+                    args.get_double("--noise-multiplier", NAN),
+                    parse_steps("--steps", args.require("--steps"))});
+  for (const PrivateRun& run : runs)
+    if (std::isnan(run.sample_rate) || std::isnan(run.noise_multiplier))
+      throw UsageError("--sample-rate and --noise-multiplier are required with --steps");
+  const std::vector<double> orders = parse_orders(args.get("--orders"));
+  const double delta = args.get_double("--delta", NAN);
+  if (!args.has("--delta")) throw UsageError("--delta is required");
+  const PrivacySpent spent = epsilon_from_rdp(orders, rdp_curve(runs, orders), delta,
+                                              parse_conversion(args.get("--conversion")));
+  print_epsilon(spent.epsilon, spent.order, args.has("--json"));
+  return 0;
+}
+
+int run_noise(int argc, char** argv) {
+  const Args args(kNoiseSpec, argc, argv);
+  if (!args.has("--target-epsilon")) throw UsageError("--target-epsilon is required");
+  const double target = args.get_double("--target-epsilon", NAN);
+  const double delta = args.get_double("--delta", NAN);
+  if (!args.has("--delta")) throw UsageError("--delta is required");
+  const double q = args.get_double("--sample-rate", NAN);
+  if (!args.has("--sample-rate")) throw UsageError("--sample-rate is required");
+  if (args.has("--steps") == args.has("--epochs"))
+    throw UsageError("give exactly one of --steps and --epochs");
+  int64_t steps = 0;
+  if (args.has("--steps")) {
+    steps = parse_steps("--steps", args.get("--steps"));
+  } else {
+    const double epochs = args.get_double("--epochs", NAN);
+    if (!(epochs > 0) || !(q > 0))
+      throw UsageError("--epochs needs epochs > 0 and a sample rate > 0");
+    steps = int64_t(epochs / q);
+  }
+  const std::vector<double> orders = parse_orders(args.get("--orders"));
+  const NoiseForTarget found = noise_for_epsilon(target, delta, q, steps, orders,
+                                                 parse_conversion(args.get("--conversion")));
+  if (args.has("--json")) {
+    print_json({{"noise_multiplier", found.noise_multiplier},
+                {"epsilon", found.epsilon},
+                {"steps", steps}});
+  } else {
+    std::printf("noise multiplier %.10g (epsilon %.10g after %lld steps)\n", found.noise_multiplier,
+                found.epsilon, static_cast<long long>(steps));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_privacy(int argc, char** argv) {
+  const char* usage =
+      "usage: bitdelta privacy epsilon|noise [options]   (bitdelta privacy <sub> --help)\n\n"
+      "  epsilon   epsilon of DP-SGD runs from their composed Renyi-DP curve\n"
+      "  noise     the noise multiplier that keeps a run within a target epsilon\n";
+  if (argc < 1 || !std::strcmp(argv[0], "--help") || !std::strcmp(argv[0], "-h")) {
+    std::fputs(usage, argc < 1 ? stderr : stdout);
+    return argc < 1 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[0], "epsilon")) return run_epsilon(argc - 1, argv + 1);
+  if (!std::strcmp(argv[0], "noise")) return run_noise(argc - 1, argv + 1);
+  throw UsageError(cat("unknown privacy command '", argv[0], "' (epsilon or noise)"));
+}
+
+}  // namespace bd
