@@ -43,9 +43,7 @@ Args::Args(const CommandSpec& spec, int argc, char** argv) : spec_(spec) {
         values_[word] = "1";
       } else {
         if (i + 1 >= argc) throw UsageError(cat(word, " needs a value ", option->value_name));
-        if (values_.count(word) && !option->repeatable)
-          throw UsageError(cat(word, " is given twice"));
-        values_[word] = argv[++i];
+        values_[word] = argv[++i];  // the last value wins, unless the option is repeatable
         repeated_[word].push_back(values_[word]);
       }
     } else {
