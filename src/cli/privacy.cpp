@@ -1,7 +1,10 @@
-// bitdelta privacy epsilon|noise: the RDP accountant (privacy/rdp.h) on the command line.
+// bitdelta privacy epsilon|noise|ledger: the RDP accountant (privacy/rdp.h) and the budget
+// ledger (privacy/ledger.h) on the command line.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -10,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/output.h"
 #include "core/error.h"
+#include "privacy/ledger.h"
 #include "privacy/rdp.h"
 
 namespace bd {
@@ -59,6 +63,22 @@ const CommandSpec kNoiseSpec = {
      kOrdersOption,
      kConversionOption,
      {"--json", "", "print {\"noise_multiplier\": ..., \"epsilon\": ...}"}},
+};
+
+const CommandSpec kLedgerSpec = {
+    "privacy ledger",
+    "[--ledger FILE] [--user DID] [--delta DELTA] [--max-epsilon EPS] [--runs] [--json]",
+    "Each user's privacy spent over all their private runs (the composition of the runs'\n"
+    "Renyi-DP curves; planned runs count in full until they complete) and what remains of the\n"
+    "cap. The ledger file: --ledger, else $BITDELTA_LEDGER, else\n"
+    "$XDG_DATA_HOME/bitdelta/privacy-ledger.sqlite (~/.local/share/... without XDG_DATA_HOME).",
+    {{"--ledger", "FILE", "the ledger (SQLite)"},
+     {"--user", "DID", "only this user"},
+     {"--delta", "DELTA", "delta at which epsilon is reported (default 1e-5)"},
+     {"--max-epsilon", "EPS",
+      "the per-user cap the remaining budget is measured against (default 8)"},
+     {"--runs", "", "also list every run"},
+     {"--json", "", "print one JSON object"}},
 };
 
 std::vector<double> parse_orders(const std::string& text) {
@@ -183,20 +203,72 @@ int run_noise(int argc, char** argv) {
   return 0;
 }
 
+int run_ledger(int argc, char** argv) {
+  const Args args(kLedgerSpec, argc, argv);
+  const double delta = args.get_double("--delta", 1e-5);
+  const double cap = args.get_double("--max-epsilon", 8);
+  if (!(cap > 0)) throw UsageError("--max-epsilon must be > 0");
+  const std::string path = args.has("--ledger") ? args.get("--ledger") : default_ledger_path();
+  if (!std::filesystem::exists(path)) fail("no privacy ledger at ", path, " (no private run yet)");
+  const PrivacyLedger ledger(path);
+  const std::string user = args.get("--user");
+  const std::vector<UserBudget> budgets = ledger.budgets(delta, user);
+  if (!user.empty() && budgets.empty()) fail("no private runs of ", user, " in ", path);
+  const std::vector<LedgerRun> runs =
+      args.has("--runs") ? ledger.runs(user) : std::vector<LedgerRun>{};
+  if (args.has("--json")) {
+    nlohmann::json out = {{"ledger", path}, {"delta", delta}, {"max_epsilon", cap}};
+    out["users"] = nlohmann::json::array();
+    for (const UserBudget& b : budgets)
+      out["users"].push_back({{"user", b.user},
+                              {"runs", b.runs},
+                              {"epsilon", b.epsilon},
+                              {"remaining", std::max(0.0, cap - b.epsilon)}});
+    if (args.has("--runs")) {
+      out["runs"] = nlohmann::json::array();
+      for (const LedgerRun& r : runs)
+        out["runs"].push_back({{"id", r.id},
+                               {"user", r.user},
+                               {"sample_rate", r.run.sample_rate},
+                               {"noise_multiplier", r.run.noise_multiplier},
+                               {"steps", r.run.steps},
+                               {"delta", r.delta},
+                               {"state", r.state},
+                               {"started", r.started},
+                               {"finished", r.finished},
+                               {"note", r.note}});
+    }
+    print_json(out);
+    return 0;
+  }
+  std::printf("ledger %s: epsilon at delta %g, cap %g\n", path.c_str(), delta, cap);
+  for (const UserBudget& b : budgets)
+    std::printf("  %s: %lld runs, epsilon %.6g spent, %.6g remaining\n", b.user.c_str(),
+                static_cast<long long>(b.runs), b.epsilon, std::max(0.0, cap - b.epsilon));
+  for (const LedgerRun& r : runs)
+    std::printf("  run %lld %s: q %g, sigma %g, %lld steps, %s %s %s\n",
+                static_cast<long long>(r.id), r.user.c_str(), r.run.sample_rate,
+                r.run.noise_multiplier, static_cast<long long>(r.run.steps), r.state.c_str(),
+                r.started.c_str(), r.finished.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int run_privacy(int argc, char** argv) {
   const char* usage =
-      "usage: bitdelta privacy epsilon|noise [options]   (bitdelta privacy <sub> --help)\n\n"
+      "usage: bitdelta privacy epsilon|noise|ledger [options]   (bitdelta privacy <sub> --help)\n\n"
       "  epsilon   epsilon of DP-SGD runs from their composed Renyi-DP curve\n"
-      "  noise     the noise multiplier that keeps a run within a target epsilon\n";
+      "  noise     the noise multiplier that keeps a run within a target epsilon\n"
+      "  ledger    each user's privacy spent over all their private runs, and what remains\n";
   if (argc < 1 || !std::strcmp(argv[0], "--help") || !std::strcmp(argv[0], "-h")) {
     std::fputs(usage, argc < 1 ? stderr : stdout);
     return argc < 1 ? 2 : 0;
   }
   if (!std::strcmp(argv[0], "epsilon")) return run_epsilon(argc - 1, argv + 1);
   if (!std::strcmp(argv[0], "noise")) return run_noise(argc - 1, argv + 1);
-  throw UsageError(cat("unknown privacy command '", argv[0], "' (epsilon or noise)"));
+  if (!std::strcmp(argv[0], "ledger")) return run_ledger(argc - 1, argv + 1);
+  throw UsageError(cat("unknown privacy command '", argv[0], "' (epsilon, noise or ledger)"));
 }
 
 }  // namespace bd
