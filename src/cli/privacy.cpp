@@ -30,6 +30,11 @@ const Option kConversionOption = {
     "RDP to (epsilon, delta): improved (Balle et al. 2020, as Opacus and TF Privacy; default)\n"
     "                        or classic (Mironov 2017)"};
 
+const Option kSampleRateOption = {"--sample-rate", "Q",
+                                  "probability that a step includes each example, in [0, 1]"};
+const Option kStepsOption = {"--steps", "T", "number of steps"};
+const Option kDeltaOption = {"--delta", "DELTA", "target delta, in (0, 1)"};
+
 const CommandSpec kEpsilonSpec = {
     "privacy epsilon",
     "(--sample-rate Q --noise-multiplier SIGMA --steps T | --run Q,SIGMA,T ...) --delta DELTA\n"
@@ -37,11 +42,11 @@ const CommandSpec kEpsilonSpec = {
     "The epsilon at DELTA of DP-SGD runs (Poisson sampling at rate Q, Gaussian noise of\n"
     "SIGMA times the clipping norm, T steps), from their composed Renyi-DP curve. Several\n"
     "--run compose runs with different settings (e.g. all of one user's fine-tunes).",
-    {{"--sample-rate", "Q", "probability that a step includes each example, in [0, 1]"},
+    {kSampleRateOption,
      {"--noise-multiplier", "SIGMA", "noise standard deviation over the clipping norm, >= 0"},
-     {"--steps", "T", "number of steps"},
+     kStepsOption,
      {"--run", "Q,SIGMA,T", "one run (repeatable; instead of the three options above)", true},
-     {"--delta", "DELTA", "target delta, in (0, 1)"},
+     kDeltaOption,
      kOrdersOption,
      kConversionOption,
      {"--json", "", "print {\"epsilon\": ..., \"order\": ...}"}},
@@ -56,9 +61,9 @@ const CommandSpec kNoiseSpec = {
     "within 0.01 below EPS), so the epsilon reached never exceeds the target. --epochs E means\n"
     "int(E / Q) steps.",
     {{"--target-epsilon", "EPS", "the epsilon not to exceed, > 0"},
-     {"--delta", "DELTA", "target delta, in (0, 1)"},
-     {"--sample-rate", "Q", "probability that a step includes each example, in [0, 1]"},
-     {"--steps", "T", "number of steps"},
+     kDeltaOption,
+     kSampleRateOption,
+     kStepsOption,
      {"--epochs", "E", "passes over the data (steps = int(E / Q))"},
      kOrdersOption,
      kConversionOption,
