@@ -86,13 +86,12 @@ HWY_INLINE int64_t PlusSumQ(const uint8_t* HWY_RESTRICT row_bits, const int16_t*
 // VNNI: 64 signs per instruction, four rows at a time sharing the loads of q. The bits become
 // 0/1 bytes; vpdpbusd multiplies unsigned by signed bytes, so the low bytes of q (unsigned) and
 // the high bytes (signed) go in separate sums: Σ q = 256·Σ hi + Σ lo. A function of its own
-// with VNNI enabled: Highway 1.0's AVX3_DL target leaves it out of its features.
-__attribute__((target("avx512vnni"))) void PlusRowsQ(const uint8_t* HWY_RESTRICT bits,
-                                                     size_t row_bytes, size_t rows,
-                                                     const int16_t* HWY_RESTRICT q,
-                                                     const int8_t* HWY_RESTRICT hi,
-                                                     const uint8_t* HWY_RESTRICT lo, size_t I,
-                                                     int64_t* HWY_RESTRICT plus) {
+// with VNNI added to the target's features (Highway 1.0's AVX3_DL leaves it out; clang takes a
+// function's target attribute instead of the enclosing pragma's, so the list is repeated).
+__attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void PlusRowsQ(
+    const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows, const int16_t* HWY_RESTRICT q,
+    const int8_t* HWY_RESTRICT hi, const uint8_t* HWY_RESTRICT lo, size_t I,
+    int64_t* HWY_RESTRICT plus) {
   constexpr size_t kRows = 4;
   const __m512i ones = _mm512_set1_epi8(1);
   size_t row = 0;
