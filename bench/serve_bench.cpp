@@ -1,7 +1,7 @@
 // Multi-user serving on the 1.1B-parameter Llama shape (random BF16 weights) with random 1-bit
 // adapters, every limit measured in the same run (docs/serving.md has the results).
 //
-//   build/serve_bench [--threads N] [--dir DIR] [--users 1,4,16,64] [--steps S]
+//   build/serve_bench [--threads N] [--dir DIR] [--users 1,4,16,64] [--steps S] [--rounds R]
 //                     [--merge-users LIST] [--skip-scaling]
 //
 // DIR (default /tmp/bitdelta-decode-bench-1.1b, shared with decode_bench) receives, once: the
@@ -13,7 +13,8 @@
 //      (2048³, F32) and our own tiled matmul (2048 × 2048 F32 weights, 256 tokens), which on
 //      some machines outruns OpenBLAS: a limit that a kernel beats is no limit;
 //   2. decode, N users each with their own adapter (fused: one base product + one sign product
-//      per user per step), the base alone, and merge-on-switch (the user's dense weights
+//      per user per step) and the base alone, alternating for R rounds (medians of the rounds
+//      and of the per-round fused/base ratios), and merge-on-switch (the user's dense weights
 //      materialised whenever the batch changes user, then one token); tokens/s against the
 //      roofline max((base bytes + N × adapter bytes) ÷ bandwidth, N × 2 × params ÷ FLOP rate);
 //   3. resident adapters: engine throughput with 16 requests in flight cycling through 5, then
@@ -90,6 +91,7 @@ struct Options {
   std::vector<int> users = {1, 4, 16, 64};
   std::vector<int> merge_users = {1, 4, 16};
   int steps = 8;
+  int rounds = 3;
   bool scaling = true;
 };
 
@@ -111,6 +113,8 @@ Options parse_options(int argc, char** argv) {
       o.merge_users = parse_list(value());
     else if (flag == "--steps")
       o.steps = std::stoi(value());
+    else if (flag == "--rounds")
+      o.rounds = std::stoi(value());
     else if (flag == "--skip-scaling")
       o.scaling = false;
     else
@@ -119,6 +123,7 @@ Options parse_options(int argc, char** argv) {
   for (int n : o.users)
     if (n < 1 || n > kDistinctAdapters) fail("--users: each N must be in [1, 64]");
   if (o.steps < 2) fail("--steps must be >= 2");
+  if (o.rounds < 1) fail("--rounds must be >= 1");
   return o;
 }
 
@@ -455,7 +460,8 @@ int run(int argc, char** argv) {
 
   // 2. Decode.
   std::printf(
-      "\n   N  limit tok/s  fused tok/s (of limit)  base tok/s  merge tok/s  fused/merge\n");
+      "\n   N  limit tok/s  fused tok/s (of limit)  base tok/s  fused/base  merge tok/s  "
+      "fused/merge\n");
   json decode = json::array();
   for (int N : o.users) {
     std::cerr << "decode N=" << N << " ...\n";
@@ -463,22 +469,33 @@ int run(int argc, char** argv) {
     for (int i = 0; i < N; ++i) users.push_back(&deltas[size_t(i)]);
     const double step_bytes = base_bytes + N * adapter_bytes;
     const double limit = N / std::max(step_bytes / bandwidth, N * 2 * params / flops);
-    const double fused = N / fused_step_seconds(weights, users, o.steps);
-    const double base = N / fused_step_seconds(weights, none, o.steps);
+    // Fused and base alternate, round after round, and the ratios are taken per round: the
+    // shared host moves the speed of both by ±20% within minutes.
+    std::vector<double> fused_rounds, base_rounds, ratio_rounds;
+    for (int r = 0; r < o.rounds; ++r) {
+      fused_rounds.push_back(N / fused_step_seconds(weights, users, o.steps));
+      base_rounds.push_back(N / fused_step_seconds(weights, none, o.steps));
+      ratio_rounds.push_back(fused_rounds.back() / base_rounds.back());
+    }
+    const double fused = median(fused_rounds), base = median(base_rounds);
+    const double fused_over_base = median(ratio_rounds);
     double merge = 0;
     if (std::find(o.merge_users.begin(), o.merge_users.end(), N) != o.merge_users.end()) {
       std::vector<const AdapterFile*> user_files;
       for (int i = 0; i < N; ++i) user_files.push_back(files[size_t(i)].get());
       merge = N / merge_round_seconds(weights, user_files, N >= 16 ? 1 : 2);
     }
-    std::printf("%4d  %11.2f  %11.2f (%5.1f%%)  %10.2f  %11.2f  %11.1f\n", N, limit, fused,
-                100 * fused / limit, base, merge, merge > 0 ? fused / merge : 0.0);
+    std::printf("%4d  %11.2f  %11.2f (%5.1f%%)  %10.2f  %10.2f  %11.2f  %11.1f\n", N, limit, fused,
+                100 * fused / limit, base, fused_over_base, merge, merge > 0 ? fused / merge : 0.0);
     std::fflush(stdout);
     decode.push_back({{"users", N},
                       {"limit_tokens_per_s", limit},
                       {"fused_tokens_per_s", fused},
                       {"fused_of_limit", fused / limit},
                       {"base_tokens_per_s", base},
+                      {"fused_over_base", fused_over_base},
+                      {"fused_rounds", fused_rounds},
+                      {"base_rounds", base_rounds},
                       {"merge_tokens_per_s", merge},
                       {"bytes_per_step", step_bytes}});
   }

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build pkg-config python3 curl
   libopenblas-openmp-dev libhwy-dev nlohmann-json3-dev libsodium-dev libssl-dev libicu-dev
-  libcpp-httplib-dev libsqlite3-dev
+  libcpp-httplib-dev libsqlite3-dev libsecp256k1-dev libcrypto++-dev
 )
 test_packages=(
   clang-format libgtest-dev libgmock-dev libbenchmark-dev

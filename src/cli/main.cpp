@@ -23,6 +23,7 @@ const std::vector<Command> kCommands = {
     {"compress", bd::run_compress, "compress a fine-tune into a BitDelta adapter (1-bit signs + scales)"},
     {"eval",     bd::run_eval,     "mean NLL and perplexity of a model on text or token ids"},
     {"generate", bd::run_generate, "generate text from a prompt"},
+    {"id",       bd::run_id,       "did:lux identities: new keys, addresses, EIP-191 signatures and their verification"},
     {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
     {"privacy",  bd::run_privacy,  "differential privacy accounting: epsilon of DP-SGD runs, noise for a target epsilon"},
     {"serve",    bd::run_serve,    "OpenAI-compatible server: the base and many users' adapters, batched together"},
