@@ -5,6 +5,7 @@ namespace bd {
 
 // Each returns the process exit code; errors are thrown as bd::Error / bd::UsageError.
 int run_apply(int argc, char** argv);
+int run_attest(int argc, char** argv);
 int run_compress(int argc, char** argv);
 int run_eval(int argc, char** argv);
 int run_generate(int argc, char** argv);

@@ -20,6 +20,7 @@ struct Command {
 // clang-format off
 const std::vector<Command> kCommands = {
     {"apply",    bd::run_apply,    "write base + adapter as a dense checkpoint folder"},
+    {"attest",   bd::run_attest,   "attestations binding an adapter to how it was made: keygen, measure, sign, verify"},
     {"compress", bd::run_compress, "compress a fine-tune into a BitDelta adapter (1-bit signs + scales)"},
     {"eval",     bd::run_eval,     "mean NLL and perplexity of a model on text or token ids"},
     {"generate", bd::run_generate, "generate text from a prompt"},

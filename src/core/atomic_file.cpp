@@ -34,7 +34,8 @@ AtomicFile::AtomicFile(const std::string& path, bool overwrite) : path_(path) {
   if (!overwrite && path_exists(path)) fail(path, ": already exists (use --force to overwrite)");
   std::string pattern = path + ".tmp.XXXXXX";
   int fd = ::mkstemp(pattern.data());
-  if (fd < 0) fail(path, ": cannot create temp file in ", parent_dir(path), ": ", std::strerror(errno));
+  if (fd < 0)
+    fail(path, ": cannot create temp file in ", parent_dir(path), ": ", std::strerror(errno));
   temp_path_ = pattern;
   ::fchmod(fd, 0644);
   file_ = ::fdopen(fd, "wb");
@@ -74,6 +75,21 @@ void write_file_atomic(const std::string& path, const std::string& contents, boo
   AtomicFile file(path, overwrite);
   file.write(contents.data(), contents.size());
   file.commit();
+}
+
+void write_new_private_file(const std::string& path, const std::string& contents) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    if (errno == EEXIST) fail(path, " exists; a key file is never overwritten");
+    fail("cannot create ", path, ": ", std::strerror(errno));
+  }
+  const bool written =
+      ::write(fd, contents.data(), contents.size()) == ssize_t(contents.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written) {
+    ::unlink(path.c_str());
+    fail("cannot write ", path);
+  }
 }
 
 }  // namespace bd

@@ -28,6 +28,10 @@ class AtomicFile {
 // Writes a whole small file atomically.
 void write_file_atomic(const std::string& path, const std::string& contents, bool overwrite);
 
+// Creates `path` readable and writable by its owner only (mode 0600) and writes `contents`
+// (key files); never replaces an existing file, and leaves none behind when writing fails.
+void write_new_private_file(const std::string& path, const std::string& contents);
+
 // Directory helpers for output folders (HF checkpoints).
 bool path_exists(const std::string& path);
 void make_dirs(const std::string& path);  // mkdir -p; throws bd::Error

@@ -7,7 +7,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <ctime>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -17,6 +16,7 @@
 #include "core/progress.h"
 #include "core/sha256.h"
 #include "core/threads.h"
+#include "core/utc_time.h"
 #include "io/fingerprint.h"
 #include "io/fingerprint_cache.h"
 #include "kernels/matmul_gemv.h"
@@ -63,15 +63,6 @@ float element_f32(const TensorView& view, int64_t index) {
          " (fine-tune ", f, ", base ", b, "); refusing to compress a delta holding NaN or inf");
   }
   fail(finetune.dir(), ": tensor ", quote_bytes(name), ": the sum of |delta| overflows F32");
-}
-
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm utc;
-  gmtime_r(&now, &utc);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return text;
 }
 
 // The fine-tune's "privacy.*" metadata as a JSON object text, or "" when it has none.

@@ -2,29 +2,19 @@
 
 #include <sqlite3.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <ctime>
 #include <filesystem>
 #include <map>
 
 #include "core/error.h"
+#include "core/utc_time.h"
 
 namespace bd {
 
 namespace {
 
 constexpr const char* kFormat = "bitdelta-privacy-ledger-1";
-
-std::string utc_now() {
-  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  std::tm parts{};
-  gmtime_r(&now, &parts);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &parts);
-  return text;
-}
 
 // One prepared statement, finalized on scope exit.
 class Statement {

@@ -1,13 +1,9 @@
 #include "trust/did.h"
 
-#include <fcntl.h>
-#include <sodium.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 
@@ -52,19 +48,7 @@ void write_key_file(const std::string& path, const KeyFile& key_file) {
                                       {"did", key_file.did.str()},
                                       {"address", checksum_address(key_file.did.address)},
                                       {"private_key", private_hex}};
-  const std::string text = out.dump(2) + "\n";
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    if (errno == EEXIST) fail(path, " exists; a key file is never overwritten");
-    fail("cannot create ", path, ": ", std::strerror(errno));
-  }
-  const bool written =
-      ::write(fd, text.data(), text.size()) == ssize_t(text.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!written) {
-    ::unlink(path.c_str());
-    fail("cannot write ", path);
-  }
+  write_new_private_file(path, out.dump(2) + "\n");
 }
 
 KeyFile read_key_file(const std::string& path) {

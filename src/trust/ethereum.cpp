@@ -36,6 +36,18 @@ int hex_value(char c) {
   return -1;
 }
 
+// keccak256(uncompressed public key without its 0x04 prefix)[12:32].
+Address address_of_public_key(const secp256k1_pubkey& pubkey) {
+  unsigned char serialized[65];
+  size_t length = sizeof serialized;
+  secp256k1_ec_pubkey_serialize(context(), serialized, &length, &pubkey, SECP256K1_EC_UNCOMPRESSED);
+  const Hash32 hash =
+      keccak256(std::string_view(reinterpret_cast<const char*>(serialized + 1), 64));
+  Address address;
+  std::memcpy(address.data(), hash.data() + 12, 20);
+  return address;
+}
+
 std::string_view strip_0x(std::string_view text) {
   return text.size() >= 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X') ? text.substr(2)
                                                                                   : text;
@@ -121,14 +133,7 @@ Address address_of(const PrivateKey& key) {
   secp256k1_pubkey pubkey;
   if (!secp256k1_ec_pubkey_create(context(), &pubkey, key.data()))
     fail("secp256k1: cannot derive the public key");
-  unsigned char serialized[65];
-  size_t length = sizeof serialized;
-  secp256k1_ec_pubkey_serialize(context(), serialized, &length, &pubkey, SECP256K1_EC_UNCOMPRESSED);
-  const Hash32 hash =
-      keccak256(std::string_view(reinterpret_cast<const char*>(serialized + 1), 64));
-  Address address;
-  std::memcpy(address.data(), hash.data() + 12, 20);
-  return address;
+  return address_of_public_key(pubkey);
 }
 
 Hash32 personal_message_hash(std::string_view message) {
@@ -166,14 +171,7 @@ Address recover_personal_message(std::string_view message, const Signature65& si
   secp256k1_pubkey pubkey;
   if (!secp256k1_ecdsa_recover(context(), &pubkey, &parsed, hash.data()))
     fail("signature: no public key recovers from it");
-  unsigned char serialized[65];
-  size_t length = sizeof serialized;
-  secp256k1_ec_pubkey_serialize(context(), serialized, &length, &pubkey, SECP256K1_EC_UNCOMPRESSED);
-  const Hash32 key_hash =
-      keccak256(std::string_view(reinterpret_cast<const char*>(serialized + 1), 64));
-  Address address;
-  std::memcpy(address.data(), key_hash.data() + 12, 20);
-  return address;
+  return address_of_public_key(pubkey);
 }
 
 Signature65 parse_signature(std::string_view hex) {
