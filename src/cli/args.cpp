@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #include "core/atomic_file.h"
@@ -58,6 +59,26 @@ Args::Args(const CommandSpec& spec, int argc, char** argv) : spec_(spec) {
 std::string Args::get(const std::string& name, const std::string& fallback) const {
   auto it = values_.find(name);
   return it == values_.end() ? fallback : it->second;
+}
+
+int run_subcommand(const std::string& group, const std::vector<Subcommand>& subcommands, int argc,
+                   char** argv) {
+  std::string names, usage;
+  for (const Subcommand& s : subcommands) {
+    names += std::string(names.empty() ? "" : "|") + s.name;
+    std::string line = std::string("  ") + s.name;
+    line.resize(12, ' ');
+    usage += line + s.summary + "\n";
+  }
+  usage = "usage: bitdelta " + group + " " + names + " [options]   (bitdelta " + group +
+          " <sub> --help)\n\n" + usage;
+  if (argc < 1 || !std::strcmp(argv[0], "--help") || !std::strcmp(argv[0], "-h")) {
+    std::fputs(usage.c_str(), argc < 1 ? stderr : stdout);
+    return argc < 1 ? 2 : 0;
+  }
+  for (const Subcommand& s : subcommands)
+    if (!std::strcmp(argv[0], s.name)) return s.run(argc - 1, argv + 1);
+  throw UsageError(cat("unknown ", group, " command '", argv[0], "' (", names, ")"));
 }
 
 std::vector<std::string> Args::get_all(const std::string& name) const {

@@ -51,6 +51,17 @@ struct UsageError : std::runtime_error {
 
 std::string help_text(const CommandSpec& spec);
 
+// A command with subcommands (bitdelta privacy epsilon|noise|ledger, ...).
+struct Subcommand {
+  const char* name;
+  int (*run)(int argc, char** argv);
+  const char* summary;
+};
+// Runs `bitdelta <group> <name> ...` (argv starts at <name>): usage on --help/-h (exit 0) or
+// with no name (stderr, exit 2); UsageError for an unknown name.
+int run_subcommand(const std::string& group, const std::vector<Subcommand>& subcommands, int argc,
+                   char** argv);
+
 // The model folder a command uses: --model if given, else the embedded default
 // (models/default next to the binary's source tree, or $BITDELTA_HOME/models/default).
 std::string model_dir_or_default(const Args& args);

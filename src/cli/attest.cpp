@@ -1,7 +1,6 @@
 // bitdelta attest keygen|measure|sign|verify: attestations binding an adapter to how it was made
 // (trust/attestation.h).
 #include <cstdio>
-#include <cstring>
 #include <string>
 
 #include "cli/args.h"
@@ -138,22 +137,13 @@ int run_verify(int argc, char** argv) {
 }  // namespace
 
 int run_attest(int argc, char** argv) {
-  const char* usage =
-      "usage: bitdelta attest keygen|measure|sign|verify [options]   (bitdelta attest <sub> "
-      "--help)\n\n"
-      "  keygen    create an Ed25519 key of the software attester sim-ed25519\n"
-      "  measure   the measurement of a training binary and its configuration\n"
-      "  sign      sign an attestation of an adapter\n"
-      "  verify    check an attestation against an adapter and trusted keys\n";
-  if (argc < 1 || !std::strcmp(argv[0], "--help") || !std::strcmp(argv[0], "-h")) {
-    std::fputs(usage, argc < 1 ? stderr : stdout);
-    return argc < 1 ? 2 : 0;
-  }
-  if (!std::strcmp(argv[0], "keygen")) return run_keygen(argc - 1, argv + 1);
-  if (!std::strcmp(argv[0], "measure")) return run_measure(argc - 1, argv + 1);
-  if (!std::strcmp(argv[0], "sign")) return run_sign(argc - 1, argv + 1);
-  if (!std::strcmp(argv[0], "verify")) return run_verify(argc - 1, argv + 1);
-  throw UsageError(cat("unknown attest command '", argv[0], "' (keygen, measure, sign or verify)"));
+  return run_subcommand(
+      "attest",
+      {{"keygen", run_keygen, "create an Ed25519 key of the software attester sim-ed25519"},
+       {"measure", run_measure, "the measurement of a training binary and its configuration"},
+       {"sign", run_sign, "sign an attestation of an adapter"},
+       {"verify", run_verify, "check an attestation against an adapter and trusted keys"}},
+      argc, argv);
 }
 
 }  // namespace bd

@@ -1,7 +1,6 @@
 // bitdelta id new|address|sign|verify: did:lux identities (trust/did.h) and EIP-191 ownership
 // proofs (trust/ethereum.h).
 #include <cstdio>
-#include <cstring>
 #include <string>
 
 #include "cli/args.h"
@@ -119,21 +118,12 @@ int run_verify(int argc, char** argv) {
 }  // namespace
 
 int run_id(int argc, char** argv) {
-  const char* usage =
-      "usage: bitdelta id new|address|sign|verify [options]   (bitdelta id <sub> --help)\n\n"
-      "  new       create a secp256k1 key and its did:lux identity\n"
-      "  address   the did:lux and address of a key file\n"
-      "  sign      sign a message (EIP-191 personal_sign)\n"
-      "  verify    check that a did:lux signed a message\n";
-  if (argc < 1 || !std::strcmp(argv[0], "--help") || !std::strcmp(argv[0], "-h")) {
-    std::fputs(usage, argc < 1 ? stderr : stdout);
-    return argc < 1 ? 2 : 0;
-  }
-  if (!std::strcmp(argv[0], "new")) return run_new(argc - 1, argv + 1);
-  if (!std::strcmp(argv[0], "address")) return run_address(argc - 1, argv + 1);
-  if (!std::strcmp(argv[0], "sign")) return run_sign(argc - 1, argv + 1);
-  if (!std::strcmp(argv[0], "verify")) return run_verify(argc - 1, argv + 1);
-  throw UsageError(cat("unknown id command '", argv[0], "' (new, address, sign or verify)"));
+  return run_subcommand("id",
+                        {{"new", run_new, "create a secp256k1 key and its did:lux identity"},
+                         {"address", run_address, "the did:lux and address of a key file"},
+                         {"sign", run_sign, "sign a message (EIP-191 personal_sign)"},
+                         {"verify", run_verify, "check that a did:lux signed a message"}},
+                        argc, argv);
 }
 
 }  // namespace bd

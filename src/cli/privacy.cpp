@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -261,19 +260,13 @@ int run_ledger(int argc, char** argv) {
 }  // namespace
 
 int run_privacy(int argc, char** argv) {
-  const char* usage =
-      "usage: bitdelta privacy epsilon|noise|ledger [options]   (bitdelta privacy <sub> --help)\n\n"
-      "  epsilon   epsilon of DP-SGD runs from their composed Renyi-DP curve\n"
-      "  noise     the noise multiplier that keeps a run within a target epsilon\n"
-      "  ledger    each user's privacy spent over all their private runs, and what remains\n";
-  if (argc < 1 || !std::strcmp(argv[0], "--help") || !std::strcmp(argv[0], "-h")) {
-    std::fputs(usage, argc < 1 ? stderr : stdout);
-    return argc < 1 ? 2 : 0;
-  }
-  if (!std::strcmp(argv[0], "epsilon")) return run_epsilon(argc - 1, argv + 1);
-  if (!std::strcmp(argv[0], "noise")) return run_noise(argc - 1, argv + 1);
-  if (!std::strcmp(argv[0], "ledger")) return run_ledger(argc - 1, argv + 1);
-  throw UsageError(cat("unknown privacy command '", argv[0], "' (epsilon, noise or ledger)"));
+  return run_subcommand(
+      "privacy",
+      {{"epsilon", run_epsilon, "epsilon of DP-SGD runs from their composed Renyi-DP curve"},
+       {"noise", run_noise, "the noise multiplier that keeps a run within a target epsilon"},
+       {"ledger", run_ledger,
+        "each user's privacy spent over all their private runs, and what remains"}},
+      argc, argv);
 }
 
 }  // namespace bd
