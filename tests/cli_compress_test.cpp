@@ -321,6 +321,37 @@ TEST_F(CliCompress, DistillCalibrationTextDefaultsToTheFineTunesTrainingText) {
   EXPECT_EQ(chosen["distill"]["loss"], "logit_mse");
 }
 
+// A DP fine-tune's training text is private: distillation on it would spend privacy that its ε
+// does not count, so only text declared public may calibrate; mean scales need no text.
+TEST_F(CliCompress, DistillOfADpFineTuneNeedsPublicCalibrationText) {
+  const std::string text_path = scratch_.write("train.txt", std::string(3000, 'a') + "bcd\n");
+  test::PairSpec spec;
+  spec.finetune_metadata = {{"train.data", text_path},
+                            {"train.data_sha256", sha256_of(read_file(text_path))},
+                            {"privacy.epsilon", "4"},
+                            {"privacy.delta", "1e-05"}};
+  write_pair(spec);
+  const std::string adapter = scratch_ / "a.bitdelta";
+  const std::string distill = compress_args(adapter) + " --scale distill --steps 2 --threads 1";
+  const std::vector<std::string> why = {"is a DP fine-tune", "--calib FILE --calib-public"};
+  expect_refusal(run(distill), 2, why);
+  const std::string calib = scratch_.write("calib.txt", std::string(3000, 'x') + "yz\n");
+  expect_refusal(run(distill + " --calib " + calib), 2, why);
+  expect_refusal(run(distill + " --calib-public"), 2, {"--calib-public needs --calib FILE"});
+  expect_refusal(run(compress_args(adapter) + " --calib-public"), 2,
+                 {"--calib-public applies only to --scale distill"});
+  EXPECT_FALSE(fs::exists(adapter));
+
+  const json r = run_json(distill + " --calib " + calib + " --calib-public");
+  EXPECT_EQ(r["distill"]["calib"], calib);
+  const AdapterFile file(adapter);
+  EXPECT_EQ(file.info().extra.at("distill.calib_public"), "true");
+  EXPECT_EQ(json::parse(file.info().privacy),
+            json({{"privacy.delta", "1e-05"}, {"privacy.epsilon", "4"}}));
+  const json mean = run_json(compress_args(scratch_ / "m.bitdelta"));
+  EXPECT_EQ(mean["scale_mode"], "mean");
+}
+
 TEST_F(CliCompress, DistillNeedsCalibrationTextWhenTheFineTuneRecordsNone) {
   write_pair({});
   expect_refusal(run(compress_args(scratch_ / "a.bitdelta") + " --scale distill"), 2,

@@ -233,6 +233,123 @@ TEST_F(CliTrain, BadInputsFailWithOneLineAndWriteNothing) {
   }
 }
 
+// ---- DP-SGD (--dp) -----------------------------------------------------------------------------
+
+const std::string kUser = "did:lux:1:0x1111111111111111111111111111111111111111";
+
+// The private run: --batch 4 is the expected batch, the target ε gives σ.
+std::string private_args(const std::string& ledger) {
+  return " --dp --target-epsilon 4 --delta 1e-5 --max-grad-norm 1 --user " + kUser + " --ledger " +
+         ledger;
+}
+
+TEST_F(CliTrain, PrivateRunRecordsItsGuaranteeAndSpendsTheUsersBudget) {
+  const std::string out = dir_ + "/private", ledger = dir_ + "/ledger.sqlite";
+  const CommandResult result =
+      run(scratch_args(out) + private_args(ledger) + " --dp-seed 5 --json");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const nlohmann::json report = nlohmann::json::parse(result.out);
+  const nlohmann::json& privacy = report["privacy"];
+  // The examples are the disjoint windows of 33 tokens of the training part.
+  const int64_t windows = report["train_tokens"].get<int64_t>() / 33;
+  EXPECT_EQ(privacy["windows"], windows);
+  EXPECT_DOUBLE_EQ(privacy["sample_rate"].get<double>(), 4.0 / double(windows));
+  EXPECT_EQ(privacy["physical_batch"], 4);
+  // Opacus's search stops within 0.01 below the target.
+  const double epsilon = privacy["epsilon"].get<double>();
+  EXPECT_LE(epsilon, 4.0);
+  EXPECT_GT(epsilon, 3.99);
+  EXPECT_FALSE(privacy["secret_randomness"].get<bool>());
+  EXPECT_TRUE(std::isfinite(report["final_loss"].get<double>()));
+
+  // The accountant on its own gives the same ε for the recorded (q, σ, T).
+  const CommandResult accountant = run(cat(
+      "privacy epsilon --json --delta 1e-5 --steps 40 --sample-rate ",
+      privacy["sample_rate"].dump(), " --noise-multiplier ", privacy["noise_multiplier"].dump()));
+  ASSERT_EQ(accountant.exit_code, 0) << accountant.err;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(accountant.out)["epsilon"].get<double>(), epsilon);
+
+  const Checkpoint checkpoint(out);
+  const auto& metadata = checkpoint.metadata();
+  EXPECT_DOUBLE_EQ(std::stod(metadata.at("privacy.epsilon")), epsilon);
+  EXPECT_EQ(metadata.at("privacy.delta"), "1e-05");
+  EXPECT_EQ(metadata.at("privacy.steps"), "40");
+  EXPECT_EQ(metadata.at("privacy.max_grad_norm"), "1");
+  EXPECT_EQ(metadata.at("privacy.user"), kUser);
+  EXPECT_EQ(metadata.at("privacy.examples"), std::to_string(windows));
+  EXPECT_NE(metadata.at("privacy.randomness").find("--dp-seed 5"), std::string::npos);
+  EXPECT_EQ(metadata.count("train.clip"), 0u);
+
+  // The ledger holds the run, completed, and the user's total is its ε.
+  const CommandResult spent = run("privacy ledger --runs --json --ledger " + ledger);
+  ASSERT_EQ(spent.exit_code, 0) << spent.err;
+  const nlohmann::json budget = nlohmann::json::parse(spent.out);
+  ASSERT_EQ(budget["users"].size(), 1u);
+  EXPECT_EQ(budget["users"][0]["user"], kUser);
+  EXPECT_NEAR(budget["users"][0]["epsilon"].get<double>(), epsilon, 1e-9);
+  EXPECT_NE(spent.out.find("completed"), std::string::npos) << spent.out;
+
+  // Same seed, same model; secret randomness by default, recorded as such.
+  ASSERT_EQ(run(scratch_args(dir_ + "/again") + private_args(dir_ + "/l2") + " --dp-seed 5 --json")
+                .exit_code,
+            0);
+  EXPECT_EQ(Checkpoint(out).fingerprint(), Checkpoint(dir_ + "/again").fingerprint());
+  const CommandResult secret = run(scratch_args(dir_ + "/secret") + private_args(dir_ + "/l3"));
+  ASSERT_EQ(secret.exit_code, 0) << secret.err;
+  EXPECT_NE(secret.out.find("privacy: epsilon"), std::string::npos) << secret.out;
+  EXPECT_EQ(Checkpoint(dir_ + "/secret").metadata().at("privacy.randomness").find("secret"), 0u);
+}
+
+// The cap applies to the user's total over all runs, before any training: a refused run writes
+// no model and leaves the ledger as it was.
+TEST_F(CliTrain, PrivateRunPastTheUsersCapIsRefusedBeforeTraining) {
+  const std::string ledger = dir_ + "/ledger.sqlite";
+  const std::string capped = private_args(ledger) + " --max-epsilon 5 --dp-seed 1 --json";
+  ASSERT_EQ(run(scratch_args(dir_ + "/first") + capped).exit_code, 0);
+  const std::string out = dir_ + "/second";
+  test::expect_refusal(run(scratch_args(out) + capped), 1, {kUser, "above the cap of 5"});
+  EXPECT_FALSE(fs::exists(out));
+  const CommandResult spent = run("privacy ledger --runs --json --ledger " + ledger);
+  EXPECT_EQ(nlohmann::json::parse(spent.out)["users"][0]["runs"], 1);
+  // Another user has their own budget.
+  const std::string other = "did:lux:1:0x2222222222222222222222222222222222222222";
+  ASSERT_EQ(run(scratch_args(out) + private_args(ledger) + " --max-epsilon 5 --dp-seed 1 --user " +
+                other + " --json")
+                .exit_code,
+            0);
+}
+
+TEST_F(CliTrain, PrivateOptionsAreChecked) {
+  const std::string out = dir_ + "/never", ledger = dir_ + "/ledger.sqlite";
+  const std::string base = scratch_args(out);
+  const std::string dp =
+      " --dp --delta 1e-5 --max-grad-norm 1 --user " + kUser + " --ledger " + ledger;
+  const struct {
+    std::string arguments;
+    std::string message;
+  } cases[] = {
+      {base + " --noise-multiplier 1", "--noise-multiplier applies only with --dp"},
+      {base + " --user " + kUser, "--user applies only with --dp"},
+      {base + dp, "exactly one of --noise-multiplier SIGMA or --target-epsilon EPS"},
+      {base + dp + " --noise-multiplier 1 --target-epsilon 3", "exactly one of"},
+      {base + dp + " --noise-multiplier 1 --clip 1", "with --dp use --max-grad-norm"},
+      {base + dp + " --noise-multiplier 1 --sample-rate 0.1", "at most one of --sample-rate"},
+      {base + dp + " --noise-multiplier -1", "--noise-multiplier must be a number >= 0"},
+      {base + dp + " --noise-multiplier 1 --delta 1", "--delta must lie in (0, 1)"},
+      {base + dp + " --noise-multiplier 1 --max-grad-norm 0", "--max-grad-norm must be a positive"},
+      {base + dp + " --noise-multiplier 1 --user did:lux:1:0x12", "--user: "},
+      {base + dp + " --noise-multiplier 1 --batch 100000", "exceeds the"},
+      {scratch_args(out) + " --dp --noise-multiplier 1 --max-grad-norm 1 --user " + kUser,
+       "--dp needs --delta"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.arguments);
+    test::expect_refusal(run(c.arguments), 2, {c.message});
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_FALSE(fs::exists(ledger));
+  }
+}
+
 TEST_F(CliTrain, HelpListsTheOptions) {
   const CommandResult result = run("train --help");
   EXPECT_EQ(result.exit_code, 0);

@@ -26,7 +26,8 @@ namespace fs = std::filesystem;
 const CommandSpec kSpec = {
     "compress",
     "--base DIR --finetuned DIR -o FILE [--scale mean|distill] [--granularity matrix|row]\n"
-    "    [--calib FILE] [--steps N] [--loss kl|logit_mse] [--owner DID] [--force] [--json]",
+    "    [--calib FILE [--calib-public]] [--steps N] [--loss kl|logit_mse] [--owner DID] [--force] "
+    "[--json]",
     "Compresses the fine-tune's difference from the base into a BitDelta adapter: for every\n"
     "q/k/v/o/gate/up/down projection, one sign bit per weight and a scale per matrix or per\n"
     "output row (mean |delta|, or distilled on calibration text); every other tensor that\n"
@@ -39,6 +40,8 @@ const CommandSpec kSpec = {
         {"--granularity", "G", "matrix (default): one scale per matrix; row: one per output row"},
         {"--calib", "FILE",
          "calibration text for --scale distill (default: the fine-tune's training text)"},
+        {"--calib-public", "",
+         "--calib is public text (required to distill the scales of a DP fine-tune)"},
         {"--steps", "N", "distillation steps (default 200)"},
         {"--loss", "L", "distillation loss: kl (default) or logit_mse"},
         {"--owner", "DID", "owner recorded in the adapter: did:lux:<id>"},
@@ -50,9 +53,23 @@ const CommandSpec kSpec = {
     },
 };
 
+// A DP fine-tune records its guarantee in privacy.* metadata.
+bool is_private_finetune(const Checkpoint& finetune) {
+  for (const auto& [key, value] : finetune.metadata())
+    if (key.rfind("privacy.", 0) == 0) return true;
+  return false;
+}
+
 // The calibration text for distillation: --calib, else the fine-tune's own training text when
-// its metadata names it (train.data) and the file is unchanged (train.data_sha256).
+// its metadata names it (train.data) and the file is unchanged (train.data_sha256). A DP
+// fine-tune's training text is private: only --calib text declared public (--calib-public).
 std::string calibration_path(const Args& args, const Checkpoint& finetune) {
+  if (is_private_finetune(finetune) && !(args.has("--calib") && args.has("--calib-public")))
+    throw UsageError(cat("--scale distill: ", finetune.dir(),
+                         " is a DP fine-tune (privacy.* metadata); distilling its scales on "
+                         "private text would spend privacy its epsilon does not count: give "
+                         "public text with --calib FILE --calib-public, or use --scale mean "
+                         "(docs/privacy.md)"));
   if (args.has("--calib")) return args.get("--calib");
   const auto& metadata = finetune.metadata();
   const std::string advice = "; give the calibration text with --calib FILE";
@@ -123,9 +140,11 @@ int run_compress(int argc, char** argv) {
   if (granularity != "matrix" && granularity != "row")
     throw UsageError(cat("--granularity must be matrix or row, got '", granularity, "'"));
   const bool distill = scale == "distill";
-  for (const char* option : {"--calib", "--steps", "--loss"})
+  for (const char* option : {"--calib", "--calib-public", "--steps", "--loss"})
     if (args.has(option) && !distill)
       throw UsageError(cat(option, " applies only to --scale distill"));
+  if (args.has("--calib-public") && !args.has("--calib"))
+    throw UsageError("--calib-public needs --calib FILE");
   CompressOptions options;
   options.per_row = granularity == "row";
   options.owner = args.get("--owner");
@@ -151,6 +170,7 @@ int run_compress(int argc, char** argv) {
     report = distill_scales(base, finetune, delta.matrices, delta.exact, delta.scale_pointers(),
                             distill_options);
     record_distillation(report, distill_options.calib_path, &delta.info);
+    if (args.has("--calib-public")) delta.info.extra["distill.calib_public"] = "true";
   }
   delta.write(out, args.has("--force"));
 

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "privacy/ledger.h"
 #include "privacy/rdp.h"
+#include "trust/did.h"
 
 namespace bd {
 
@@ -215,7 +216,7 @@ int run_ledger(int argc, char** argv) {
   const std::string path = args.has("--ledger") ? args.get("--ledger") : default_ledger_path();
   if (!std::filesystem::exists(path)) fail("no privacy ledger at ", path, " (no private run yet)");
   const PrivacyLedger ledger(path);
-  const std::string user = args.get("--user");
+  const std::string user = args.has("--user") ? parse_lux_did(args.get("--user")).str() : "";
   const std::vector<UserBudget> budgets = ledger.budgets(delta, user);
   if (!user.empty() && budgets.empty()) fail("no private runs of ", user, " in ", path);
   const std::vector<LedgerRun> runs =

@@ -15,6 +15,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/output.h"
+#include "cli/private_training.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
@@ -32,45 +33,59 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const CommandSpec kSpec = {
-    "train",
-    "[--model DIR | --config FILE] --data FILE -o OUTDIR [--steps N] [--lr X] [--batch B] "
-    "[--seq T] [--json]",
-    "Trains on random windows of a text file with AdamW (warm-up, cosine decay, gradient-norm\n"
-    "clipping) and F32 master weights. --model fine-tunes a Hugging Face folder (default: the\n"
-    "embedded default model); --config trains that config.json from a seeded random init with\n"
-    "the byte-level tokenizer. The tail of the data (--heldout-fraction), or --heldout FILE, is\n"
-    "held out and evaluated. Writes OUTDIR (config.json, model.safetensors in F32,\n"
-    "tokenizer.json) atomically; see docs/training.md.",
-    {
-        {"--model", "DIR", "model folder to fine-tune (default: the embedded default model)"},
-        {"--config", "FILE", "config.json to train from scratch (random init, byte tokenizer)"},
-        {"--data", "FILE", "training text"},
-        {"-o", "OUTDIR", "output model folder (refused if it exists, unless --force)"},
-        {"--steps", "N", "optimizer steps (default 200)"},
-        {"--lr", "X", "peak learning rate (default 1e-3 with --config, 3e-4 otherwise)"},
-        {"--batch", "B", "windows per step (default 8)"},
-        {"--seq", "T", "tokens per window (default min(128, max_position_embeddings))"},
-        {"--warmup", "N", "linear warm-up steps (default min(100, steps/10))"},
-        {"--min-lr-ratio", "R", "cosine decay floor, as a fraction of --lr (default 0.1)"},
-        {"--weight-decay", "W",
-         "AdamW decoupled weight decay on matrices (default 0.1 with --config, 0 otherwise)"},
-        {"--freeze-embeddings", "", "leave the token embedding (and a tied head) as they are"},
-        {"--clip", "C", "max global gradient L2 norm, 0 disables (default 1.0)"},
-        {"--seed", "S", "random init (S) and batch sampling (S + 1) (default 0)"},
-        {"--heldout", "FILE", "held-out text (default: the tail of --data)"},
-        {"--heldout-fraction", "F", "tail of --data held out when no --heldout (default 0.1)"},
-        {"--eval-every", "N",
-         "held-out evaluation every N steps, 0: only at the end "
-         "(default steps/10)"},
-        {"--eval-tokens", "N",
-         "held-out tokens per periodic evaluation, 0: all (default 32768); "
-         "the final evaluation uses all"},
-        {"--threads", "N", "threads (default: all cores)"},
-        {"--force", "", "replace OUTDIR if it exists"},
-        {"--json", "", "print one JSON object at the end (no progress line)"},
-    },
-};
+CommandSpec make_spec() {
+  CommandSpec spec = {
+      "train",
+      "[--model DIR | --config FILE] --data FILE -o OUTDIR [--steps N] [--lr X] [--batch B] "
+      "[--seq T] [--json]\n"
+      "       bitdelta train ... --dp (--noise-multiplier SIGMA | --target-epsilon EPS) --delta D\n"
+      "                      --max-grad-norm C [--sample-rate Q | --batch B] --user DID",
+      "Trains on random windows of a text file with AdamW (warm-up, cosine decay, gradient-norm\n"
+      "clipping) and F32 master weights. --model fine-tunes a Hugging Face folder (default: the\n"
+      "embedded default model); --config trains that config.json from a seeded random init with\n"
+      "the byte-level tokenizer. The tail of the data (--heldout-fraction), or --heldout FILE, is\n"
+      "held out and evaluated. Writes OUTDIR (config.json, model.safetensors in F32,\n"
+      "tokenizer.json) atomically; see docs/training.md.\n"
+      "With --dp, DP-SGD: each step includes each disjoint window of --seq + 1 tokens with\n"
+      "probability Q (--batch B: the expected batch, Q = B / windows), clips each window's\n"
+      "gradient to C and adds N(0, SIGMA^2 C^2) noise. The run's epsilon is reserved in the\n"
+      "user's privacy ledger before training (refused past --max-epsilon) and recorded in the\n"
+      "model's privacy.* metadata; see docs/privacy.md.",
+      {
+          {"--model", "DIR", "model folder to fine-tune (default: the embedded default model)"},
+          {"--config", "FILE", "config.json to train from scratch (random init, byte tokenizer)"},
+          {"--data", "FILE", "training text"},
+          {"-o", "OUTDIR", "output model folder (refused if it exists, unless --force)"},
+          {"--steps", "N", "optimizer steps (default 200)"},
+          {"--lr", "X", "peak learning rate (default 1e-3 with --config, 3e-4 otherwise)"},
+          {"--batch", "B",
+           "windows per step (default 8); with --dp, the expected windows per step"},
+          {"--seq", "T", "tokens per window (default min(128, max_position_embeddings))"},
+          {"--warmup", "N", "linear warm-up steps (default min(100, steps/10))"},
+          {"--min-lr-ratio", "R", "cosine decay floor, as a fraction of --lr (default 0.1)"},
+          {"--weight-decay", "W",
+           "AdamW decoupled weight decay on matrices (default 0.1 with --config, 0 otherwise)"},
+          {"--freeze-embeddings", "", "leave the token embedding (and a tied head) as they are"},
+          {"--clip", "C", "max global gradient L2 norm, 0 disables (default 1.0)"},
+          {"--seed", "S", "random init (S) and batch sampling (S + 1) (default 0)"},
+          {"--heldout", "FILE", "held-out text (default: the tail of --data)"},
+          {"--heldout-fraction", "F", "tail of --data held out when no --heldout (default 0.1)"},
+          {"--eval-every", "N",
+           "held-out evaluation every N steps, 0: only at the end "
+           "(default steps/10)"},
+          {"--eval-tokens", "N",
+           "held-out tokens per periodic evaluation, 0: all (default 32768); "
+           "the final evaluation uses all"},
+          {"--threads", "N", "threads (default: all cores)"},
+          {"--force", "", "replace OUTDIR if it exists"},
+          {"--json", "", "print one JSON object at the end (no progress line)"},
+      },
+  };
+  for (Option& option : private_training_options()) spec.options.push_back(std::move(option));
+  return spec;
+}
+
+const CommandSpec kSpec = make_spec();
 
 // Where training starts: parameters, the tokenizer and its tokenizer.json text.
 struct Start {
@@ -181,7 +196,7 @@ std::map<std::string, std::string> run_metadata(const Start& start, const TrainO
       {"train.weight_decay", format_number(options.adamw.weight_decay)},
       {"train.betas",
        format_number(options.adamw.beta1) + "," + format_number(options.adamw.beta2)},
-      {"train.clip", format_number(options.clip)},
+
       {"train.freeze_embeddings", options.freeze_embeddings ? "true" : "false"},
       {"train.batch", std::to_string(options.batch)},
       {"train.seq", std::to_string(options.seq)},
@@ -192,6 +207,7 @@ std::map<std::string, std::string> run_metadata(const Start& start, const TrainO
       {"train.final_loss", format_number(report.final_loss)},
       {"train.tokens_per_second", format_number(report.tokens_per_second)},
   };
+  if (!options.dp) metadata["train.clip"] = format_number(options.clip);
   if (!start.fingerprint.empty()) metadata["train.source_fingerprint"] = start.fingerprint;
   if (report.heldout_tokens > 0) {
     metadata["train.heldout_nll"] = format_number(report.heldout_nll);
@@ -243,6 +259,21 @@ bool same_folder(const std::string& a, const std::string& b) {
   return fs::equivalent(a, b, error);
 }
 
+void print_plan(const PrivatePlan& plan, int64_t physical_batch, int64_t ledger_run) {
+  std::fprintf(stderr,
+               "private run: %lld windows, sample rate %.6g (expected batch %.1f, up to %lld "
+               "per pass), noise multiplier %.6g, clipping norm %g, %lld steps: epsilon %.4g at "
+               "delta %g; reserved as run %lld of %s in %s\n",
+               (long long)plan.windows, plan.dp.sample_rate,
+               plan.dp.sample_rate * double(plan.windows), (long long)physical_batch,
+               plan.dp.noise_multiplier, plan.dp.max_grad_norm, (long long)plan.steps, plan.epsilon,
+               plan.delta, (long long)ledger_run, plan.user.c_str(), plan.ledger_path.c_str());
+  if (plan.dp.seed)
+    std::fprintf(stderr,
+                 "warning: --dp-seed makes the noise reproducible: this run is NOT "
+                 "private against anyone who knows the seed\n");
+}
+
 void print_summary(const TrainReport& report, const std::string& out) {
   std::printf("trained %lld steps in %s (%.0f tok/s): final loss %.4f", (long long)report.steps,
               format_duration(report.seconds).c_str(), report.tokens_per_second, report.final_loss);
@@ -258,6 +289,9 @@ int run_train(int argc, char** argv) {
   Args args(kSpec, argc, argv);
   if (args.has("--model") && args.has("--config"))
     throw UsageError("give at most one of --model DIR or --config FILE");
+  check_private_options(args);
+  const double max_epsilon = args.get_double("--max-epsilon", 8);
+  if (!(max_epsilon > 0)) throw UsageError(cat("--max-epsilon must be > 0, got ", max_epsilon));
   const std::string data_path = args.require("--data");
   const std::string out = args.require("-o");
   const bool from_scratch = args.has("--config");
@@ -290,15 +324,55 @@ int run_train(int argc, char** argv) {
     load_heldout_file(heldout_path, encoder_for(*start.tokenizer, vocab, heldout_path), &data);
   }
 
+  std::optional<PrivatePlan> plan;
+  std::optional<LedgerReservation> reservation;
+  if (args.has("--dp")) {
+    plan = plan_private_run(args, int64_t(data.train.size()), options);
+    reservation.emplace(*plan, max_epsilon, cat("bitdelta train -o ", out));
+    if (!options.quiet) print_plan(*plan, options.batch, reservation->id());
+  }
   Trainer trainer(*start.params, options);
-  const TrainReport report = train(trainer, data);
-  save_atomically(out, *start.params, start.tokenizer_json,
-                  run_metadata(start, options, args, data, report), args.has("--force"));
+  TrainReport report;
+  try {
+    report = train(trainer, data);
+  } catch (...) {
+    if (reservation) reservation->set_steps_taken(trainer.steps_done());
+    throw;
+  }
+  std::map<std::string, std::string> metadata = run_metadata(start, options, args, data, report);
+  if (plan) {
+    reservation->set_steps_taken(report.steps);
+    metadata.merge(privacy_metadata(*plan, options.seq, reservation->id()));
+  }
+  save_atomically(out, *start.params, start.tokenizer_json, metadata, args.has("--force"));
+  if (reservation) reservation->finish();
 
   if (!options.quiet) {
     print_summary(report, out);
+    if (plan)
+      std::printf(
+          "privacy: epsilon %.4g at delta %g spent by %s (%.1f%% of per-window gradients "
+          "clipped)\n",
+          plan->epsilon, plan->delta, plan->user.c_str(),
+          100.0 * double(report.clipped) /
+              std::max(1.0, double(report.trained_tokens) / double(options.seq)));
     return 0;
   }
+  nlohmann::json privacy = nullptr;
+  if (plan)
+    privacy = {{"epsilon", plan->epsilon},
+               {"delta", plan->delta},
+               {"rdp_order", plan->order},
+               {"noise_multiplier", plan->dp.noise_multiplier},
+               {"sample_rate", plan->dp.sample_rate},
+               {"max_grad_norm", plan->dp.max_grad_norm},
+               {"windows", plan->windows},
+               {"physical_batch", options.batch},
+               {"clipped", report.clipped},
+               {"user", plan->user},
+               {"ledger", plan->ledger_path},
+               {"ledger_run", reservation->id()},
+               {"secret_randomness", !plan->dp.seed.has_value()}};
   nlohmann::json evals = nlohmann::json::array();
   for (const HeldoutEval& eval : report.evals)
     evals.push_back({{"step", eval.step}, {"heldout_nll", eval.nll}, {"tokens", eval.tokens}});
@@ -317,7 +391,8 @@ int run_train(int argc, char** argv) {
               {"batch", options.batch},
               {"seq", options.seq},
               {"data_sha256", data.file_sha256},
-              {"evals", evals}});
+              {"evals", evals},
+              {"privacy", privacy}});
   return 0;
 }
 

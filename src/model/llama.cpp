@@ -12,10 +12,6 @@ namespace bd {
 
 namespace {
 
-std::string layer_name(int64_t layer, const char* suffix) {
-  return cat("model.layers.", layer, ".", suffix);
-}
-
 std::vector<double> rope_frequencies(const LlamaConfig& c) {
   std::vector<double> inv_freq = rope_inv_freq(c.head_dim, c.rope_theta);
   const RopeScaling& s = c.rope_scaling;
@@ -35,21 +31,25 @@ std::vector<double> rope_frequencies(const LlamaConfig& c) {
 
 }  // namespace
 
+std::string layer_tensor_name(int64_t layer, const char* suffix) {
+  return cat("model.layers.", layer, ".", suffix);
+}
+
 std::vector<TensorSpec> llama_tensor_specs(const LlamaConfig& c) {
   const int64_t C = c.hidden_size, F = c.intermediate_size;
   const int64_t q_dim = c.num_attention_heads * c.head_dim;
   const int64_t kv_dim = c.num_key_value_heads * c.head_dim;
   std::vector<TensorSpec> specs = {{"model.embed_tokens.weight", {c.vocab_size, C}}};
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    specs.push_back({layer_name(l, "input_layernorm.weight"), {C}});
-    specs.push_back({layer_name(l, "self_attn.q_proj.weight"), {q_dim, C}});
-    specs.push_back({layer_name(l, "self_attn.k_proj.weight"), {kv_dim, C}});
-    specs.push_back({layer_name(l, "self_attn.v_proj.weight"), {kv_dim, C}});
-    specs.push_back({layer_name(l, "self_attn.o_proj.weight"), {C, q_dim}});
-    specs.push_back({layer_name(l, "post_attention_layernorm.weight"), {C}});
-    specs.push_back({layer_name(l, "mlp.gate_proj.weight"), {F, C}});
-    specs.push_back({layer_name(l, "mlp.up_proj.weight"), {F, C}});
-    specs.push_back({layer_name(l, "mlp.down_proj.weight"), {C, F}});
+    specs.push_back({layer_tensor_name(l, "input_layernorm.weight"), {C}});
+    specs.push_back({layer_tensor_name(l, "self_attn.q_proj.weight"), {q_dim, C}});
+    specs.push_back({layer_tensor_name(l, "self_attn.k_proj.weight"), {kv_dim, C}});
+    specs.push_back({layer_tensor_name(l, "self_attn.v_proj.weight"), {kv_dim, C}});
+    specs.push_back({layer_tensor_name(l, "self_attn.o_proj.weight"), {C, q_dim}});
+    specs.push_back({layer_tensor_name(l, "post_attention_layernorm.weight"), {C}});
+    specs.push_back({layer_tensor_name(l, "mlp.gate_proj.weight"), {F, C}});
+    specs.push_back({layer_tensor_name(l, "mlp.up_proj.weight"), {F, C}});
+    specs.push_back({layer_tensor_name(l, "mlp.down_proj.weight"), {C, F}});
   }
   specs.push_back({"model.norm.weight", {C}});
   if (!c.tie_word_embeddings) specs.push_back({"lm_head.weight", {c.vocab_size, C}});
@@ -94,15 +94,15 @@ LlamaWeights make_llama_weights(const LlamaConfig& config, const std::string& so
   w.final_norm = views.at("model.norm.weight");
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
     LayerWeights layer;
-    layer.attn_norm = views.at(layer_name(l, "input_layernorm.weight"));
-    layer.mlp_norm = views.at(layer_name(l, "post_attention_layernorm.weight"));
-    layer.q = linear(layer_name(l, "self_attn.q_proj.weight"));
-    layer.k = linear(layer_name(l, "self_attn.k_proj.weight"));
-    layer.v = linear(layer_name(l, "self_attn.v_proj.weight"));
-    layer.o = linear(layer_name(l, "self_attn.o_proj.weight"));
-    layer.gate = linear(layer_name(l, "mlp.gate_proj.weight"));
-    layer.up = linear(layer_name(l, "mlp.up_proj.weight"));
-    layer.down = linear(layer_name(l, "mlp.down_proj.weight"));
+    layer.attn_norm = views.at(layer_tensor_name(l, "input_layernorm.weight"));
+    layer.mlp_norm = views.at(layer_tensor_name(l, "post_attention_layernorm.weight"));
+    layer.q = linear(layer_tensor_name(l, "self_attn.q_proj.weight"));
+    layer.k = linear(layer_tensor_name(l, "self_attn.k_proj.weight"));
+    layer.v = linear(layer_tensor_name(l, "self_attn.v_proj.weight"));
+    layer.o = linear(layer_tensor_name(l, "self_attn.o_proj.weight"));
+    layer.gate = linear(layer_tensor_name(l, "mlp.gate_proj.weight"));
+    layer.up = linear(layer_tensor_name(l, "mlp.up_proj.weight"));
+    layer.down = linear(layer_tensor_name(l, "mlp.down_proj.weight"));
     w.layers.push_back(std::move(layer));
   }
   w.lm_head =

@@ -55,6 +55,9 @@ struct TensorSpec {
 // then lm_head unless tied).
 std::vector<TensorSpec> llama_tensor_specs(const LlamaConfig& config);
 
+// "model.layers.<layer>.<suffix>", e.g. layer_tensor_name(0, "input_layernorm.weight").
+std::string layer_tensor_name(int64_t layer, const char* suffix);
+
 // Zero-copy views of a checkpoint's tensors (validated against its config; norms stored as
 // BF16/F16 are widened once).
 LlamaWeights weights_from_checkpoint(const Checkpoint& checkpoint);
@@ -97,10 +100,15 @@ void forward(const LlamaWeights& weights, KVCache& cache, const int32_t* tokens,
 // Activations of a training forward over B sequences of T tokens, in one allocation (llm.c
 // style): everything the backward pass reads, and its scratch. rows = B·T, sequence-major.
 // About rows·(4C + 3F + 2H·D + 2Hkv·D + H·T) floats per layer plus rows·V for the logits: the
-
-// softmax rows (H·T per row) dominate for long sequences.
+// softmax rows (H·T per row) dominate for long sequences. Sized for `capacity` sequences; a
+// batch of fewer (set_batch) reuses the same buffers, so a variable batch (DP-SGD's Poisson
+// sampling) allocates nothing per step.
 struct TrainActivations {
   TrainActivations(const LlamaConfig& config, int64_t B, int64_t T);
+
+  // Runs the next forward with b ≤ capacity sequences of the same T. Throws bd::Error otherwise.
+  void set_batch(int64_t b);
+  int64_t capacity() const { return capacity_; }
 
   struct Layer {
     float* in;         // [rows, C] residual stream entering the layer
@@ -141,6 +149,9 @@ struct TrainActivations {
 
   float loss = 0;       // of the last forward_train
   int64_t counted = 0;  // targets that counted in it
+
+ private:
+  int64_t capacity_;
 };
 
 // Training forward over tokens[B, T]: returns the mean cross-entropy of targets[B, T] (a
@@ -153,11 +164,16 @@ float forward_train(const LlamaWeights& weights, const int32_t* tokens, const in
 
 // Called by backward for every linear layer with its input X[rows, I] and output gradient
 // dY[rows, O] (rows = B·T, sequence-major), e.g. for per-example gradient norms (DP-SGD) or
-// delta-scale gradients dL/dγ = Σ dY ⊙ (S·X).
+// delta-scale gradients dL/dγ = Σ dY ⊙ (S·X); and for every RMSNorm with its input X[rows, C],
+// inverse RMS [rows] and output gradient dY[rows, C] (its weight's gradient is
+// Σ_rows dY ⊙ X · inv_rms). The dY buffers are scratch that backward reuses: copy what is kept.
 struct LinearBackwardObserver {
   virtual ~LinearBackwardObserver() = default;
   virtual void on_linear(const std::string& weight_name, const float* X, const float* dY,
                          int64_t rows, int64_t in, int64_t out) = 0;
+  virtual void on_norm(const std::string& /*weight_name*/, const float* /*X*/,
+                       const float* /*inv_rms*/, const float* /*dY*/, int64_t /*rows*/,
+                       int64_t /*dim*/) {}
 };
 
 // Backward of the last forward_train from a gradient of its logits that the caller wrote into
@@ -166,7 +182,9 @@ struct LinearBackwardObserver {
 // first for a fresh step). With grads == nullptr no parameter gradient is computed, only the
 // observer sees every linear's (X, dY): the weights may then be frozen BF16/F16 views. `delta`
 // must be the forward's: the input gradients then include the adapter (γ ⊙ S, exact deltas),
-// and no parameter gradient may be asked for (the base is frozen under an adapter).
+// and no parameter gradient may be asked for (the base is frozen under an adapter). Afterwards
+// acts.d_h holds the gradient of the embedding's output [rows, C] (what the embedding's own
+// gradient is made of) and acts.logits still holds dL/dlogits.
 void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, LlamaParams* grads,
                           LinearBackwardObserver* observer = nullptr,
                           const LlamaDelta* delta = nullptr);

@@ -73,7 +73,7 @@ std::vector<RowSegment> one_segment(int64_t rows, const LlamaDelta* delta) {
 }  // namespace
 
 TrainActivations::TrainActivations(const LlamaConfig& c, int64_t batch, int64_t seq_len)
-    : config(c), B(batch), T(seq_len) {
+    : config(c), B(batch), T(seq_len), capacity_(batch) {
   check_llama_config(c, "model config");
   if (B <= 0 || T <= 0) fail("training batch must be positive, got B=", B, " T=", T);
   const int64_t rows = B * T, C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
@@ -122,6 +122,14 @@ TrainActivations::TrainActivations(const LlamaConfig& c, int64_t batch, int64_t 
   norm_weight = take(C);
   tokens.resize(size_t(rows));
   targets.resize(size_t(rows));
+}
+
+// Every buffer is laid out with the sequence (or row) index outermost, so the first b sequences'
+// parts are the buffers' prefixes: a smaller batch runs in place.
+void TrainActivations::set_batch(int64_t b) {
+  if (b < 1 || b > capacity_)
+    fail("training activations hold up to ", capacity_, " sequences, asked for ", b);
+  B = b;
 }
 
 float forward_train(const LlamaWeights& weights, const int32_t* tokens, const int32_t* targets,
@@ -209,13 +217,19 @@ void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, L
       observer->on_linear(linear.name, x, dy, rows, linear.in_features(), linear.out_features());
     linear_backward(dx, writable(grad.weight), dy, x, linear, rows, segments, accumulate_dx);
   };
+  // d_h (+)= ∂L/∂x of out = rmsnorm(x)·w given dy = ∂L/∂out, and the weight's gradient.
+  auto norm_grad = [&](const std::string& name, const float* dy, const float* x,
+                       const TensorView& weight, const TensorView& grad, int64_t slot,
+                       const float* inv_rms) {
+    if (observer) observer->on_norm(name, x, inv_rms, dy, rows, C);
+    rmsnorm_backward(acts.d_h, writable(grad), dy, x, norm_weight(weight, slot), inv_rms, rows, C);
+  };
 
   // Logits → final norm.
   linear_grad(acts.d_x, acts.logits, acts.final_out, weights.lm_head, g.lm_head, false);
   std::fill_n(acts.d_h, rows * C, 0.0f);
-  rmsnorm_backward(acts.d_h, writable(g.final_norm), acts.d_x, acts.final_in,
-                   norm_weight(weights.final_norm, final_norm_slot(c.num_hidden_layers)),
-                   acts.final_rstd, rows, C);
+  norm_grad("model.norm.weight", acts.d_x, acts.final_in, weights.final_norm, g.final_norm,
+            final_norm_slot(c.num_hidden_layers), acts.final_rstd);
 
   // d_h holds ∂L/∂(residual stream) and walks back through the layers; each residual branch
   // adds its input gradient into it.
@@ -229,8 +243,8 @@ void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, L
     swiglu_backward(acts.d_gate, acts.d_up, acts.d_act, a.gate, a.up, rows * c.intermediate_size);
     linear_grad(acts.d_x, acts.d_gate, a.mlp_in, w.gate, gw.gate, false);
     linear_grad(acts.d_x, acts.d_up, a.mlp_in, w.up, gw.up, true);
-    rmsnorm_backward(acts.d_h, writable(gw.mlp_norm), acts.d_x, a.mid,
-                     norm_weight(w.mlp_norm, mlp_norm_slot(l)), a.mlp_rstd, rows, C);
+    norm_grad(layer_tensor_name(l, "post_attention_layernorm.weight"), acts.d_x, a.mid, w.mlp_norm,
+              gw.mlp_norm, mlp_norm_slot(l), a.mlp_rstd);
 
     // mid = in + o(attention(rope(q(attn_in)), rope(k(attn_in)), v(attn_in)))
     linear_grad(acts.d_att, acts.d_h, a.att, w.o, gw.o, false);
@@ -242,8 +256,8 @@ void backward_from_logits(const LlamaWeights& weights, TrainActivations& acts, L
     linear_grad(acts.d_x, acts.d_q, a.attn_in, w.q, gw.q, false);
     linear_grad(acts.d_x, acts.d_k_new, a.attn_in, w.k, gw.k, true);
     linear_grad(acts.d_x, acts.d_v_new, a.attn_in, w.v, gw.v, true);
-    rmsnorm_backward(acts.d_h, writable(gw.attn_norm), acts.d_x, a.in,
-                     norm_weight(w.attn_norm, attn_norm_slot(l)), a.attn_rstd, rows, C);
+    norm_grad(layer_tensor_name(l, "input_layernorm.weight"), acts.d_x, a.in, w.attn_norm,
+              gw.attn_norm, attn_norm_slot(l), a.attn_rstd);
   }
   if (grads) embedding_backward(writable(g.embed), acts.d_h, acts.tokens.data(), rows, C);
 }

@@ -83,6 +83,26 @@ Batch BatchSampler::next() {
   return out;
 }
 
+int64_t disjoint_window_count(int64_t tokens, int64_t seq) {
+  if (seq < 1) fail("seq must be positive, got ", seq);
+  return tokens / (seq + 1);
+}
+
+Batch window_batch(const std::vector<int32_t>& tokens, int64_t seq,
+                   std::span<const int64_t> windows) {
+  const int64_t count = disjoint_window_count(int64_t(tokens.size()), seq);
+  Batch out{int64_t(windows.size()), seq, std::vector<int32_t>(windows.size() * size_t(seq)),
+            std::vector<int32_t>(windows.size() * size_t(seq))};
+  for (size_t b = 0; b < windows.size(); ++b) {
+    if (windows[b] < 0 || windows[b] >= count)
+      fail("window ", windows[b], " is outside the ", count, " windows of the stream");
+    const int32_t* window = tokens.data() + windows[b] * (seq + 1);
+    std::copy(window, window + seq, out.inputs.begin() + int64_t(b) * seq);
+    std::copy(window + 1, window + seq + 1, out.targets.begin() + int64_t(b) * seq);
+  }
+  return out;
+}
+
 std::vector<Batch> eval_batches(const std::vector<int32_t>& tokens, int64_t batch, int64_t seq) {
   if (batch < 1 || seq < 1) fail("batch and seq must be positive, got ", batch, " and ", seq);
   const int64_t window = seq + 1;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -60,6 +61,15 @@ class BatchSampler {
 // per batch; a last shorter window (>= 2 tokens) becomes its own batch with a shorter T.
 // Every window predicts each of its tokens after the first, as `bitdelta eval --context seq+1`.
 std::vector<Batch> eval_batches(const std::vector<int32_t>& tokens, int64_t batch, int64_t seq);
+
+// DP-SGD's examples: the stream cut into disjoint windows of seq + 1 tokens, window j starting at
+// token j · (seq + 1) (the full windows of eval_batches). No token is in two examples, so a
+// guarantee per example is a guarantee per window of text.
+int64_t disjoint_window_count(int64_t tokens, int64_t seq);
+
+// A batch of the given disjoint windows (each < disjoint_window_count), in the order given.
+Batch window_batch(const std::vector<int32_t>& tokens, int64_t seq,
+                   std::span<const int64_t> windows);
 
 // A uniform integer in [0, bound), without modulo bias.
 uint64_t uniform_below(std::mt19937_64& rng, uint64_t bound);
