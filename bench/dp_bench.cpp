@@ -2,11 +2,13 @@
 // the embedded default model, all measured in one run.
 //
 //   build/dp_bench [--config FILE] [--batch B] [--seq T] [--steps N] [--runs R] [--threads N]
+//                  [--freeze-embeddings]
 //
 // --config: a config.json (default: models/default-config.json, the embedded default model);
-// B windows of T tokens per step (defaults 16 and 128). Random init and random tokens (speed does
-// not depend on the values). After 2 warm-up steps of each, R rounds (default 3) each time, back
-// to back, N steps (default 5) of:
+// B windows of T tokens per step (defaults 16 and 128); --freeze-embeddings as in `train` (the
+// bundled-user fine-tunes' setting), else every tensor trains. Random init and random tokens
+// (speed does not depend on the values). After 2 warm-up steps of each, R rounds (default 3) each
+// time, back to back, N steps (default 5) of:
 //   plain         Trainer::step: one forward, one backward, global-norm clipping, AdamW;
 //   dp-ghost      Trainer::private_step on B windows: ghost norms + book-keeping
 //                 (train/per_example_clip.h), Gaussian noise on every parameter, AdamW;
@@ -51,6 +53,7 @@ struct Options {
   int64_t steps = 5;
   int runs = 3;
   int threads = 0;
+  bool freeze_embeddings = false;
 };
 
 constexpr int64_t kWarmupSteps = 2;
@@ -76,6 +79,8 @@ Options parse_options(int argc, char** argv) {
       o.runs = std::stoi(value());
     else if (flag == "--threads")
       o.threads = std::stoi(value());
+    else if (flag == "--freeze-embeddings")
+      o.freeze_embeddings = true;
     else
       fail("unknown option ", flag, " (see the comment at the top of bench/dp_bench.cpp)");
   }
@@ -99,6 +104,7 @@ class StepTimer {
     options.batch = o.batch;
     options.seq = o.seq;
     options.quiet = true;
+    options.freeze_embeddings = o.freeze_embeddings;
     if (engine != Engine::plain)
       options.dp = DpOptions{.noise_multiplier = 1.0,
                              .max_grad_norm = 1.0,

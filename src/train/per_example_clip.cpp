@@ -104,7 +104,16 @@ void PerExampleClipper::on_linear(const std::string& name, const float* X, const
     dy_used_ += size;
   }
   const bool ghost = seq_ * (in + out) / 2 < in * out;
-  linears_.push_back(RecordedLinear{name, X, dy, in, out, ghost});
+  int64_t x_gram = -1;  // linears that read the same input share its Gram matrices
+  if (ghost) {
+    int64_t grams = 0;
+    for (const RecordedLinear& earlier : linears_) {
+      if (earlier.ghost && earlier.x == X) x_gram = earlier.x_gram;
+      grams = std::max(grams, earlier.x_gram + 1);
+    }
+    if (x_gram < 0) x_gram = grams;
+  }
+  linears_.push_back(RecordedLinear{name, X, dy, in, out, ghost, x_gram});
 }
 
 void PerExampleClipper::on_norm(const std::string& name, const float* X, const float* inv_rms,
@@ -166,74 +175,102 @@ ClipStats PerExampleClipper::clip_and_accumulate(const LlamaWeights& weights,
   return stats;
 }
 
-std::vector<double> PerExampleClipper::ghost_norms2(const TrainActivations& acts) const {
-  const int64_t B = acts.B, T = acts.T, C = config_.hidden_size;
-  const int64_t items = int64_t(linears_.size()) * B;
-  // Scratch per thread: two T×T Gram matrices, or one materialised O×I gradient.
-  size_t scratch = size_t(2 * T * T);
+std::vector<double> PerExampleClipper::ghost_norms2(const TrainActivations& acts) {
+  const int64_t B = acts.B, T = acts.T, TT = T * T;
+  // The Gram matrices X_i X_iᵀ first, once per input that several linears share (q, k and v
+  // read the same normed input, gate and up another).
+  std::vector<const RecordedLinear*> gram_of;  // the first linear of each shared input
+  for (const RecordedLinear& linear : linears_)
+    if (linear.ghost && linear.x_gram == int64_t(gram_of.size())) gram_of.push_back(&linear);
+  x_grams_.resize(gram_of.size() * size_t(B * TT));
+  const int64_t gram_items = int64_t(gram_of.size()) * B;
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t item = 0; item < gram_items; ++item) {
+    const RecordedLinear& linear = *gram_of[size_t(item / B)];
+    const int64_t i = item % B;
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(T), int(linear.in), 1.0f,
+                linear.x + i * T * linear.in, int(linear.in), 0.0f,
+                x_grams_.data() + size_t(item) * size_t(TT), int(T));
+  }
+  // Then per linear and example: ‖dY_iᵀ X_i‖² = Σ_{t,s} (X_i X_iᵀ)[t,s] · (dY_i dY_iᵀ)[t,s], or
+  // the materialised dY_iᵀ X_i's squares. Scratch per thread: one T×T or one O×I matrix.
+  size_t scratch = size_t(TT);
   for (const RecordedLinear& linear : linears_)
     if (!linear.ghost) scratch = std::max(scratch, size_t(linear.in * linear.out));
   std::vector<float> scratch_memory(scratch * size_t(omp_get_max_threads()));
+  const int64_t items = int64_t(linears_.size()) * B;
   std::vector<double> per_item(static_cast<size_t>(items));
 #pragma omp parallel for schedule(dynamic)
   for (int64_t item = 0; item < items; ++item) {
     const RecordedLinear& linear = linears_[size_t(item / B)];
     const int64_t i = item % B, I = linear.in, O = linear.out;
-    const float* x = linear.x + i * T * I;
     const float* dy = linear.dy + i * T * O;
     float* own = scratch_memory.data() + scratch * size_t(omp_get_thread_num());
-    if (linear.ghost) {  // ‖dYᵀX‖² = Σ_{t,s} (X Xᵀ)[t,s] · (dY dYᵀ)[t,s]
-      cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(T), int(I), 1.0f, x, int(I), 0.0f,
-                  own, int(T));
+    if (linear.ghost) {
       cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(T), int(O), 1.0f, dy, int(O), 0.0f,
-                  own + T * T, int(T));
-      per_item[size_t(item)] = symmetric_dot(own, own + T * T, T);
+                  own, int(T));
+      const float* x_gram = x_grams_.data() + size_t(linear.x_gram * B + i) * size_t(TT);
+      per_item[size_t(item)] = symmetric_dot(x_gram, own, T);
     } else {
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(O), int(I), int(T), 1.0f, dy, int(O),
-                  x, int(I), 0.0f, own, int(I));
+                  linear.x + i * T * I, int(I), 0.0f, own, int(I));
       per_item[size_t(item)] = sum_of_squares(own, size_t(O * I));
     }
   }
   std::vector<double> norms2(size_t(B), 0.0);
   for (int64_t item = 0; item < items; ++item) norms2[size_t(item % B)] += per_item[size_t(item)];
+  const int64_t C = config_.hidden_size;
   for (const RecordedNorm& norm : norms_)
     for (int64_t i = 0; i < B; ++i)
       norms2[size_t(i)] += sum_of_squares(norm.per_example + i * C, size_t(C));
-  if (frozen_.count(kEmbedding)) return norms2;
+  if (!frozen_.count(kEmbedding)) add_embedding_norms2(acts, norms2);
+  return norms2;
+}
 
-  // The embedding's gradient of example i puts Σ_{s: token s = v} d_h[s] in row v, so its
-  // squared norm is Σ_v ‖H_v‖²; tied to the head (A = Σ_t dlogits_t ⊗ x_t, whose ‖A‖² the
-  // head's linear gave), the tensor's gradient is A + E and the cross term 2<A, E> =
-  // 2 Σ_v Σ_t dlogits_t[v] (x_t · H_v) joins.
-  const int64_t V = config_.vocab_size;
+// The embedding's gradient of example i puts H_v = Σ_{s: token s = v} d_h[s] in row v, so its
+// squared norm is Σ_v ‖H_v‖²; tied to the head (A = Σ_t dlogits_t ⊗ x_t, whose ‖A‖² the head's
+// linear gave), the tensor's gradient is A + E and the cross term
+// 2<A, E> = 2 Σ_t Σ_v dlogits_t[v] (x_t · H_v) joins, with x_t · H_v from one product X_i Hᵀ.
+void PerExampleClipper::add_embedding_norms2(const TrainActivations& acts,
+                                             std::vector<double>& norms2) const {
+  const int64_t B = acts.B, T = acts.T, C = config_.hidden_size, V = config_.vocab_size;
   const bool tied = config_.tie_word_embeddings;
+  // Per thread: H [distinct tokens ≤ T, C] and X_i Hᵀ [T, distinct].
+  const size_t scratch = size_t(T * C + T * T);
+  std::vector<float> scratch_memory(scratch * size_t(omp_get_max_threads()));
 #pragma omp parallel for schedule(dynamic)
   for (int64_t i = 0; i < B; ++i) {
+    float* h = scratch_memory.data() + scratch * size_t(omp_get_thread_num());
+    float* products = h + T * C;
     const auto order = positions_by_token(acts.tokens.data() + i * T, T);
-    std::vector<double> h(static_cast<size_t>(C));
+    std::vector<int32_t> distinct;
     double sum = 0;
     for (size_t start = 0; start < order.size();) {
+      float* row = h + int64_t(distinct.size()) * C;
+      std::fill_n(row, C, 0.0f);
       size_t end = start;
-      std::fill(h.begin(), h.end(), 0.0);
       for (; end < order.size() && order[end].first == order[start].first; ++end) {
         const float* d_h = acts.d_h + (i * T + order[end].second) * C;
-        for (int64_t c = 0; c < C; ++c) h[size_t(c)] += d_h[c];
+        for (int64_t c = 0; c < C; ++c) row[c] += d_h[c];
       }
-      for (int64_t c = 0; c < C; ++c) sum += h[size_t(c)] * h[size_t(c)];
-      if (tied) {
-        const int32_t v = order[start].first;
-        for (int64_t t = i * T; t < (i + 1) * T; ++t) {
-          const float* x = acts.final_out + t * C;
-          double dot = 0;
-          for (int64_t c = 0; c < C; ++c) dot += double(x[c]) * h[size_t(c)];
-          sum += 2 * double(acts.logits[t * V + v]) * dot;
-        }
-      }
+      sum += sum_of_squares(row, size_t(C));
+      distinct.push_back(order[start].first);
       start = end;
+    }
+    if (tied) {
+      const int D = int(distinct.size());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(T), D, int(C), 1.0f,
+                  acts.final_out + i * T * C, int(C), h, int(C), 0.0f, products, D);
+      double cross = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        const float* dlogits = acts.logits + (i * T + t) * V;
+        for (int k = 0; k < D; ++k)
+          cross += double(dlogits[distinct[size_t(k)]]) * double(products[t * D + k]);
+      }
+      sum += 2 * cross;
     }
     norms2[size_t(i)] += sum;
   }
-  return norms2;
 }
 
 void PerExampleClipper::accumulate_ghost(TrainActivations& acts, const std::vector<float>& factors,

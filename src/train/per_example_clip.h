@@ -55,7 +55,8 @@ class PerExampleClipper final : private LinearBackwardObserver {
     const float* x;  // [rows, I] the forward's input, kept in the activations
     float* dy;       // [rows, O] a copy (or acts.logits for the head, which backward keeps)
     int64_t in, out;
-    bool ghost;  // norm from Gram matrices, else from the materialised dY_iᵀ X_i
+    bool ghost;      // norm from Gram matrices, else from the materialised dY_iᵀ X_i
+    int64_t x_gram;  // ghost: which of the shared inputs' Gram matrices is X's
   };
   struct RecordedNorm {
     std::string name;
@@ -67,7 +68,8 @@ class PerExampleClipper final : private LinearBackwardObserver {
   void on_norm(const std::string& name, const float* X, const float* inv_rms, const float* dY,
                int64_t rows, int64_t dim) override;
 
-  std::vector<double> ghost_norms2(const TrainActivations& acts) const;
+  std::vector<double> ghost_norms2(const TrainActivations& acts);
+  void add_embedding_norms2(const TrainActivations& acts, std::vector<double>& norms2) const;
   std::vector<double> materialized_norms2(const TrainActivations& acts, LlamaParams& grads);
   void accumulate_ghost(TrainActivations& acts, const std::vector<float>& factors,
                         LlamaParams& grads);
@@ -85,8 +87,8 @@ class PerExampleClipper final : private LinearBackwardObserver {
   size_t norm_used_ = 0;
   std::vector<RecordedLinear> linears_;
   std::vector<RecordedNorm> norms_;
+  std::vector<float> x_grams_;      // ghost: [shared inputs, B, T, T] upper triangles
   std::vector<float> per_example_;  // materialized: [max_examples, parameters]
-  std::vector<ParamSlice> slices_;  // where each tensor lives in a gradient buffer
 };
 
 }  // namespace bd
