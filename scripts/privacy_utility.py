@@ -15,21 +15,12 @@ Markdown table and writes the raw numbers as JSON. Usage:
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-BITDELTA = os.environ.get("BITDELTA", os.path.join(ROOT, "build", "bitdelta"))
+from user_finetunes import ROOT, bitdelta
+
 USER_DID = "did:lux:1:0x00000000000000000000000000000000000000aa"  # the scratch ledger's user
-
-
-def bitdelta(*args):
-    """Runs `bitdelta ARGS --json` and returns the parsed object; exits with its stderr on failure."""
-    run = subprocess.run([BITDELTA, *args, "--json"], capture_output=True, text=True)
-    if run.returncode != 0:
-        sys.exit(f"bitdelta {' '.join(args)}: {run.stderr.strip()}")
-    return json.loads(run.stdout)
 
 
 def main():

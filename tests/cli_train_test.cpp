@@ -12,6 +12,7 @@
 
 #include "core/mapped_file.h"
 #include "core/sha256.h"
+#include "io/adapter.h"
 #include "io/checkpoint.h"
 #include "model/byte_tokenizer.h"
 #include "test_util.h"
@@ -298,6 +299,28 @@ TEST_F(CliTrain, PrivateRunRecordsItsGuaranteeAndSpendsTheUsersBudget) {
   ASSERT_EQ(secret.exit_code, 0) << secret.err;
   EXPECT_NE(secret.out.find("privacy: epsilon"), std::string::npos) << secret.out;
   EXPECT_EQ(Checkpoint(dir_ + "/secret").metadata().at("privacy.randomness").find("secret"), 0u);
+}
+
+// A private fine-tune of a model folder; compress copies its privacy.* record into the adapter,
+// which is what an attestation binds.
+TEST_F(CliTrain, PrivateFineTuneCarriesItsGuaranteeIntoTheAdapter) {
+  const std::string base = dir_ + "/base", tuned = dir_ + "/tuned", adapter = dir_ + "/a.bitdelta";
+  ASSERT_EQ(run(scratch_args(base) + " --json").exit_code, 0);
+  const CommandResult train = run("train --model " + base + " --data " + data_ + " -o " + tuned +
+                                  " --steps 5 --batch 4 --seq 32 --threads 1" +
+                                  private_args(dir_ + "/ledger.sqlite") + " --json");
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  const CommandResult compress =
+      run("compress --base " + base + " --finetuned " + tuned + " -o " + adapter + " --json");
+  ASSERT_EQ(compress.exit_code, 0) << compress.err;
+  const Checkpoint checkpoint(tuned);
+  nlohmann::json expected = nlohmann::json::object();
+  for (const auto& [key, value] : checkpoint.metadata())
+    if (key.rfind("privacy.", 0) == 0) expected[key] = value;
+  EXPECT_GE(expected.size(), 14u);
+  EXPECT_EQ(nlohmann::json::parse(AdapterFile(adapter).info().privacy), expected);
+  EXPECT_DOUBLE_EQ(std::stod(expected["privacy.epsilon"].get<std::string>()),
+                   nlohmann::json::parse(train.out)["privacy"]["epsilon"].get<double>());
 }
 
 // The cap applies to the user's total over all runs, before any training: a refused run writes
