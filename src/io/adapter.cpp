@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "io/fingerprint.h"
 #include "io/safetensors.h"
 
 namespace bd {
@@ -349,6 +350,14 @@ void write_adapter(const std::string& path, const AdapterInfo& info,
     tensors.push_back({kept.name + kDeltaSuffix, kept.delta});
   }
   write_safetensors(path, tensors, to_metadata(info, matrices), overwrite);
+}
+
+std::string adapter_fingerprint(const std::string& path) {
+  const SafetensorsFile file(path);
+  std::vector<NamedTensor> tensors = file.tensors();
+  std::sort(tensors.begin(), tensors.end(),
+            [](const NamedTensor& x, const NamedTensor& y) { return x.name < y.name; });
+  return fingerprint_tensors(tensors);
 }
 
 }  // namespace bd

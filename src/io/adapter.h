@@ -98,6 +98,10 @@ struct AdapterSizes {
 AdapterSizes adapter_sizes(const std::vector<AdapterMatrix>& matrices,
                            const std::vector<AdapterExact>& exact);
 
+// The adapter's version: the fingerprint (io/fingerprint.h) of every tensor in the file, in name
+// order; what attestations and soups name an adapter by. Metadata is not part of it.
+std::string adapter_fingerprint(const std::string& path);
+
 // True for an owner the format accepts: "did:lux:" then a non-empty method-specific id of
 // letters, digits, '.', '-', '_', %XX escapes and ':' separators, not ending in ':'.
 bool valid_owner_did(const std::string& did);

@@ -13,8 +13,6 @@
 #include "core/sha256.h"
 #include "core/utc_time.h"
 #include "io/adapter.h"
-#include "io/fingerprint.h"
-#include "io/safetensors.h"
 
 namespace bd {
 
@@ -159,12 +157,8 @@ std::string measure(const std::string& binary_path, const std::string& config_pa
 
 Attestation describe_adapter(const std::string& adapter_path) {
   const AdapterFile adapter(adapter_path);
-  SafetensorsFile file(adapter_path);
-  std::vector<NamedTensor> tensors = file.tensors();
-  std::sort(tensors.begin(), tensors.end(),
-            [](const NamedTensor& x, const NamedTensor& y) { return x.name < y.name; });
   Attestation a;
-  a.adapter = fingerprint_tensors(tensors);
+  a.adapter = adapter_fingerprint(adapter_path);
   a.base = adapter.info().base_fingerprint;
   a.owner = adapter.info().owner;
   a.privacy = adapter.info().privacy.empty() ? nlohmann::json::object()

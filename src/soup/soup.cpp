@@ -1,0 +1,282 @@
+#include "soup/soup.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/progress.h"
+#include "io/fingerprint.h"
+
+namespace bd {
+
+namespace {
+
+// Chunks of a pass-1 reduction held at once: partial sums are added in chunk order, so the
+// totals do not depend on the thread count.
+constexpr int64_t kWave = 16;
+
+int64_t rows_per_block(const SoupTensor& tensor) {
+  return std::max<int64_t>(1, kSoupBlockCoordinates / std::max<int64_t>(1, tensor.cols));
+}
+
+int64_t block_count(const SoupTensor& tensor) {
+  const int64_t rows = rows_per_block(tensor);
+  return (tensor.rows + rows - 1) / rows;
+}
+
+// Pass 1: each contribution's Σ|δ| per tensor, and (vector rules) the Gram matrix over all
+// coordinates, in double.
+struct Statistics {
+  std::vector<std::vector<double>> abs_sums;  // [tensor][contribution]
+  std::vector<double> gram;                   // [n, n]
+};
+
+Statistics gather_statistics(const SoupInputs& inputs, bool gram, Progress& progress,
+                             int64_t& done) {
+  const int64_t n = inputs.count();
+  Statistics stats;
+  if (gram) stats.gram.assign(size_t(n * n), 0.0);
+  const int threads = omp_get_max_threads();
+  std::vector<float> blocks(size_t(threads) * size_t(n * kSoupBlockCoordinates));
+  std::vector<double> wide(gram ? size_t(threads) * size_t(n * kSoupBlockCoordinates) : 0);
+  std::vector<double> partial_gram(gram ? size_t(kWave * n * n) : 0);
+  std::vector<double> partial_abs(size_t(kWave * n));
+  for (size_t t = 0; t < inputs.tensors().size(); ++t) {
+    const SoupTensor& tensor = inputs.tensors()[t];
+    std::vector<double> abs_sums(static_cast<size_t>(n), 0.0);
+    const int64_t rows = rows_per_block(tensor), blocks_here = block_count(tensor);
+    for (int64_t wave = 0; wave < blocks_here; wave += kWave) {
+      const int64_t count = std::min(kWave, blocks_here - wave);
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t w = 0; w < count; ++w) {
+        const int64_t row0 = (wave + w) * rows, here = std::min(rows, tensor.rows - row0);
+        const int64_t m = here * tensor.cols;
+        float* block =
+            blocks.data() + size_t(omp_get_thread_num()) * size_t(n * kSoupBlockCoordinates);
+        inputs.read_block(t, row0, here, block);
+        for (int64_t k = 0; k < n; ++k) {
+          double sum = 0;
+          for (int64_t i = 0; i < m; ++i) sum += std::abs(block[k * m + i]);
+          partial_abs[size_t(w * n + k)] = sum;
+        }
+        if (gram) {
+          double* values =
+              wide.data() + size_t(omp_get_thread_num()) * size_t(n * kSoupBlockCoordinates);
+          for (int64_t i = 0; i < n * m; ++i) values[i] = block[i];
+          cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(n), int(m), 1.0, values, int(m),
+                      0.0, partial_gram.data() + size_t(w * n * n), int(n));
+        }
+      }
+      for (int64_t w = 0; w < count; ++w) {
+        for (int64_t k = 0; k < n; ++k) abs_sums[size_t(k)] += partial_abs[size_t(w * n + k)];
+        if (gram)
+          for (int64_t i = 0; i < n; ++i)
+            for (int64_t j = i; j < n; ++j)
+              stats.gram[size_t(i * n + j)] += partial_gram[size_t(w * n * n + i * n + j)];
+      }
+      done += count;
+      progress.update(done, "statistics");
+    }
+    stats.abs_sums.push_back(abs_sums);
+  }
+  for (int64_t i = 0; i < n && gram; ++i)
+    for (int64_t j = 0; j < i; ++j) stats.gram[size_t(i * n + j)] = stats.gram[size_t(j * n + i)];
+  return stats;
+}
+
+// One output tensor being built.
+struct OutputTensor {
+  std::vector<uint8_t> signs;   // bit output of a compressed weight: [rows, ceil(cols/8)]
+  std::vector<double> row_abs;  // Σ|aggregate| per row (bit output)
+  std::vector<float> values;    // dense output or an exact tensor: the aggregate, F32
+};
+
+// Pass 2 over one tensor: aggregate every block, pack or keep.
+void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& options,
+                      const VectorChoice& choice, const std::vector<double>& abs_sums,
+                      bool pack_signs, OutputTensor& out) {
+  const SoupTensor& tensor = inputs.tensors()[t];
+  const int64_t n = inputs.count(), cols = tensor.cols;
+  const int64_t row_bytes = (cols + 7) / 8;
+  if (pack_signs) {
+    out.signs.assign(size_t(tensor.rows * row_bytes), 0);
+    out.row_abs.assign(size_t(tensor.rows), 0.0);
+  } else {
+    out.values.assign(size_t(tensor.numel()), 0.0f);
+  }
+  const int64_t rows = rows_per_block(tensor), blocks = block_count(tensor);
+  const int threads = omp_get_max_threads();
+  std::vector<float> memory(size_t(threads) * size_t(n * kSoupBlockCoordinates + 3 * n));
+  const bool sign_rule = is_sign_rule(options.params.method);
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t b = 0; b < blocks; ++b) {
+    float* block =
+        memory.data() + size_t(omp_get_thread_num()) * size_t(n * kSoupBlockCoordinates + 3 * n);
+    float* scales = block + n * kSoupBlockCoordinates;
+    float* scratch = scales + n;
+    const int64_t row0 = b * rows, here = std::min(rows, tensor.rows - row0), m = here * cols;
+    inputs.read_block(t, row0, here, block);
+    for (int64_t r = 0; r < here; ++r) {
+      if (sign_rule)  // each contribution's scale: mean |δ| over the row or the whole tensor
+        for (int64_t k = 0; k < n; ++k) {
+          if (options.per_row) {
+            double sum = 0;
+            for (int64_t j = 0; j < cols; ++j) sum += std::abs(block[k * m + r * cols + j]);
+            scales[k] = float(sum / double(cols));
+          } else {
+            scales[k] = float(abs_sums[size_t(k)] / double(tensor.numel()));
+          }
+        }
+      double row_abs = 0;
+      for (int64_t j = 0; j < cols; ++j) {
+        const float value = aggregate_coordinate(options.params, block + r * cols + j, m, n, scales,
+                                                 choice, scratch);
+        if (pack_signs) {
+          row_abs += std::abs(double(value));
+          if (value >= 0)
+            out.signs[size_t((row0 + r) * row_bytes + j / 8)] |= uint8_t(1u << (j % 8));
+        } else {
+          out.values[size_t((row0 + r) * cols + j)] = value;
+        }
+      }
+      if (pack_signs) out.row_abs[size_t(row0 + r)] = row_abs;
+    }
+  }
+}
+
+std::string newest_created(const SoupInputs& inputs) {
+  std::string newest;
+  for (const SoupContribution& c : inputs.contributions())
+    newest = std::max(newest, c.file->info().created);
+  return newest;
+}
+
+}  // namespace
+
+SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const SoupOptions& options,
+                     const std::string& out, bool overwrite) {
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t n = inputs.count();
+  check_soup_params(options.params, n);
+  const std::string base_fingerprint = base.fingerprint();
+  for (const SoupContribution& c : inputs.contributions())
+    c.file->check_base(base, base_fingerprint);
+  for (const SoupTensor& tensor : inputs.tensors())
+    if (!tensor.compressed && base.find(tensor.name)->dtype != tensor.dtype)
+      fail(tensor.name, ".delta: the inputs hold ", dtype_name(tensor.dtype), ", the base ",
+           dtype_name(base.find(tensor.name)->dtype));
+
+  const SoupMethod method = options.params.method;
+  const bool vector = is_vector_rule(method);
+  int64_t total_blocks = 0;
+  for (const SoupTensor& tensor : inputs.tensors()) total_blocks += block_count(tensor);
+  const bool first_pass = vector || (is_sign_rule(method) && !options.per_row);
+  Progress progress("soup", total_blocks * (first_pass ? 2 : 1), "blocks", options.quiet);
+  int64_t done = 0;
+  SoupReport report;
+  Statistics stats;
+  if (first_pass) stats = gather_statistics(inputs, vector, progress, done);
+  if (vector) {
+    report.choice = choose_vectors(options.params, stats.gram, n);
+    for (int64_t k = 0; k < n; ++k) {
+      if (std::count(report.choice.selected.begin(), report.choice.selected.end(), k)) continue;
+      std::string reason = cat(soup_method_name(method), ": not selected");
+      if (!report.choice.scores.empty())
+        reason += cat(" (Krum score ", report.choice.scores[size_t(k)], ")");
+      report.excluded.push_back({k, reason});
+    }
+  }
+
+  // Pass 2, tensor by tensor, into the output adapter.
+  std::vector<OutputTensor> outputs(inputs.tensors().size());
+  std::vector<AdapterMatrix> matrices;
+  std::vector<AdapterExact> exact;
+  std::vector<std::vector<float>> scale_memory;
+  std::vector<std::vector<uint8_t>> exact_memory;
+  for (size_t t = 0; t < inputs.tensors().size(); ++t) {
+    const SoupTensor& tensor = inputs.tensors()[t];
+    const bool pack = tensor.compressed && !options.dense;
+    const std::vector<double> no_sums(static_cast<size_t>(n), 0.0);
+    aggregate_tensor(inputs, t, options, report.choice, first_pass ? stats.abs_sums[t] : no_sums,
+                     pack, outputs[t]);
+    done += block_count(tensor);
+    progress.update(done, "aggregating");
+    OutputTensor& o = outputs[t];
+    if (pack) {
+      std::vector<float> scales;
+      if (options.per_row) {
+        for (double sum : o.row_abs) scales.push_back(float(sum / double(tensor.cols)));
+      } else {
+        double sum = 0;
+        for (double row : o.row_abs) sum += row;
+        scales.push_back(float(sum / double(tensor.numel())));
+      }
+      scale_memory.push_back(std::move(scales));
+      AdapterMatrix m;
+      m.name = tensor.name;
+      m.out = tensor.rows;
+      m.in = tensor.cols;
+      m.sign = TensorView{DType::U8, {tensor.rows, (tensor.cols + 7) / 8}, o.signs.data()};
+      m.scale =
+          TensorView{DType::F32, {int64_t(scale_memory.back().size())}, scale_memory.back().data()};
+      matrices.push_back(m);
+    } else {
+      const DType dtype = base.find(tensor.name)->dtype;
+      std::vector<uint8_t> bytes(size_t(tensor.numel()) * dtype_size(dtype));
+      from_f32(dtype, o.values.data(), bytes.data(), size_t(tensor.numel()));
+      o.values = {};
+      exact_memory.push_back(std::move(bytes));
+      const Shape shape = base.find(tensor.name)->shape;
+      exact.push_back(
+          AdapterExact{tensor.name, TensorView{dtype, shape, exact_memory.back().data()}});
+    }
+  }
+  progress.finish();
+
+  // The version: the fingerprint of the tensors as they will be in the file, in name order.
+  std::vector<NamedTensor> named;
+  for (const AdapterMatrix& m : matrices) {
+    named.push_back({m.name + ".scale", m.scale});
+    named.push_back({m.name + ".sign", m.sign});
+  }
+  for (const AdapterExact& e : exact) named.push_back({e.name + ".delta", e.delta});
+  std::sort(named.begin(), named.end(),
+            [](const NamedTensor& a, const NamedTensor& b) { return a.name < b.name; });
+  report.version = fingerprint_tensors(named);
+
+  AdapterInfo info;
+  info.base_fingerprint = inputs.base_fingerprint();
+  info.finetune_fingerprint = report.version;  // a soup has no fine-tune: its own version
+  info.scale_mode = "mean";
+  info.granularity = options.per_row ? "row" : "matrix";
+  info.tool_version = BITDELTA_VERSION;
+  info.created = newest_created(inputs);  // from the inputs, so the bytes are reproducible
+  nlohmann::json params = {{"trim", options.params.trim},
+                           {"byzantine", options.params.byzantine},
+                           {"keep", options.params.keep},
+                           {"clip_radius", options.params.clip_radius},
+                           {"iterations", options.params.iterations}};
+  nlohmann::json contributors = nlohmann::json::array(), excluded = nlohmann::json::array();
+  for (const SoupContribution& c : inputs.contributions())
+    contributors.push_back({{"fingerprint", c.fingerprint}, {"owner", c.owner}});
+  for (const SoupExclusion& e : report.excluded)
+    excluded.push_back({{"fingerprint", inputs.contributions()[size_t(e.contribution)].fingerprint},
+                        {"reason", e.reason}});
+  info.extra["soup.method"] = soup_method_name(method);
+  info.extra["soup.params"] = params.dump();
+  info.extra["soup.output"] = options.dense ? "dense" : "bit";
+  info.extra["soup.inputs"] = contributors.dump();
+  info.extra["soup.excluded"] = excluded.dump();
+  write_adapter(out, info, matrices, exact, overwrite);
+
+  report.coordinates = inputs.coordinates();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+}  // namespace bd
