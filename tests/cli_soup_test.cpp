@@ -1,0 +1,135 @@
+// `bitdelta soup` end to end: three real fine-tunes of one base compressed with `bitdelta
+// compress`, souped from the command line, the soup used by `eval --delta`; and its refusals.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+#include "checkpoint_pair.h"
+#include "core/mapped_file.h"
+#include "io/adapter.h"
+#include "test_util.h"
+
+namespace bd {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class CliSoup : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LlamaParams base(test::small_llama_config());
+    base.init_random(1);
+    test::save_params(scratch_ / "base", base, DType::F32, {});
+    for (int k = 0; k < 3; ++k) {
+      LlamaParams tuned = base;
+      std::mt19937_64 rng(100 + k);
+      std::normal_distribution<float> noise(0.0f, 0.004f);
+      for (const ParamSlice& slice : tuned.slices())
+        if (test::is_block_linear(slice.name) || slice.name == "model.norm.weight")
+          for (size_t i = 0; i < slice.numel; ++i) tuned.data()[slice.offset + i] += noise(rng);
+      const std::string name = "user" + std::to_string(k);
+      test::save_params(scratch_ / name, tuned, DType::F32, {});
+      const test::CommandResult compressed =
+          run("compress --base " + scratch_ / "base" + " --finetuned " + scratch_ / name + " -o " +
+              scratch_ / (name + ".bitdelta") + " --owner did:lux:" + name + " --json");
+      EXPECT_EQ(compressed.exit_code, 0) << compressed.err;
+      adapters_ += " " + scratch_ / (name + ".bitdelta");
+    }
+  }
+  test::CommandResult run(const std::string& arguments) const {
+    return test::run_bitdelta(arguments, scratch_);
+  }
+
+  test::ScratchDir scratch_;
+  std::string adapters_;
+};
+
+TEST_F(CliSoup, SoupsThreeFineTunesAndTheSoupServesAsAnAdapter) {
+  const std::string out = scratch_ / "soup.bitdelta";
+  const test::CommandResult result = run("soup --base " + scratch_ / "base" + " --deltas" +
+                                         adapters_ + " -o " + out + " --method median --json");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const json report = json::parse(result.out);
+  EXPECT_EQ(report["method"], "median");
+  ASSERT_EQ(report["contributions"].size(), 3u);
+  EXPECT_EQ(report["version"], adapter_fingerprint(out));
+  const AdapterFile soup(out);
+  EXPECT_EQ(soup.info().extra.at("soup.method"), "median");
+  EXPECT_EQ(soup.matrices().size(), 14u);  // every block linear, as signs and a scale
+  EXPECT_EQ(json::parse(soup.info().extra.at("soup.inputs")).size(), 3u);
+
+  // The same soup when the inputs come in another order, each after its own --deltas.
+  const std::string again = scratch_ / "again.bitdelta";
+  std::string reversed;
+  for (int k = 2; k >= 0; --k)
+    reversed += " --deltas " + scratch_ / ("user" + std::to_string(k) + ".bitdelta");
+  ASSERT_EQ(run("soup --base " + scratch_ / "base" + reversed + " -o " + again +
+                " --method median --json")
+                .exit_code,
+            0);
+  EXPECT_EQ(read_file(out), read_file(again));
+
+  // Krum with f = 0 keeps one contribution and says why the others were left out.
+  const test::CommandResult krum =
+      run("soup --base " + scratch_ / "base" + " --deltas" + adapters_ + " -o " +
+          scratch_ / "krum.bitdelta" + " --method krum --byzantine 0 --json");
+  ASSERT_EQ(krum.exit_code, 0) << krum.err;
+  int excluded = 0;
+  const json krum_report = json::parse(krum.out);
+  for (const json& c : krum_report["contributions"])
+    excluded += c.contains("excluded") &&
+                c["excluded"].get<std::string>().find("Krum score") != std::string::npos;
+  EXPECT_EQ(excluded, 2) << krum.out;
+
+  const test::CommandResult eval =
+      run("eval --model " + scratch_ / "base" + " --delta " + out + " --tokens " +
+          scratch_.write("ids.txt", "1 2 3 4 5 6 7 8") + " --json");
+  ASSERT_EQ(eval.exit_code, 0) << eval.err;
+  EXPECT_TRUE(std::isfinite(json::parse(eval.out)["nll"].get<double>()));
+}
+
+TEST_F(CliSoup, Refusals) {
+  const std::string base = " --base " + scratch_ / "base";
+  const std::string out = scratch_ / "never.bitdelta";
+  LlamaParams other(test::small_llama_config());
+  other.init_random(2);
+  test::save_params(scratch_ / "other", other, DType::F32, {});
+  const struct {
+    std::string arguments;
+    int exit_code;
+    std::string message;
+  } cases[] = {
+      {"soup" + base + " --deltas" + adapters_ + " -o " + out + " --method average", 2,
+       "unknown soup method 'average'"},
+      {"soup" + base + " --deltas" + adapters_ + " -o " + out + " --method krum --byzantine 1", 2,
+       "needs more than 2f + 2 = 4 contributions, got 3"},
+      {"soup" + base + " --deltas" + adapters_ + " -o " + out + " --method trimmed-mean --trim 0.5",
+       2, "--trim must lie in [0, 0.5)"},
+      {"soup" + base + " -o " + out + " --method mean", 2, "--deltas needs at least one adapter"},
+      {"soup" + base + " --deltas" + adapters_ + " -o " + out + " --method mean --output sparse", 2,
+       "--output must be bit or dense"},
+      {"soup --base " + scratch_ / "other" + " --deltas" + adapters_ + " -o " + out +
+           " --method mean",
+       1, "fingerprint"},
+      {"soup" + base + " --deltas" + adapters_ + " " + scratch_ / "missing.bitdelta" + " -o " +
+           out + " --method mean",
+       1, "missing.bitdelta"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.arguments);
+    test::expect_refusal(run(c.arguments), c.exit_code, {c.message});
+    EXPECT_FALSE(fs::exists(out));
+  }
+  const std::string existing = scratch_.write("taken.bitdelta", "mine");
+  test::expect_refusal(
+      run("soup" + base + " --deltas" + adapters_ + " -o " + existing + " --method mean"), 1,
+      {"already exists"});
+  EXPECT_EQ(read_file(existing), "mine");
+}
+
+}  // namespace
+}  // namespace bd
