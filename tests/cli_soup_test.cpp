@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -32,7 +33,10 @@ class CliSoup : public ::testing::Test {
         if (test::is_block_linear(slice.name) || slice.name == "model.norm.weight")
           for (size_t i = 0; i < slice.numel; ++i) tuned.data()[slice.offset + i] += noise(rng);
       const std::string name = "user" + std::to_string(k);
-      test::save_params(scratch_ / name, tuned, DType::F32, {});
+      // Their DP records: epsilon 1, 5, 9.
+      test::save_params(
+          scratch_ / name, tuned, DType::F32,
+          {{"privacy.epsilon", std::to_string(4 * k + 1)}, {"privacy.delta", "1e-05"}});
       const test::CommandResult compressed =
           run("compress --base " + scratch_ / "base" + " --finetuned " + scratch_ / name + " -o " +
               scratch_ / (name + ".bitdelta") + " --owner did:lux:" + name + " --json");
@@ -90,6 +94,73 @@ TEST_F(CliSoup, SoupsThreeFineTunesAndTheSoupServesAsAnAdapter) {
           scratch_.write("ids.txt", "1 2 3 4 5 6 7 8") + " --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.err;
   EXPECT_TRUE(std::isfinite(json::parse(eval.out)["nll"].get<double>()));
+}
+
+// Admission: only attested adapters (user2's attestation is signed by a key nobody trusts), only
+// epsilon <= 6 (user2 recorded 9); each exclusion is listed with its reason.
+TEST_F(CliSoup, AdmissionFiltersExcludeWithReasons) {
+  const std::string trusted_key = scratch_ / "trusted.key", other_key = scratch_ / "other.key";
+  const test::CommandResult keygen = run("attest keygen -o " + trusted_key);
+  ASSERT_EQ(keygen.exit_code, 0) << keygen.err;
+  const std::string trusted = scratch_.write("trusted.txt", keygen.out);
+  ASSERT_EQ(run("attest keygen -o " + other_key).exit_code, 0);
+  const std::string measurement(64, '0');
+  for (int k = 0; k < 3; ++k) {
+    const std::string adapter = scratch_ / ("user" + std::to_string(k) + ".bitdelta");
+    const test::CommandResult signed_ =
+        run("attest sign --key " + (k < 2 ? trusted_key : other_key) + " --adapter " + adapter +
+            " --measurement " + measurement + " -o " + scratch_ / ("user" + std::to_string(k)) +
+            ".attestation.json");
+    ASSERT_EQ(signed_.exit_code, 0) << signed_.err;
+  }
+  const std::string soup =
+      "soup --base " + scratch_ / "base" + " --deltas" + adapters_ + " --method mean --json -o ";
+  auto excluded_of = [](const json& report) {
+    std::map<std::string, std::string> excluded;
+    for (const json& c : report["contributions"])
+      if (c.contains("excluded"))
+        excluded[c["owner"].get<std::string>()] = c["excluded"].get<std::string>();
+    return excluded;
+  };
+  const test::CommandResult attested =
+      run(soup + scratch_ / "a.bitdelta" + " --require-attestation --trusted-keys " + trusted);
+  ASSERT_EQ(attested.exit_code, 0) << attested.err;
+  auto excluded = excluded_of(json::parse(attested.out));
+  ASSERT_EQ(excluded.size(), 1u);
+  EXPECT_NE(excluded["did:lux:user2"].find("attestation does not verify"), std::string::npos);
+  const json recorded =
+      json::parse(AdapterFile(scratch_ / "a.bitdelta").info().extra.at("soup.excluded"));
+  ASSERT_EQ(recorded.size(), 1u);
+  EXPECT_EQ(recorded[0]["owner"], "did:lux:user2");
+
+  const test::CommandResult private_only = run(soup + scratch_ / "e.bitdelta" + " --max-epsilon 6");
+  ASSERT_EQ(private_only.exit_code, 0) << private_only.err;
+  excluded = excluded_of(json::parse(private_only.out));
+  ASSERT_EQ(excluded.size(), 1u);
+  EXPECT_NE(excluded["did:lux:user2"].find("epsilon 9 exceeds --max-epsilon 6"), std::string::npos);
+
+  // Without its attestation file an adapter is excluded too; a missing key file is an error.
+  fs::remove(scratch_ / "user0.attestation.json");
+  excluded = excluded_of(json::parse(
+      run(soup + scratch_ / "b.bitdelta" + " --require-attestation --trusted-keys " + trusted)
+          .out));
+  EXPECT_NE(excluded["did:lux:user0"].find("no attestation at"), std::string::npos);
+  test::expect_refusal(run(soup + scratch_ / "c.bitdelta" + " --require-attestation"), 2,
+                       {"--require-attestation needs --trusted-keys FILE"});
+}
+
+TEST_F(CliSoup, ScreenReportsEveryAdapter) {
+  const test::CommandResult result = run("screen --deltas" + adapters_ + " --json");
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const json report = json::parse(result.out);
+  ASSERT_EQ(report["contributions"].size(), 3u);
+  for (const json& c : report["contributions"]) {
+    EXPECT_GT(c["norm"].get<double>(), 0);
+    EXPECT_GT(c["cosine"].get<double>(), 0);  // fine-tunes of one base, each a noisy delta
+    EXPECT_EQ(c["flagged"], !c["reasons"].empty());
+  }
+  test::expect_refusal(run("screen --deltas " + scratch_ / "user0.bitdelta"), 2,
+                       {"at least 3 adapters"});
 }
 
 TEST_F(CliSoup, Refusals) {

@@ -16,6 +16,7 @@
 #include "delta/compress.h"
 #include "io/adapter.h"
 #include "io/checkpoint.h"
+#include "soup/screen.h"
 #include "soup/soup.h"
 #include "test_util.h"
 
@@ -444,6 +445,30 @@ TEST_F(SoupTest, SameInputsInAnyOrderAndThreadCountGiveTheSameBytes) {
     EXPECT_EQ(file.info().extra.at("soup.method"), soup_method_name(method));
     EXPECT_EQ(nlohmann::json::parse(file.info().extra.at("soup.inputs")).size(), paths_.size());
   }
+}
+
+// The poisoned 30% are 10 times the honest norm and point the other way: screening flags every
+// one of them, by norm, cosine and sign agreement, and none of the honest.
+TEST_F(SoupTest, ScreenFlagsThePoisonedAndNoneOfTheHonest) {
+  const SoupInputs inputs(paths_);
+  const std::vector<ScreenEntry> entries = screen_contributions(inputs);
+  ASSERT_EQ(entries.size(), paths_.size());
+  for (size_t k = 0; k < entries.size(); ++k) {
+    const std::string& path = inputs.contributions()[k].path;
+    const int index = std::stoi(path.substr(path.rfind("/c") + 2));
+    SCOPED_TRACE(path);
+    EXPECT_EQ(entries[k].flagged(), index >= kHonest);
+    if (index >= kHonest) {
+      EXPECT_GT(entries[k].norm_z, kScreenThreshold);
+      EXPECT_LT(entries[k].cosine, 0);
+      EXPECT_LT(entries[k].agreement_z, -kScreenThreshold);
+      EXPECT_EQ(entries[k].reasons.size(), 3u);
+    }
+  }
+  // Robust z-scores: the modified z of Iglewicz and Hoaglin.
+  const std::vector<double> z = robust_z_scores({1, 2, 3, 4, 100});
+  EXPECT_NEAR(z[4], 0.6745 * 97 / 1, 1e-12);  // median 3, MAD 1
+  EXPECT_EQ(robust_z_scores({2, 2, 2})[1], 0.0);
 }
 
 TEST_F(SoupTest, ParametersThatDoNotFitAreRefused) {

@@ -5,11 +5,13 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/output.h"
-#include "core/error.h"
 #include "core/atomic_file.h"
+#include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/threads.h"
 #include "io/checkpoint.h"
+#include "soup/admission.h"
+#include "soup/screen.h"
 #include "soup/soup.h"
 
 namespace bd {
@@ -20,7 +22,8 @@ const CommandSpec kSpec = {
     "soup",
     "--base DIR --deltas FILE... -o FILE --method M [--trim B] [--byzantine F] [--keep M]\n"
     "    [--clip-radius T] [--iterations L] [--output bit|dense] [--granularity matrix|row]\n"
-    "    [--force] [--json]",
+    "    [--require-attestation --trusted-keys FILE] [--max-epsilon E] [--screen] [--force] "
+    "[--json]",
     "Aggregates adapters of one base into one adapter, coordinate by coordinate (mean,\n"
     "trimmed-mean, median, sign-majority, sign-vote) or over whole deltas (krum, multi-krum,\n"
     "bulyan, geometric-median, centered-clip), streaming the memory-mapped inputs. The same set\n"
@@ -44,6 +47,14 @@ const CommandSpec kSpec = {
          "bit (default): signs of the aggregate and mean |aggregate| scales; dense: the "
          "aggregate exactly, in the base's dtype"},
         {"--granularity", "G", "bit output and sign rules: matrix (default) or row scales"},
+        {"--require-attestation", "",
+         "admit only adapters whose NAME.attestation.json verifies (needs --trusted-keys)"},
+        {"--trusted-keys", "FILE", "attesters trusted by --require-attestation (docs/trust.md)"},
+        {"--allowed-measurements", "FILE", "with --require-attestation: allowed measurements"},
+        {"--max-epsilon", "E",
+         "admit only adapters whose recorded privacy epsilon is at most E (none recorded: "
+         "unbounded)"},
+        {"--screen", "", "exclude the inputs `bitdelta screen` flags"},
         {"--threads", "N", "threads (default: all cores)"},
         {"--force", "", "overwrite an existing output file"},
         {"--json", "", "print one JSON object"},
@@ -90,28 +101,61 @@ int run_soup(int argc, char** argv) {
     fail(out, ": already exists (use --force to overwrite)");
   set_threads(int(args.get_int("--threads", 0)));
 
+  AdmissionOptions admission_options;
+  admission_options.require_attestation = args.has("--require-attestation");
+  admission_options.trusted_keys = args.get("--trusted-keys");
+  admission_options.allowed_measurements = args.get("--allowed-measurements");
+  if (args.has("--max-epsilon"))
+    admission_options.max_epsilon = args.get_double("--max-epsilon", 0);
+  if (admission_options.require_attestation && !args.has("--trusted-keys"))
+    throw UsageError("--require-attestation needs --trusted-keys FILE");
+
   const Checkpoint base(base_dir);
-  const SoupInputs inputs(deltas);
-  const SoupReport report = make_soup(inputs, base, options, out, args.has("--force"));
+  Admission admission = admit_contributions(deltas, admission_options);
+  if (args.has("--screen") && admission.admitted.size() >= 3) {
+    const SoupInputs candidates(admission.admitted);
+    const std::vector<ScreenEntry> screened = screen_contributions(candidates);
+    std::vector<std::string> kept;
+    for (size_t k = 0; k < screened.size(); ++k) {
+      const SoupContribution& c = candidates.contributions()[k];
+      if (screened[k].flagged())
+        admission.excluded.push_back(
+            {c.path, c.fingerprint, c.owner, "screen: " + screened[k].reasons.front()});
+      else
+        kept.push_back(c.path);
+    }
+    admission.admitted = kept;
+  }
+  if (admission.admitted.empty())
+    fail("every input was excluded (", admission.excluded.front().path, ": ",
+         admission.excluded.front().reason, ")");
+  const SoupInputs inputs(admission.admitted);
+  const SoupReport report =
+      make_soup(inputs, base, options, out, args.has("--force"), admission.excluded);
   if (!args.has("--json")) {
     std::printf(
         "soup of %lld adapters by %s: %lld coordinates, %zu excluded, version %s\nwrote %s\n",
         (long long)inputs.count(), soup_method_name(options.params.method),
         (long long)report.coordinates, report.excluded.size(), report.version.c_str(), out.c_str());
-    for (const SoupExclusion& e : report.excluded)
-      std::printf("  excluded %s: %s\n",
-                  inputs.contributions()[size_t(e.contribution)].path.c_str(), e.reason.c_str());
+    for (const ExcludedInput& e : report.excluded)
+      std::printf("  excluded %s: %s\n", e.path.c_str(), e.reason.c_str());
     return 0;
   }
   nlohmann::json contributions = nlohmann::json::array();
   for (int64_t k = 0; k < inputs.count(); ++k) {
     const SoupContribution& c = inputs.contributions()[size_t(k)];
     nlohmann::json entry = {{"path", c.path}, {"fingerprint", c.fingerprint}, {"owner", c.owner}};
-    for (const SoupExclusion& e : report.excluded)
-      if (e.contribution == k) entry["excluded"] = e.reason;
     if (!report.choice.weights.empty()) entry["weight"] = report.choice.weights[size_t(k)];
     contributions.push_back(entry);
   }
+  for (nlohmann::json& entry : contributions)
+    for (const ExcludedInput& e : report.excluded)
+      if (e.path == entry["path"]) entry["excluded"] = e.reason;
+  for (const ExcludedInput& e : admission.excluded)
+    contributions.push_back({{"path", e.path},
+                             {"fingerprint", e.fingerprint},
+                             {"owner", e.owner},
+                             {"excluded", e.reason}});
   print_json({{"output", out},
               {"method", soup_method_name(options.params.method)},
               {"version", report.version},

@@ -20,26 +20,18 @@ namespace {
 // totals do not depend on the thread count.
 constexpr int64_t kWave = 16;
 
-int64_t rows_per_block(const SoupTensor& tensor) {
-  return std::max<int64_t>(1, kSoupBlockCoordinates / std::max<int64_t>(1, tensor.cols));
+}  // namespace
+
+int64_t soup_blocks(const SoupInputs& inputs) {
+  int64_t blocks = 0;
+  for (const SoupTensor& tensor : inputs.tensors()) blocks += block_count(tensor);
+  return blocks;
 }
 
-int64_t block_count(const SoupTensor& tensor) {
-  const int64_t rows = rows_per_block(tensor);
-  return (tensor.rows + rows - 1) / rows;
-}
-
-// Pass 1: each contribution's Σ|δ| per tensor, and (vector rules) the Gram matrix over all
-// coordinates, in double.
-struct Statistics {
-  std::vector<std::vector<double>> abs_sums;  // [tensor][contribution]
-  std::vector<double> gram;                   // [n, n]
-};
-
-Statistics gather_statistics(const SoupInputs& inputs, bool gram, Progress& progress,
-                             int64_t& done) {
+SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& progress,
+                               int64_t& done) {
   const int64_t n = inputs.count();
-  Statistics stats;
+  SoupStatistics stats;
   if (gram) stats.gram.assign(size_t(n * n), 0.0);
   const int threads = omp_get_max_threads();
   std::vector<float> blocks(size_t(threads) * size_t(n * kSoupBlockCoordinates));
@@ -49,7 +41,7 @@ Statistics gather_statistics(const SoupInputs& inputs, bool gram, Progress& prog
   for (size_t t = 0; t < inputs.tensors().size(); ++t) {
     const SoupTensor& tensor = inputs.tensors()[t];
     std::vector<double> abs_sums(static_cast<size_t>(n), 0.0);
-    const int64_t rows = rows_per_block(tensor), blocks_here = block_count(tensor);
+    const int64_t rows = block_rows(tensor), blocks_here = block_count(tensor);
     for (int64_t wave = 0; wave < blocks_here; wave += kWave) {
       const int64_t count = std::min(kWave, blocks_here - wave);
 #pragma omp parallel for schedule(dynamic)
@@ -89,6 +81,8 @@ Statistics gather_statistics(const SoupInputs& inputs, bool gram, Progress& prog
   return stats;
 }
 
+namespace {
+
 // One output tensor being built.
 struct OutputTensor {
   std::vector<uint8_t> signs;   // bit output of a compressed weight: [rows, ceil(cols/8)]
@@ -109,7 +103,7 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
   } else {
     out.values.assign(size_t(tensor.numel()), 0.0f);
   }
-  const int64_t rows = rows_per_block(tensor), blocks = block_count(tensor);
+  const int64_t rows = block_rows(tensor), blocks = block_count(tensor);
   const int threads = omp_get_max_threads();
   std::vector<float> memory(size_t(threads) * size_t(n * kSoupBlockCoordinates + 3 * n));
   const bool sign_rule = is_sign_rule(options.params.method);
@@ -159,7 +153,8 @@ std::string newest_created(const SoupInputs& inputs) {
 }  // namespace
 
 SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const SoupOptions& options,
-                     const std::string& out, bool overwrite) {
+                     const std::string& out, bool overwrite,
+                     const std::vector<ExcludedInput>& excluded_before) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t n = inputs.count();
   check_soup_params(options.params, n);
@@ -173,14 +168,14 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
 
   const SoupMethod method = options.params.method;
   const bool vector = is_vector_rule(method);
-  int64_t total_blocks = 0;
-  for (const SoupTensor& tensor : inputs.tensors()) total_blocks += block_count(tensor);
+  const int64_t total_blocks = soup_blocks(inputs);
   const bool first_pass = vector || (is_sign_rule(method) && !options.per_row);
   Progress progress("soup", total_blocks * (first_pass ? 2 : 1), "blocks", options.quiet);
   int64_t done = 0;
   SoupReport report;
-  Statistics stats;
-  if (first_pass) stats = gather_statistics(inputs, vector, progress, done);
+  report.excluded = excluded_before;
+  SoupStatistics stats;
+  if (first_pass) stats = soup_statistics(inputs, vector, progress, done);
   if (vector) {
     report.choice = choose_vectors(options.params, stats.gram, n);
     for (int64_t k = 0; k < n; ++k) {
@@ -188,7 +183,8 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
       std::string reason = cat(soup_method_name(method), ": not selected");
       if (!report.choice.scores.empty())
         reason += cat(" (Krum score ", report.choice.scores[size_t(k)], ")");
-      report.excluded.push_back({k, reason});
+      const SoupContribution& c = inputs.contributions()[size_t(k)];
+      report.excluded.push_back({c.path, c.fingerprint, c.owner, reason});
     }
   }
 
@@ -264,9 +260,13 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
   nlohmann::json contributors = nlohmann::json::array(), excluded = nlohmann::json::array();
   for (const SoupContribution& c : inputs.contributions())
     contributors.push_back({{"fingerprint", c.fingerprint}, {"owner", c.owner}});
-  for (const SoupExclusion& e : report.excluded)
-    excluded.push_back({{"fingerprint", inputs.contributions()[size_t(e.contribution)].fingerprint},
-                        {"reason", e.reason}});
+  // Sorted, so that the record does not depend on the order the inputs were given in.
+  std::vector<ExcludedInput> sorted = report.excluded;
+  std::sort(sorted.begin(), sorted.end(), [](const ExcludedInput& a, const ExcludedInput& b) {
+    return std::tie(a.fingerprint, a.owner, a.reason) < std::tie(b.fingerprint, b.owner, b.reason);
+  });
+  for (const ExcludedInput& e : sorted)
+    excluded.push_back({{"fingerprint", e.fingerprint}, {"owner", e.owner}, {"reason", e.reason}});
   info.extra["soup.method"] = soup_method_name(method);
   info.extra["soup.params"] = params.dump();
   info.extra["soup.output"] = options.dense ? "dense" : "bit";

@@ -9,14 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "core/progress.h"
 #include "io/checkpoint.h"
+#include "soup/admission.h"
 #include "soup/rules.h"
 #include "soup/soup_inputs.h"
 
 namespace bd {
-
-// Coordinates per block (whole rows, at least one) that one thread reads from every input.
-inline constexpr int64_t kSoupBlockCoordinates = int64_t(1) << 15;
 
 struct SoupOptions {
   SoupParams params;
@@ -25,23 +24,34 @@ struct SoupOptions {
   bool quiet = false;    // no progress line
 };
 
-struct SoupExclusion {
-  int64_t contribution = 0;  // canonical index
-  std::string reason;
-};
-
 struct SoupReport {
   std::string version;  // SHA-256 fingerprint of the output's tensors
   VectorChoice choice;  // vector rules
-  std::vector<SoupExclusion> excluded;
+  // Every input left out, with its reason: those excluded before (admission filters, screening)
+  // and those a vector rule did not select.
+  std::vector<ExcludedInput> excluded;
   int64_t coordinates = 0;
   int64_t input_bytes = 0;  // bytes of input tensors read, all passes
   double seconds = 0;
 };
 
+// Pass 1: each contribution's Σ|δ| per tensor and, when `gram`, the Gram matrix
+// G[i][j] = Σ_coordinates δ_i · δ_j, in double, reduced in block order (the same totals for any
+// thread count). `done` counts blocks for `progress`.
+struct SoupStatistics {
+  std::vector<std::vector<double>> abs_sums;  // [tensor][contribution]
+  std::vector<double> gram;                   // [n, n]
+};
+SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& progress,
+                               int64_t& done);
+int64_t soup_blocks(const SoupInputs& inputs);  // blocks one pass reads
+
 // Aggregates `inputs` (which must all have `base`'s fingerprint and fit its tensors) and writes
-// the adapter to `out` atomically (refused if it exists unless overwrite). Throws bd::Error.
+// the adapter to `out` atomically (refused if it exists unless overwrite). `excluded_before`:
+// inputs left out before (admission filters, screening), recorded in the metadata. Throws
+// bd::Error.
 SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const SoupOptions& options,
-                     const std::string& out, bool overwrite);
+                     const std::string& out, bool overwrite,
+                     const std::vector<ExcludedInput>& excluded_before = {});
 
 }  // namespace bd

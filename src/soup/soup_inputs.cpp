@@ -75,6 +75,15 @@ SoupInputs::SoupInputs(const std::vector<std::string>& paths) {
   for (auto& [name, tensor] : tensors) tensors_.push_back(tensor);
 }
 
+int64_t block_rows(const SoupTensor& tensor) {
+  return std::max<int64_t>(1, kSoupBlockCoordinates / std::max<int64_t>(1, tensor.cols));
+}
+
+int64_t block_count(const SoupTensor& tensor) {
+  const int64_t rows = block_rows(tensor);
+  return (tensor.rows + rows - 1) / rows;
+}
+
 int64_t SoupInputs::coordinates() const {
   int64_t total = 0;
   for (const SoupTensor& tensor : tensors_) total += tensor.numel();

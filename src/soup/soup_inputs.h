@@ -36,6 +36,11 @@ struct SoupTensor {
   int64_t numel() const { return rows * cols; }
 };
 
+// Coordinates per block (whole rows, at least one) that one thread reads from every input.
+inline constexpr int64_t kSoupBlockCoordinates = int64_t(1) << 15;
+int64_t block_rows(const SoupTensor& tensor);   // rows per block
+int64_t block_count(const SoupTensor& tensor);  // blocks of the tensor
+
 class SoupInputs {
  public:
   // Opens every adapter; throws bd::Error (one line, naming the file) for one that is not an
