@@ -13,6 +13,7 @@ int run_id(int argc, char** argv);
 int run_inspect(int argc, char** argv);
 int run_privacy(int argc, char** argv);
 int run_serve(int argc, char** argv);
+int run_safety(int argc, char** argv);
 int run_screen(int argc, char** argv);
 int run_soup(int argc, char** argv);
 int run_tokenize(int argc, char** argv);

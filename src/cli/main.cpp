@@ -28,6 +28,7 @@ const std::vector<Command> kCommands = {
     {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
     {"privacy",  bd::run_privacy,  "differential privacy accounting: epsilon of DP-SGD runs, noise for a target epsilon"},
     {"serve",    bd::run_serve,    "OpenAI-compatible server: the base and many users' adapters, batched together"},
+    {"safety",   bd::run_safety,   "safety suites by log-likelihood (multiple choice, preferences, canaries) and the gate"},
     {"screen",   bd::run_screen,   "flag adapters that look unlike the others (poisoning and backdoor screening)"},
     {"soup",     bd::run_soup,     "aggregate many users' adapters of one base into one (robust rules, reproducible)"},
     {"tokenize", bd::run_tokenize, "text to token ids and back with a model's tokenizer.json"},
