@@ -163,6 +163,52 @@ TEST_F(CliSoup, ScreenReportsEveryAdapter) {
                        {"at least 3 adapters"});
 }
 
+// Greedy soups and attribution score candidate soups on held-out text: the base's own training
+// text style, written here.
+TEST_F(CliSoup, GreedySoupsAndAttributionRecordTheirSteps) {
+  std::string text;
+  for (int i = 0; i < 40; ++i)
+    text += "the quick brown fox jumps over the lazy dog " + std::to_string(i) + ".\n";
+  const std::string heldout = scratch_.write("heldout.txt", text);
+  const std::string soup = "soup --base " + scratch_ / "base" + " --deltas" + adapters_ +
+                           " --eval " + heldout + " --threads 1 --json -o ";
+  for (const char* mode : {"average", "additive"}) {
+    SCOPED_TRACE(mode);
+    const std::string out = scratch_ / (std::string(mode) + ".bitdelta");
+    const test::CommandResult result = run(soup + out + " --greedy " + mode + " --step 0.5");
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    const json report = json::parse(result.out);
+    const json& greedy = report["greedy"];
+    EXPECT_EQ(report["method"], std::string("greedy-") + mode);
+    ASSERT_EQ(greedy["steps"].size(), 3u);  // every candidate tried once, best first
+    double nll = greedy["base_nll"];
+    for (const json& step : greedy["steps"]) {  // accepted exactly when the NLL improved
+      EXPECT_EQ(step["accepted"].get<bool>(), step["nll"].get<double>() < nll);
+      if (step["accepted"]) nll = step["nll"];
+    }
+    EXPECT_DOUBLE_EQ(greedy["nll"].get<double>(), nll);
+    EXPECT_EQ(json::parse(AdapterFile(out).info().extra.at("soup.greedy"))["weights"],
+              greedy["weights"]);
+  }
+  for (const char* method : {"loo", "shapley"}) {
+    SCOPED_TRACE(method);
+    const test::CommandResult result =
+        run(soup + scratch_ / (std::string(method) + ".bitdelta") +
+            " --method mean --attribution " + method + " --permutations 3");
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    const json attribution = json::parse(result.out)["attribution"];
+    int64_t total = 0;
+    for (const json& c : attribution["contributors"]) total += c["basis_points"].get<int64_t>();
+    EXPECT_EQ(total, 10000);
+    EXPECT_EQ(attribution["contributors"].size(), 3u);
+  }
+  test::expect_refusal(run(soup + scratch_ / "x.bitdelta" + " --greedy sideways"), 2,
+                       {"--greedy must be additive or average"});
+  test::expect_refusal(run("soup --base " + scratch_ / "base" + " --deltas" + adapters_ + " -o " +
+                           scratch_ / "x.bitdelta --method mean --attribution loo"),
+                       2, {"--attribution needs --eval FILE"});
+}
+
 TEST_F(CliSoup, Refusals) {
   const std::string base = " --base " + scratch_ / "base";
   const std::string out = scratch_ / "never.bitdelta";

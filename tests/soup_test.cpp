@@ -16,6 +16,7 @@
 #include "delta/compress.h"
 #include "io/adapter.h"
 #include "io/checkpoint.h"
+#include "soup/attribution.h"
 #include "soup/screen.h"
 #include "soup/soup.h"
 #include "test_util.h"
@@ -469,6 +470,25 @@ TEST_F(SoupTest, ScreenFlagsThePoisonedAndNoneOfTheHonest) {
   const std::vector<double> z = robust_z_scores({1, 2, 3, 4, 100});
   EXPECT_NEAR(z[4], 0.6745 * 97 / 1, 1e-12);  // median 3, MAD 1
   EXPECT_EQ(robust_z_scores({2, 2, 2})[1], 0.0);
+}
+
+TEST(Attribution, BasisPointsSumToExactlyTenThousand) {
+  EXPECT_EQ(to_basis_points({1, 1, 1}), (std::vector<int64_t>{3334, 3333, 3333}));  // ties: first
+  EXPECT_EQ(to_basis_points({3, -2, 1}), (std::vector<int64_t>{7500, 0, 2500}));    // clipped
+  EXPECT_EQ(to_basis_points({-1, 0}), (std::vector<int64_t>{5000, 5000}));          // nobody helps
+  std::mt19937_64 rng(4);
+  for (int trial = 0; trial < 100; ++trial) {
+    std::vector<double> values(1 + rng() % 30);
+    for (double& v : values) v = double(rng() % 1000) / 7.0 - 20;
+    const std::vector<int64_t> points = to_basis_points(values);
+    EXPECT_EQ(std::accumulate(points.begin(), points.end(), int64_t(0)), 10000);
+    for (size_t k = 0; k < values.size(); ++k) {
+      if (values[k] <= 0 && *std::max_element(values.begin(), values.end()) > 0) {
+        EXPECT_EQ(points[k], 0);
+      }
+      EXPECT_GE(points[k], 0);
+    }
+  }
 }
 
 TEST_F(SoupTest, ParametersThatDoNotFitAreRefused) {

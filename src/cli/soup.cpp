@@ -1,4 +1,6 @@
 // bitdelta soup: many users' adapters of one base aggregated into one (soup/soup.h).
+#include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,8 @@
 #include "core/threads.h"
 #include "io/checkpoint.h"
 #include "soup/admission.h"
+#include "soup/attribution.h"
+#include "soup/greedy.h"
 #include "soup/screen.h"
 #include "soup/soup.h"
 
@@ -55,6 +59,16 @@ const CommandSpec kSpec = {
          "admit only adapters whose recorded privacy epsilon is at most E (none recorded: "
          "unbounded)"},
         {"--screen", "", "exclude the inputs `bitdelta screen` flags"},
+        {"--greedy", "MODE",
+         "additive (add --step x delta while held-out NLL improves) or average (Model Soups); "
+         "replaces --method"},
+        {"--step", "S", "--greedy additive: the coefficient added per step (default 0.25)"},
+        {"--eval", "FILE", "held-out text for --greedy and --attribution"},
+        {"--eval-context", "N", "window of the held-out evaluation (default min(256, context))"},
+        {"--safety", "DIR", "--greedy: safety suites every step must pass (docs/safety.md)"},
+        {"--attribution", "KIND", "loo or shapley: royalty weights in basis points"},
+        {"--permutations", "K", "--attribution shapley: random orders (default 20)"},
+        {"--seed", "S", "--attribution shapley: the orders' seed (default 0)"},
         {"--threads", "N", "threads (default: all cores)"},
         {"--force", "", "overwrite an existing output file"},
         {"--json", "", "print one JSON object"},
@@ -73,11 +87,13 @@ int run_soup(int argc, char** argv) {
   for (const std::string& extra : args.positional()) deltas.push_back(extra);
   if (deltas.empty()) throw UsageError("--deltas needs at least one adapter");
   SoupOptions options;
-  try {
-    options.params.method = parse_soup_method(args.require("--method"));
-  } catch (const Error& error) {
-    throw UsageError(error.what());
-  }
+  if (args.has("--greedy") && args.has("--method"))
+    throw UsageError("give --method M or --greedy MODE, not both");
+  if (!args.has("--greedy")) try {
+      options.params.method = parse_soup_method(args.require("--method"));
+    } catch (const Error& error) {
+      throw UsageError(error.what());
+    }
   options.params.trim = args.get_double("--trim", 0.1);
   options.params.byzantine = args.get_int("--byzantine", 0);
   options.params.keep = args.get_int("--keep", 0);
@@ -92,8 +108,22 @@ int run_soup(int argc, char** argv) {
     throw UsageError(cat("--granularity must be matrix or row, got '", granularity, "'"));
   options.per_row = granularity == "row";
   options.quiet = args.has("--json");
+  for (const char* option : {"--greedy", "--attribution"})
+    if (args.has(option) && !args.has("--eval"))
+      throw UsageError(cat(option, " needs --eval FILE (held-out text)"));
+  if (args.has("--greedy") && args.get("--greedy") != "additive" &&
+      args.get("--greedy") != "average")
+    throw UsageError(cat("--greedy must be additive or average, got '", args.get("--greedy"), "'"));
+  if (args.has("--attribution") && args.get("--attribution") != "loo" &&
+      args.get("--attribution") != "shapley")
+    throw UsageError(
+        cat("--attribution must be loo or shapley, got '", args.get("--attribution"), "'"));
+  if (args.has("--greedy") && args.has("--attribution"))
+    throw UsageError("--attribution of a greedy soup is not supported (attribute a rule's soup)");
+  const double step = args.get_double("--step", 0.25);
+  if (!(step > 0)) throw UsageError(cat("--step must be > 0, got ", step));
   try {
-    check_soup_params(options.params, int64_t(deltas.size()));
+    if (!args.has("--greedy")) check_soup_params(options.params, int64_t(deltas.size()));
   } catch (const Error& error) {
     throw UsageError(error.what());
   }
@@ -130,15 +160,78 @@ int run_soup(int argc, char** argv) {
     fail("every input was excluded (", admission.excluded.front().path, ": ",
          admission.excluded.front().reason, ")");
   const SoupInputs inputs(admission.admitted);
+  std::vector<std::string> canonical_paths;
+  for (const SoupContribution& c : inputs.contributions()) canonical_paths.push_back(c.path);
+  nlohmann::json greedy_json = nullptr, attribution_json = nullptr;
+  std::unique_ptr<SoupEvaluator> evaluator;
+  if (args.has("--greedy") || args.has("--attribution"))
+    evaluator = std::make_unique<SoupEvaluator>(
+        base, args.get("--eval"), args.get("--safety"),
+        args.get_int("--eval-context",
+                     std::min<int64_t>(256, base.config().max_position_embeddings)));
+  if (args.has("--greedy")) {
+    const GreedyMode mode =
+        args.get("--greedy") == "additive" ? GreedyMode::additive : GreedyMode::average;
+    const GreedyResult greedy = greedy_soup(canonical_paths, *evaluator, mode, step);
+    options.fixed_weights = greedy.weights;
+    options.label = mode == GreedyMode::additive ? "greedy-additive" : "greedy-average";
+    nlohmann::json steps = nlohmann::json::array();
+    for (const GreedyStep& s : greedy.steps)
+      steps.push_back({{"fingerprint", inputs.contributions()[size_t(s.candidate)].fingerprint},
+                       {"owner", inputs.contributions()[size_t(s.candidate)].owner},
+                       {"accepted", s.accepted},
+                       {"nll", s.nll},
+                       {"safe", s.safe},
+                       {"weights", s.weights}});
+    greedy_json = {{"mode", args.get("--greedy")},      {"step", step},
+                   {"base_nll", evaluator->base_nll()}, {"nll", greedy.nll},
+                   {"weights", greedy.weights},         {"steps", steps}};
+    options.extra_metadata["soup.greedy"] = greedy_json.dump();
+  }
+  if (args.has("--attribution")) {
+    const int64_t permutations = args.get_int("--permutations", 20);
+    const int64_t seed = args.get_int("--seed", 0);
+    const Attribution attribution = attribute(
+        canonical_paths, options, *evaluator,
+        args.get("--attribution") == "loo" ? AttributionMethod::loo : AttributionMethod::shapley,
+        permutations, uint64_t(seed));
+    nlohmann::json contributors = nlohmann::json::array();
+    for (size_t k = 0; k < canonical_paths.size(); ++k)
+      contributors.push_back({{"fingerprint", inputs.contributions()[k].fingerprint},
+                              {"owner", inputs.contributions()[k].owner},
+                              {"marginal_nll", attribution.marginal[k]},
+                              {"basis_points", attribution.basis_points[k]}});
+    attribution_json = {{"method", args.get("--attribution")},
+                        {"base_nll", evaluator->base_nll()},
+                        {"evaluations", attribution.evaluations},
+                        {"contributors", contributors}};
+    if (args.get("--attribution") == "shapley") {
+      attribution_json["permutations"] = permutations;
+      attribution_json["seed"] = seed;
+    }
+    options.extra_metadata["soup.attribution"] = attribution_json.dump();
+  }
   const SoupReport report =
       make_soup(inputs, base, options, out, args.has("--force"), admission.excluded);
   if (!args.has("--json")) {
     std::printf(
         "soup of %lld adapters by %s: %lld coordinates, %zu excluded, version %s\nwrote %s\n",
-        (long long)inputs.count(), soup_method_name(options.params.method),
+        (long long)inputs.count(),
+        options.fixed_weights.empty() ? soup_method_name(options.params.method)
+                                      : options.label.c_str(),
         (long long)report.coordinates, report.excluded.size(), report.version.c_str(), out.c_str());
     for (const ExcludedInput& e : report.excluded)
       std::printf("  excluded %s: %s\n", e.path.c_str(), e.reason.c_str());
+    if (!greedy_json.is_null())
+      std::printf("greedy %s: held-out nll %.4f (base %.4f), coefficients %s\n",
+                  args.get("--greedy").c_str(), greedy_json["nll"].get<double>(),
+                  greedy_json["base_nll"].get<double>(), greedy_json["weights"].dump().c_str());
+    if (!attribution_json.is_null())
+      for (const nlohmann::json& c : attribution_json["contributors"])
+        std::printf("  %s %s: %lld bp (marginal %.5f nats)\n",
+                    c["fingerprint"].get<std::string>().substr(0, 12).c_str(),
+                    c["owner"].get<std::string>().c_str(),
+                    (long long)c["basis_points"].get<int64_t>(), c["marginal_nll"].get<double>());
     return 0;
   }
   nlohmann::json contributions = nlohmann::json::array();
@@ -157,10 +250,14 @@ int run_soup(int argc, char** argv) {
                              {"owner", e.owner},
                              {"excluded", e.reason}});
   print_json({{"output", out},
-              {"method", soup_method_name(options.params.method)},
+              {"method", options.fixed_weights.empty()
+                             ? std::string(soup_method_name(options.params.method))
+                             : options.label},
               {"version", report.version},
               {"coordinates", report.coordinates},
               {"contributions", contributions},
+              {"greedy", greedy_json},
+              {"attribution", attribution_json},
               {"seconds", report.seconds}});
   return 0;
 }

@@ -157,7 +157,7 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
                      const std::vector<ExcludedInput>& excluded_before) {
   const auto start = std::chrono::steady_clock::now();
   const int64_t n = inputs.count();
-  check_soup_params(options.params, n);
+  if (options.fixed_weights.empty()) check_soup_params(options.params, n);
   const std::string base_fingerprint = base.fingerprint();
   for (const SoupContribution& c : inputs.contributions())
     c.file->check_base(base, base_fingerprint);
@@ -166,8 +166,14 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
       fail(tensor.name, ".delta: the inputs hold ", dtype_name(tensor.dtype), ", the base ",
            dtype_name(base.find(tensor.name)->dtype));
 
-  const SoupMethod method = options.params.method;
-  const bool vector = is_vector_rule(method);
+  const bool fixed = !options.fixed_weights.empty();
+  if (fixed && int64_t(options.fixed_weights.size()) != n)
+    fail("make_soup: ", options.fixed_weights.size(), " weights for ", n, " contributions");
+  // Fixed weights run as a vector rule whose choice is given.
+  SoupOptions effective = options;
+  if (fixed) effective.params = SoupParams{.method = SoupMethod::geometric_median};
+  const SoupMethod method = effective.params.method;
+  const bool vector = is_vector_rule(method) && !fixed;
   const int64_t total_blocks = soup_blocks(inputs);
   const bool first_pass = vector || (is_sign_rule(method) && !options.per_row);
   Progress progress("soup", total_blocks * (first_pass ? 2 : 1), "blocks", options.quiet);
@@ -176,8 +182,12 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
   report.excluded = excluded_before;
   SoupStatistics stats;
   if (first_pass) stats = soup_statistics(inputs, vector, progress, done);
-  if (vector) {
-    report.choice = choose_vectors(options.params, stats.gram, n);
+  if (fixed) {
+    report.choice.weights = options.fixed_weights;
+    for (int64_t k = 0; k < n; ++k)
+      if (options.fixed_weights[size_t(k)] != 0) report.choice.selected.push_back(k);
+  } else if (vector) {
+    report.choice = choose_vectors(effective.params, stats.gram, n);
     for (int64_t k = 0; k < n; ++k) {
       if (std::count(report.choice.selected.begin(), report.choice.selected.end(), k)) continue;
       std::string reason = cat(soup_method_name(method), ": not selected");
@@ -198,7 +208,7 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
     const SoupTensor& tensor = inputs.tensors()[t];
     const bool pack = tensor.compressed && !options.dense;
     const std::vector<double> no_sums(static_cast<size_t>(n), 0.0);
-    aggregate_tensor(inputs, t, options, report.choice, first_pass ? stats.abs_sums[t] : no_sums,
+    aggregate_tensor(inputs, t, effective, report.choice, first_pass ? stats.abs_sums[t] : no_sums,
                      pack, outputs[t]);
     done += block_count(tensor);
     progress.update(done, "aggregating");
@@ -267,11 +277,13 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
   });
   for (const ExcludedInput& e : sorted)
     excluded.push_back({{"fingerprint", e.fingerprint}, {"owner", e.owner}, {"reason", e.reason}});
-  info.extra["soup.method"] = soup_method_name(method);
+  info.extra["soup.method"] = fixed ? options.label : soup_method_name(method);
+  if (fixed) params = {{"weights", options.fixed_weights}};
   info.extra["soup.params"] = params.dump();
   info.extra["soup.output"] = options.dense ? "dense" : "bit";
   info.extra["soup.inputs"] = contributors.dump();
   info.extra["soup.excluded"] = excluded.dump();
+  for (const auto& [key, value] : options.extra_metadata) info.extra[key] = value;
   write_adapter(out, info, matrices, exact, overwrite);
 
   report.coordinates = inputs.coordinates();

@@ -6,6 +6,7 @@
 // output adapter (dense output: every aggregated tensor in the base's dtype).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,11 @@ namespace bd {
 
 struct SoupOptions {
   SoupParams params;
+  // When set (one per contribution, canonical order), the output is Σ w_k δ_k and `params` is
+  // not used: greedy soups' mixing coefficients. `label` is then the recorded method.
+  std::vector<double> fixed_weights;
+  std::string label;
+  std::map<std::string, std::string> extra_metadata;  // further soup.* keys (greedy, attribution)
   bool dense = false;    // write the aggregate exactly (.delta tensors) instead of signs + scales
   bool per_row = false;  // bit output and sign rules: scales per output row, else per matrix
   bool quiet = false;    // no progress line
