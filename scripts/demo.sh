@@ -9,7 +9,10 @@
 #      user's held-out text, and compare sizes;
 #   6. do the same fine-tune and compression for a second user ($DEMO_USER2), start
 #      `bitdelta serve` with both adapters, and ask the base and each user's model for the same
-#      prompt over the OpenAI-compatible API (curl), all served by one process, one base model.
+#      prompt over the OpenAI-compatible API (curl), all served by one process, one base model;
+#   7. fine-tune and compress the other bundled users too, pool all four BitDeltas into one
+#      community DeltaSoup (`bitdelta soup`, coordinate-wise median) and compare base, soup and
+#      each user's own BitDelta on every user's held-out text.
 # Outputs go to out/demo/ (replaced on each run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,3 +86,26 @@ kill -TERM $server
 wait $server
 trap - EXIT
 echo "server stopped"
+
+echo "== 7. A DeltaSoup of every bundled user's BitDelta"
+users=()
+for dir in data/users/*/; do users+=("$(basename "$dir")"); done
+deltas=()
+for u in "${users[@]}"; do
+  if [ ! -f "$out/$u.bitdelta" ]; then
+    "$bitdelta" train --data "data/users/$u/train.txt" -o "$out/$u-finetune" --force \
+      --steps "$steps" --batch 8 --seq 256 --lr 5e-4 --freeze-embeddings --seed 1 --json > /dev/null
+    "$bitdelta" compress --base models/default --finetuned "$out/$u-finetune" \
+      -o "$out/$u.bitdelta" --force --owner "did:lux:demo-$u" --json > /dev/null
+  fi
+  deltas+=("$out/$u.bitdelta")
+done
+"$bitdelta" soup --base models/default --deltas "${deltas[@]}" -o "$out/soup.bitdelta" --force \
+  --method median
+nll() { "$bitdelta" eval "$@" --json | /usr/bin/python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["nll"])'; }
+printf "%-14s %8s %8s %8s\n" "held-out of" base soup own
+for u in "${users[@]}"; do
+  held="data/users/$u/heldout.txt"
+  printf "%-14s %8s %8s %8s\n" "$u" "$(nll --data "$held")" \
+    "$(nll --data "$held" --delta "$out/soup.bitdelta")" "$(nll --data "$held" --delta "$out/$u.bitdelta")"
+done
