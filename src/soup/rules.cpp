@@ -49,12 +49,6 @@ std::vector<double> distances_to_combination(const std::vector<double>& gram, in
   return distances;
 }
 
-double median_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
 // The n − 2⌊βn⌋ middle values of sorted[0..n), averaged.
 float trimmed_mean_sorted(const float* sorted, int64_t n, double trim) {
   const int64_t cut = int64_t(std::floor(trim * double(n)));
@@ -84,6 +78,12 @@ std::vector<int64_t> everyone(int64_t n) {
 }
 
 }  // namespace
+
+double median_of(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const size_t n = values.size();
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
 
 SoupMethod parse_soup_method(const std::string& name) {
   for (const MethodName& m : kMethods)

@@ -54,6 +54,9 @@ struct VectorChoice {
 };
 VectorChoice choose_vectors(const SoupParams& params, const std::vector<double>& gram, int64_t n);
 
+// The median (the mean of the two middle values for an even count). Needs a value.
+double median_of(std::vector<double> values);
+
 // Krum scores: for each contribution, the sum of its n − f − 2 smallest squared distances to the
 // others among `members` (all when empty).
 std::vector<double> krum_scores(const std::vector<double>& gram, int64_t n, int64_t f,

@@ -16,12 +16,6 @@ namespace {
 
 constexpr int64_t kWave = 16;  // blocks whose partial sums are held, then added in block order
 
-double median_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const size_t n = values.size();
-  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
 // Per contribution: Σ δ², Σ δ · median, coordinates agreeing with the majority sign; and Σ median².
 struct Sums {
   std::vector<double> norm2, dot, agree;
