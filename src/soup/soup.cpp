@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/fingerprint.h"
+#include "soup/signed_row.h"
 
 namespace bd {
 
@@ -107,6 +108,13 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
   const int threads = omp_get_max_threads();
   std::vector<float> memory(size_t(threads) * size_t(n * kSoupBlockCoordinates + 3 * n));
   const bool sign_rule = is_sign_rule(options.params.method);
+  // Median and trimmed mean of sign-compressed inputs walk the packed bits (soup/signed_row.h).
+  const SoupMethod method = options.params.method;
+  const std::vector<const AdapterMatrix*> signs =
+      method == SoupMethod::median || method == SoupMethod::trimmed_mean
+          ? inputs.sign_matrices(t)
+          : std::vector<const AdapterMatrix*>{};
+  const int64_t cut = int64_t(std::floor(options.params.trim * double(n)));
 #pragma omp parallel for schedule(dynamic)
   for (int64_t b = 0; b < blocks; ++b) {
     float* block =
@@ -114,6 +122,31 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
     float* scales = block + n * kSoupBlockCoordinates;
     float* scratch = scales + n;
     const int64_t row0 = b * rows, here = std::min(rows, tensor.rows - row0), m = here * cols;
+    if (!signs.empty()) {
+      for (int64_t r = 0; r < here; ++r) {
+        std::vector<const uint8_t*> bits;
+        std::vector<float> gammas;
+        for (const AdapterMatrix* matrix : signs) {
+          bits.push_back(matrix->sign.as<uint8_t>() + (row0 + r) * row_bytes);
+          gammas.push_back(matrix->scale.as<float>()[matrix->per_row() ? row0 + r : 0]);
+        }
+        const SignedRow row(bits, gammas);
+        double row_abs = 0;
+        for (int64_t j = 0; j < cols; ++j) {
+          const float value =
+              method == SoupMethod::median ? row.median(j) : row.trimmed_mean(j, cut);
+          if (pack_signs) {
+            row_abs += std::abs(double(value));
+            if (value >= 0)
+              out.signs[size_t((row0 + r) * row_bytes + j / 8)] |= uint8_t(1u << (j % 8));
+          } else {
+            out.values[size_t((row0 + r) * cols + j)] = value;
+          }
+        }
+        if (pack_signs) out.row_abs[size_t(row0 + r)] = row_abs;
+      }
+      continue;
+    }
     inputs.read_block(t, row0, here, block);
     for (int64_t r = 0; r < here; ++r) {
       if (sign_rule)  // each contribution's scale: mean |δ| over the row or the whole tensor

@@ -111,4 +111,14 @@ void SoupInputs::read_block(size_t t, int64_t row0, int64_t rows, float* out) co
   }
 }
 
+std::vector<const AdapterMatrix*> SoupInputs::sign_matrices(size_t t) const {
+  std::vector<const AdapterMatrix*> matrices;
+  for (const SoupContribution& c : contributions_) {
+    const AdapterMatrix* m = c.file->find_matrix(tensors_[t].name);
+    if (!m) return {};
+    matrices.push_back(m);
+  }
+  return matrices;
+}
+
 }  // namespace bd

@@ -58,6 +58,10 @@ class SoupInputs {
   // for contribution k (canonical order) and element i of the block.
   void read_block(size_t t, int64_t row0, int64_t rows, float* out) const;
 
+  // Every contribution's sign matrix of tensor t (canonical order), or an empty list when one of
+  // them holds it exactly or not at all.
+  std::vector<const AdapterMatrix*> sign_matrices(size_t t) const;
+
  private:
   std::vector<SoupContribution> contributions_;
   std::vector<SoupTensor> tensors_;
