@@ -26,13 +26,17 @@ const CommandSpec kSpec = {
     "soup",
     "--base DIR --deltas FILE... -o FILE --method M [--trim B] [--byzantine F] [--keep M]\n"
     "    [--clip-radius T] [--iterations L] [--output bit|dense] [--granularity matrix|row]\n"
-    "    [--require-attestation --trusted-keys FILE] [--max-epsilon E] [--screen] [--force] "
-    "[--json]",
+    "    [--require-attestation --trusted-keys FILE] [--max-epsilon E] [--screen]\n"
+    "    [--attribution loo|shapley --eval FILE] [--force] [--json]\n"
+    "       bitdelta soup --base DIR --deltas FILE... -o FILE --greedy additive|average\n"
+    "    [--step S] --eval FILE [--safety DIR] [...]",
     "Aggregates adapters of one base into one adapter, coordinate by coordinate (mean,\n"
     "trimmed-mean, median, sign-majority, sign-vote) or over whole deltas (krum, multi-krum,\n"
-    "bulyan, geometric-median, centered-clip), streaming the memory-mapped inputs. The same set\n"
-    "of inputs in any order gives a byte-identical file; its metadata lists the method, every\n"
-    "input and which were excluded and why. See docs/deltasoup.md.",
+    "bulyan, geometric-median, centered-clip), streaming the memory-mapped inputs; or greedily,\n"
+    "keeping candidates that improve held-out NLL and pass the safety gates. Admission filters\n"
+    "and screening exclude inputs first; attribution gives royalty weights in basis points. The\n"
+    "same set of inputs in any order gives a byte-identical file; its metadata lists the method,\n"
+    "every input and which were excluded and why. See docs/deltasoup.md.",
     {
         {"--base", "DIR", "the base model folder the adapters were made from"},
         {"--deltas", "FILE...", "the adapters (.bitdelta), one or more after the option",
