@@ -375,20 +375,6 @@ EngineRun engine_throughput(const Checkpoint& checkpoint, const LlamaWeights& we
 
 // ---- memory and files ----
 
-std::map<std::string, double> memory_mib() {
-  std::ifstream in("/proc/self/status");
-  std::map<std::string, double> values;
-  for (std::string key; in >> key;) {
-    double kb = 0;
-    if (key == "VmRSS:" || key == "RssAnon:" || key == "RssFile:") {
-      in >> kb;
-      values[key.substr(0, key.size() - 1)] = kb / 1024;
-    }
-    in.ignore(1 << 20, '\n');
-  }
-  return values;
-}
-
 // Drops a file's pages from the page cache (it must not be mapped anywhere).
 void evict_from_page_cache(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
@@ -610,13 +596,13 @@ int run(int argc, char** argv) {
     files.clear();
     deltas.clear();
     const std::string folder = registration_folder(o.dir, 10000);
-    const std::map<std::string, double> before = memory_mib();
+    const std::map<std::string, double> before = bench::memory_mib();
     AdapterCache cache(checkpoint, weights, folder);
     const std::vector<std::string> names = cache.list();
-    const std::map<std::string, double> registered = memory_mib();
+    const std::map<std::string, double> registered = bench::memory_mib();
     uint64_t sum = 0;
     for (int i = 0; i < 64; ++i) sum += touch(*cache.load_now(names[size_t(i)]));
-    const std::map<std::string, double> hot = memory_mib();
+    const std::map<std::string, double> hot = bench::memory_mib();
     out["memory_mib"] = {{"before", before},
                          {"registered_10000", registered},
                          {"hot_64", hot},

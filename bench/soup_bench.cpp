@@ -28,7 +28,6 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
-#include "core/mapped_file.h"
 #include "core/threads.h"
 #include "delta/compress.h"
 #include "io/adapter.h"
@@ -161,15 +160,6 @@ struct Run {
   double peak_rss_mib = 0;
 };
 
-// This process's peak resident memory (VmHWM: since its exec, unlike getrusage's ru_maxrss,
-// which a spawned child inherits from its parent).
-double peak_resident_mib() {
-  std::istringstream status(read_file("/proc/self/status"));
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // kB
-  fail("no VmHWM in /proc/self/status");
-}
-
 // One soup, timed: what the child process (this program with --soup-child METHOD) does.
 double timed_soup(const Options& o, const std::vector<std::string>& paths,
                   const std::string& method) {
@@ -244,7 +234,9 @@ int run(int argc, char** argv) {
   const std::vector<std::string> paths = ensure_inputs(o, config);
   if (!child_method.empty()) {
     const double seconds = timed_soup(o, paths, child_method);
-    std::printf("%.9g %.9g\n", seconds, peak_resident_mib());
+    // VmHWM counts since this process's exec, unlike getrusage's ru_maxrss, which a spawned
+    // child inherits from its parent.
+    std::printf("%.9g %.9g\n", seconds, bench::memory_mib().at("VmHWM"));
     return 0;
   }
   int64_t input_bytes = 0, weights = 0;

@@ -117,6 +117,17 @@ std::string load_average() {
   return one + " " + five + " " + fifteen;
 }
 
+std::map<std::string, double> memory_mib() {
+  std::ifstream in("/proc/self/status");
+  std::map<std::string, double> values;
+  for (std::string line; std::getline(in, line);) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || line.find(" kB") == std::string::npos) continue;
+    values[line.substr(0, colon)] = std::stod(line.substr(colon + 1)) / 1024;
+  }
+  return values;
+}
+
 nlohmann::json run_json_command(const std::string& command, const std::string& what) {
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) fail("cannot run ", what, ": ", command);

@@ -2,6 +2,7 @@
 // values, medians, the machine's load, running a PyTorch twin, and main()'s error handling.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -39,6 +40,10 @@ double percentile(std::vector<double> values, double p);
 
 // The 1, 5 and 15 minute load averages as /proc/loadavg prints them ("1.02 0.88 0.61").
 std::string load_average();
+
+// This process's memory figures from /proc/self/status in MiB, by field name: VmRSS, RssAnon,
+// RssFile, VmHWM (the peak resident set since exec), ...
+std::map<std::string, double> memory_mib();
 
 // Runs a shell command that prints one JSON object on stdout (a PyTorch twin) and returns it;
 // throws bd::Error naming `what` when it fails or prints something else.

@@ -266,18 +266,14 @@ float aggregate_coordinate(const SoupParams& p, const float* values, int64_t str
     case SoupMethod::sign_majority: {  // majority sign (a tie is +1, as δ = 0 is) × median scale
       int64_t positive = 0;
       for (int64_t k = 0; k < n; ++k) positive += values[k * stride] >= 0;
-      std::copy_n(scales, n, scratch);
-      std::sort(scratch, scratch + n);
-      const float scale = median_sorted(scratch, n);
+      const float scale = median_sorted(scales, n);
       return 2 * positive >= n ? scale : -scale;
     }
     case SoupMethod::sign_vote: {  // trimmed mean of the ±1 signs × trimmed mean of the scales
       for (int64_t k = 0; k < n; ++k) scratch[k] = values[k * stride] >= 0 ? 1.0f : -1.0f;
       std::sort(scratch, scratch + n);
       const float sign = trimmed_mean_sorted(scratch, n, p.trim);
-      std::copy_n(scales, n, scratch + n);
-      std::sort(scratch + n, scratch + 2 * n);
-      return sign * trimmed_mean_sorted(scratch + n, n, p.trim);
+      return sign * trimmed_mean_sorted(scales, n, p.trim);
     }
   }
   return 0;

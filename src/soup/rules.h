@@ -63,8 +63,9 @@ std::vector<double> krum_scores(const std::vector<double>& gram, int64_t n, int6
                                 const std::vector<int64_t>& members);
 
 // One coordinate: `values` holds the n contributions' values (contribution-major with stride
-// `stride`: values[k · stride]); `scales` each contribution's scale there (sign rules only).
-// `choice`: the vector rule's (weights, or Bulyan's selection). `scratch`: at least 2n floats.
+// `stride`: values[k · stride]); `scales` the contributions' scales there, sorted ascending (sign
+// rules only: they are the same for a whole row or matrix, so the caller sorts them once).
+// `choice`: the vector rule's (weights, or Bulyan's selection). `scratch`: at least n floats.
 float aggregate_coordinate(const SoupParams& params, const float* values, int64_t stride, int64_t n,
                            const float* scales, const VectorChoice& choice, float* scratch);
 

@@ -14,8 +14,6 @@ namespace bd {
 
 namespace {
 
-constexpr int64_t kWave = 16;  // blocks whose partial sums are held, then added in block order
-
 // Per contribution: Σ δ², Σ δ · median, coordinates agreeing with the majority sign; and Σ median².
 struct Sums {
   std::vector<double> norm2, dot, agree;
@@ -63,7 +61,7 @@ std::vector<ScreenEntry> screen_contributions(const SoupInputs& inputs, double t
   const VectorChoice none;
   Sums total;
   total.resize(n);
-  std::vector<Sums> partial(kWave);
+  std::vector<Sums> partial(kSoupWave);
   for (Sums& s : partial) s.resize(n);
   const int threads = omp_get_max_threads();
   const size_t per_thread = size_t(n * kSoupBlockCoordinates + 2 * n);
@@ -75,8 +73,8 @@ std::vector<ScreenEntry> screen_contributions(const SoupInputs& inputs, double t
   for (size_t t = 0; t < inputs.tensors().size(); ++t) {
     const SoupTensor& tensor = inputs.tensors()[t];
     const int64_t rows = block_rows(tensor), blocks = block_count(tensor);
-    for (int64_t wave = 0; wave < blocks; wave += kWave) {
-      const int64_t count = std::min(kWave, blocks - wave);
+    for (int64_t wave = 0; wave < blocks; wave += kSoupWave) {
+      const int64_t count = std::min(kSoupWave, blocks - wave);
 #pragma omp parallel for schedule(dynamic)
       for (int64_t w = 0; w < count; ++w) {
         float* block = memory.data() + size_t(omp_get_thread_num()) * per_thread;

@@ -15,13 +15,7 @@
 
 namespace bd {
 
-namespace {
-
-// Chunks of a pass-1 reduction held at once: partial sums are added in chunk order, so the
-// totals do not depend on the thread count.
-constexpr int64_t kWave = 16;
-
-}  // namespace
+namespace {}  // namespace
 
 int64_t soup_blocks(const SoupInputs& inputs) {
   int64_t blocks = 0;
@@ -37,14 +31,14 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& pr
   const int threads = omp_get_max_threads();
   std::vector<float> blocks(size_t(threads) * size_t(n * kSoupBlockCoordinates));
   std::vector<double> wide(gram ? size_t(threads) * size_t(n * kSoupBlockCoordinates) : 0);
-  std::vector<double> partial_gram(gram ? size_t(kWave * n * n) : 0);
-  std::vector<double> partial_abs(size_t(kWave * n));
+  std::vector<double> partial_gram(gram ? size_t(kSoupWave * n * n) : 0);
+  std::vector<double> partial_abs(size_t(kSoupWave * n));
   for (size_t t = 0; t < inputs.tensors().size(); ++t) {
     const SoupTensor& tensor = inputs.tensors()[t];
     std::vector<double> abs_sums(static_cast<size_t>(n), 0.0);
     const int64_t rows = block_rows(tensor), blocks_here = block_count(tensor);
-    for (int64_t wave = 0; wave < blocks_here; wave += kWave) {
-      const int64_t count = std::min(kWave, blocks_here - wave);
+    for (int64_t wave = 0; wave < blocks_here; wave += kSoupWave) {
+      const int64_t count = std::min(kSoupWave, blocks_here - wave);
 #pragma omp parallel for schedule(dynamic)
       for (int64_t w = 0; w < count; ++w) {
         const int64_t row0 = (wave + w) * rows, here = std::min(rows, tensor.rows - row0);
@@ -149,7 +143,7 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
     }
     inputs.read_block(t, row0, here, block);
     for (int64_t r = 0; r < here; ++r) {
-      if (sign_rule)  // each contribution's scale: mean |δ| over the row or the whole tensor
+      if (sign_rule) {  // each contribution's scale: mean |δ| over the row or the whole tensor
         for (int64_t k = 0; k < n; ++k) {
           if (options.per_row) {
             double sum = 0;
@@ -159,6 +153,8 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
             scales[k] = float(abs_sums[size_t(k)] / double(tensor.numel()));
           }
         }
+        std::sort(scales, scales + n);  // the rules take them sorted (soup/rules.h)
+      }
       double row_abs = 0;
       for (int64_t j = 0; j < cols; ++j) {
         const float value = aggregate_coordinate(options.params, block + r * cols + j, m, n, scales,

@@ -9,16 +9,6 @@ namespace bd {
 
 namespace {
 
-// One input's view of a tensor: compressed, exact, or absent (zeros).
-struct Source {
-  const AdapterMatrix* matrix = nullptr;
-  const AdapterExact* exact = nullptr;
-};
-
-Source source_of(const AdapterFile& file, const std::string& name) {
-  return Source{file.find_matrix(name), file.find_exact(name)};
-}
-
 // Row r of a compressed weight, dequantised: γ[r] (or γ) · (±1) for each of `cols` signs.
 void dequantize_row(const AdapterMatrix& m, int64_t r, float* out) {
   const uint8_t* bits = m.sign.as<uint8_t>() + r * ((m.in + 7) / 8);
@@ -72,7 +62,12 @@ SoupInputs::SoupInputs(const std::vector<std::string>& paths) {
           SoupTensor{e.name, false, rows, rows ? e.delta.numel() / rows : 0, shape, e.delta.dtype});
     }
   }
-  for (auto& [name, tensor] : tensors) tensors_.push_back(tensor);
+  for (auto& [name, tensor] : tensors) {
+    tensors_.push_back(tensor);
+    std::vector<Source>& sources = sources_.emplace_back();
+    for (const SoupContribution& c : contributions_)
+      sources.push_back(Source{c.file->find_matrix(name), c.file->find_exact(name)});
+  }
 }
 
 int64_t block_rows(const SoupTensor& tensor) {
@@ -95,7 +90,7 @@ void SoupInputs::read_block(size_t t, int64_t row0, int64_t rows, float* out) co
   const int64_t block = rows * tensor.cols;
   for (size_t k = 0; k < contributions_.size(); ++k) {
     float* dst = out + int64_t(k) * block;
-    const Source source = source_of(*contributions_[k].file, tensor.name);
+    const Source& source = sources_[t][k];
     if (source.matrix) {
       for (int64_t r = 0; r < rows; ++r)
         dequantize_row(*source.matrix, row0 + r, dst + r * tensor.cols);
@@ -113,10 +108,9 @@ void SoupInputs::read_block(size_t t, int64_t row0, int64_t rows, float* out) co
 
 std::vector<const AdapterMatrix*> SoupInputs::sign_matrices(size_t t) const {
   std::vector<const AdapterMatrix*> matrices;
-  for (const SoupContribution& c : contributions_) {
-    const AdapterMatrix* m = c.file->find_matrix(tensors_[t].name);
-    if (!m) return {};
-    matrices.push_back(m);
+  for (const Source& source : sources_[t]) {
+    if (!source.matrix) return {};
+    matrices.push_back(source.matrix);
   }
   return matrices;
 }

@@ -38,6 +38,9 @@ struct SoupTensor {
 
 // Coordinates per block (whole rows, at least one) that one thread reads from every input.
 inline constexpr int64_t kSoupBlockCoordinates = int64_t(1) << 15;
+// Blocks whose partial sums are held at once and then added in block order, so that sums over
+// all blocks do not depend on the thread count.
+inline constexpr int64_t kSoupWave = 16;
 int64_t block_rows(const SoupTensor& tensor);   // rows per block
 int64_t block_count(const SoupTensor& tensor);  // blocks of the tensor
 
@@ -63,8 +66,15 @@ class SoupInputs {
   std::vector<const AdapterMatrix*> sign_matrices(size_t t) const;
 
  private:
+  // Where contribution k holds tensor t: its sign matrix, its exact delta, or neither (zeros).
+  struct Source {
+    const AdapterMatrix* matrix = nullptr;
+    const AdapterExact* exact = nullptr;
+  };
+
   std::vector<SoupContribution> contributions_;
   std::vector<SoupTensor> tensors_;
+  std::vector<std::vector<Source>> sources_;  // [tensor][contribution], looked up once
   std::string base_fingerprint_;
 };
 
