@@ -227,6 +227,11 @@ VectorChoice choose_vectors(const SoupParams& p, const std::vector<double>& gram
   return choice;
 }
 
+float sign_rule_scale(const SoupParams& params, const float* sorted_scales, int64_t n) {
+  return params.method == SoupMethod::sign_vote ? trimmed_mean_sorted(sorted_scales, n, params.trim)
+                                                : median_sorted(sorted_scales, n);
+}
+
 float aggregate_coordinate(const SoupParams& p, const float* values, int64_t stride, int64_t n,
                            const float* scales, const VectorChoice& choice, float* scratch) {
   switch (p.method) {

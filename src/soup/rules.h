@@ -57,6 +57,10 @@ VectorChoice choose_vectors(const SoupParams& params, const std::vector<double>&
 // The median (the mean of the two middle values for an even count). Needs a value.
 double median_of(std::vector<double> values);
 
+// A sign rule's scale from the contributions' scales sorted ascending: their median
+// (sign-majority) or trimmed mean (sign-vote).
+float sign_rule_scale(const SoupParams& params, const float* sorted_scales, int64_t n);
+
 // Krum scores: for each contribution, the sum of its n − f − 2 smallest squared distances to the
 // others among `members` (all when empty).
 std::vector<double> krum_scores(const std::vector<double>& gram, int64_t n, int64_t f,

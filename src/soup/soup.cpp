@@ -7,15 +7,65 @@
 #include <chrono>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "core/error.h"
 #include "core/progress.h"
 #include "io/fingerprint.h"
-#include "soup/signed_row.h"
+#include "kernels/sign_rank.h"
 
 namespace bd {
 
-namespace {}  // namespace
+namespace {
+
+// Contribution's γ at row r of a sign matrix.
+float gamma_at(const AdapterMatrix& m, int64_t r) {
+  return m.scale.as<float>()[m.per_row() ? r : 0];
+}
+
+// Whether every contribution has one γ for the whole matrix: then a block of rows can be walked
+// as one long row (the padding bits that end each row are 0 in every input).
+bool one_scale_each(const std::vector<const AdapterMatrix*>& signs) {
+  return std::none_of(signs.begin(), signs.end(),
+                      [](const AdapterMatrix* m) { return m->per_row(); });
+}
+
+// Pass 1 over a block of a tensor every contribution holds as signs: its part of the Gram
+// matrix (upper triangle) from the number of coordinates where two contributions' signs differ,
+// exact integers: Σ_j γ_a s_aj · γ_b s_bj = γ_a γ_b (m − 2 · differing).
+void sign_block_gram(const std::vector<const AdapterMatrix*>& signs, int64_t row0, int64_t here,
+                     int64_t cols, double* gram) {
+  const int64_t n = int64_t(signs.size()), row_bytes = (cols + 7) / 8;
+  std::vector<const uint8_t*> bits(static_cast<size_t>(n));
+  std::vector<int64_t> differing(size_t(n * n));
+  std::fill_n(gram, n * n, 0.0);
+  auto add = [&](int64_t r, int64_t rows) {  // rows [r, r + rows) of the block
+    for (int64_t k = 0; k < n; ++k)
+      bits[size_t(k)] = signs[size_t(k)]->sign.as<uint8_t>() + (row0 + r) * row_bytes;
+    std::fill(differing.begin(), differing.end(), 0);
+    sign_rank_disagreements({bits.data(), nullptr, n, rows * row_bytes * 8}, differing.data());
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t b = a; b < n; ++b)
+        gram[a * n + b] += double(gamma_at(*signs[size_t(a)], row0 + r)) *
+                           double(gamma_at(*signs[size_t(b)], row0 + r)) *
+                           double(rows * cols - 2 * differing[size_t(a * n + b)]);
+  };
+  if (one_scale_each(signs)) {
+    add(0, here);
+  } else {
+    for (int64_t r = 0; r < here; ++r) add(r, 1);
+  }
+}
+
+// Σ_j |δ_k| over a tensor contribution k holds as signs: its scales alone tell.
+double sign_abs_sum(const AdapterMatrix& m) {
+  if (!m.per_row()) return double(gamma_at(m, 0)) * double(m.out * m.in);
+  double sum = 0;
+  for (int64_t r = 0; r < m.out; ++r) sum += double(gamma_at(m, r)) * double(m.in);
+  return sum;
+}
+
+}  // namespace
 
 int64_t soup_blocks(const SoupInputs& inputs) {
   int64_t blocks = 0;
@@ -37,12 +87,21 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& pr
     const SoupTensor& tensor = inputs.tensors()[t];
     std::vector<double> abs_sums(static_cast<size_t>(n), 0.0);
     const int64_t rows = block_rows(tensor), blocks_here = block_count(tensor);
-    for (int64_t wave = 0; wave < blocks_here; wave += kSoupWave) {
+    // A tensor that every contribution holds as signs: Σ|δ| from the scales, the Gram matrix
+    // from the packed bits.
+    const std::vector<const AdapterMatrix*> signs = inputs.sign_matrices(t);
+    for (int64_t k = 0; k < n && !signs.empty(); ++k)
+      abs_sums[size_t(k)] = sign_abs_sum(*signs[size_t(k)]);
+    for (int64_t wave = 0; wave < blocks_here && (gram || signs.empty()); wave += kSoupWave) {
       const int64_t count = std::min(kSoupWave, blocks_here - wave);
 #pragma omp parallel for schedule(dynamic)
       for (int64_t w = 0; w < count; ++w) {
         const int64_t row0 = (wave + w) * rows, here = std::min(rows, tensor.rows - row0);
         const int64_t m = here * tensor.cols;
+        if (!signs.empty()) {
+          sign_block_gram(signs, row0, here, tensor.cols, partial_gram.data() + size_t(w * n * n));
+          continue;
+        }
         float* block =
             blocks.data() + size_t(omp_get_thread_num()) * size_t(n * kSoupBlockCoordinates);
         inputs.read_block(t, row0, here, block);
@@ -60,7 +119,8 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& pr
         }
       }
       for (int64_t w = 0; w < count; ++w) {
-        for (int64_t k = 0; k < n; ++k) abs_sums[size_t(k)] += partial_abs[size_t(w * n + k)];
+        for (int64_t k = 0; k < n && signs.empty(); ++k)
+          abs_sums[size_t(k)] += partial_abs[size_t(w * n + k)];
         if (gram)
           for (int64_t i = 0; i < n; ++i)
             for (int64_t j = i; j < n; ++j)
@@ -69,6 +129,11 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& pr
       done += count;
       progress.update(done, "statistics");
     }
+    if (!gram && !signs.empty()) {
+      done += blocks_here;
+      progress.update(done, "statistics");
+    }
+    inputs.release(t);
     stats.abs_sums.push_back(abs_sums);
   }
   for (int64_t i = 0; i < n && gram; ++i)
@@ -84,6 +149,74 @@ struct OutputTensor {
   std::vector<double> row_abs;  // Σ|aggregate| per row (bit output)
   std::vector<float> values;    // dense output or an exact tensor: the aggregate, F32
 };
+
+// The rules that work on packed signs, for a tensor every contribution holds as signs.
+bool packed_rule(SoupMethod method) {
+  return method == SoupMethod::median || method == SoupMethod::trimmed_mean ||
+         method == SoupMethod::mean || is_sign_rule(method);
+}
+
+// Pass 2 over a block of rows of a tensor every contribution holds as signs
+// (kernels/sign_rank.h): median, trimmed mean and mean from the signs sorted by γ; the sign
+// rules from the trimmed mean of the unit signs (its sign for sign-majority) times their scale.
+void aggregate_sign_block(const std::vector<const AdapterMatrix*>& signs,
+                          const SoupOptions& options, const std::vector<double>& abs_sums,
+                          const SoupTensor& tensor, int64_t row0, int64_t here, bool pack,
+                          OutputTensor& out) {
+  const SoupParams& p = options.params;
+  const int64_t n = int64_t(signs.size()), cols = tensor.cols;
+  const int64_t row_bytes = (cols + 7) / 8, row_bits = 8 * row_bytes;
+  const bool sign_rule = is_sign_rule(p.method);
+  const int64_t cut = p.method == SoupMethod::trimmed_mean || p.method == SoupMethod::sign_vote
+                          ? int64_t(std::floor(p.trim * double(n)))
+                          : 0;
+  std::vector<const uint8_t*> bits(static_cast<size_t>(n));
+  std::vector<float> gammas(static_cast<size_t>(n)), scales(static_cast<size_t>(n)), values;
+  std::vector<size_t> order(static_cast<size_t>(n));
+  auto run = [&](int64_t row, int64_t rows) {  // rows [row, row + rows) of the tensor
+    std::iota(order.begin(), order.end(), size_t(0));
+    if (!sign_rule)
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return gamma_at(*signs[a], row) > gamma_at(*signs[b], row);
+      });
+    for (int64_t i = 0; i < n; ++i) {
+      const AdapterMatrix& m = *signs[order[size_t(i)]];
+      bits[size_t(i)] = m.sign.as<uint8_t>() + row * row_bytes;
+      gammas[size_t(i)] = sign_rule ? 1.0f : gamma_at(m, row);
+    }
+    values.resize(size_t(rows * row_bits));
+    const SignRankRows ranked{bits.data(), gammas.data(), n, rows * row_bits};
+    if (p.method == SoupMethod::median) {
+      sign_rank_median(ranked, values.data());
+    } else {
+      sign_rank_trimmed_mean(ranked, cut, values.data());
+    }
+    if (sign_rule) {  // each contribution's scale: its mean |δ| over the row or the tensor
+      for (int64_t k = 0; k < n; ++k)
+        scales[size_t(k)] = options.per_row ? gamma_at(*signs[size_t(k)], row)
+                                            : float(abs_sums[size_t(k)] / double(tensor.numel()));
+      std::sort(scales.begin(), scales.end());
+      const float scale = sign_rule_scale(p, scales.data(), n);
+      for (float& v : values)
+        v = p.method == SoupMethod::sign_majority ? (v >= 0 ? scale : -scale) : v * scale;
+    }
+    for (int64_t q = 0; q < rows; ++q) {
+      const float* v = values.data() + q * row_bits;
+      if (pack) {
+        out.row_abs[size_t(row + q)] =
+            sign_rank_pack(v, cols, out.signs.data() + (row + q) * row_bytes);
+      } else {
+        std::copy(v, v + cols, out.values.data() + (row + q) * cols);
+      }
+    }
+  };
+  // One order and one scale for the whole block, or a row at a time.
+  if (one_scale_each(signs) || (sign_rule && !options.per_row)) {
+    run(row0, here);
+  } else {
+    for (int64_t r = 0; r < here; ++r) run(row0 + r, 1);
+  }
+}
 
 // Pass 2 over one tensor: aggregate every block, pack or keep.
 void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& options,
@@ -102,13 +235,9 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
   const int threads = omp_get_max_threads();
   std::vector<float> memory(size_t(threads) * size_t(n * kSoupBlockCoordinates + 3 * n));
   const bool sign_rule = is_sign_rule(options.params.method);
-  // Median and trimmed mean of sign-compressed inputs walk the packed bits (soup/signed_row.h).
-  const SoupMethod method = options.params.method;
-  const std::vector<const AdapterMatrix*> signs =
-      method == SoupMethod::median || method == SoupMethod::trimmed_mean
-          ? inputs.sign_matrices(t)
-          : std::vector<const AdapterMatrix*>{};
-  const int64_t cut = int64_t(std::floor(options.params.trim * double(n)));
+  const std::vector<const AdapterMatrix*> signs = packed_rule(options.params.method)
+                                                      ? inputs.sign_matrices(t)
+                                                      : std::vector<const AdapterMatrix*>{};
 #pragma omp parallel for schedule(dynamic)
   for (int64_t b = 0; b < blocks; ++b) {
     float* block =
@@ -117,30 +246,10 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
     float* scratch = scales + n;
     const int64_t row0 = b * rows, here = std::min(rows, tensor.rows - row0), m = here * cols;
     if (!signs.empty()) {
-      for (int64_t r = 0; r < here; ++r) {
-        std::vector<const uint8_t*> bits;
-        std::vector<float> gammas;
-        for (const AdapterMatrix* matrix : signs) {
-          bits.push_back(matrix->sign.as<uint8_t>() + (row0 + r) * row_bytes);
-          gammas.push_back(matrix->scale.as<float>()[matrix->per_row() ? row0 + r : 0]);
-        }
-        const SignedRow row(bits, gammas);
-        double row_abs = 0;
-        for (int64_t j = 0; j < cols; ++j) {
-          const float value =
-              method == SoupMethod::median ? row.median(j) : row.trimmed_mean(j, cut);
-          if (pack_signs) {
-            row_abs += std::abs(double(value));
-            if (value >= 0)
-              out.signs[size_t((row0 + r) * row_bytes + j / 8)] |= uint8_t(1u << (j % 8));
-          } else {
-            out.values[size_t((row0 + r) * cols + j)] = value;
-          }
-        }
-        if (pack_signs) out.row_abs[size_t(row0 + r)] = row_abs;
-      }
+      aggregate_sign_block(signs, options, abs_sums, tensor, row0, here, pack_signs, out);
       continue;
     }
+
     inputs.read_block(t, row0, here, block);
     for (int64_t r = 0; r < here; ++r) {
       if (sign_rule) {  // each contribution's scale: mean |δ| over the row or the whole tensor
@@ -239,6 +348,7 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
     const std::vector<double> no_sums(static_cast<size_t>(n), 0.0);
     aggregate_tensor(inputs, t, effective, report.choice, first_pass ? stats.abs_sums[t] : no_sums,
                      pack, outputs[t]);
+    inputs.release(t);
     done += block_count(tensor);
     progress.update(done, "aggregating");
     OutputTensor& o = outputs[t];

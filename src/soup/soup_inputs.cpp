@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 
 namespace bd {
 
@@ -103,6 +104,16 @@ void SoupInputs::read_block(size_t t, int64_t row0, int64_t rows, float* out) co
     } else {
       std::fill_n(dst, block, 0.0f);
     }
+  }
+}
+
+void SoupInputs::release(size_t t) const {
+  for (const Source& source : sources_[t]) {
+    if (source.matrix) {
+      MappedFile::drop_pages(source.matrix->sign.data, source.matrix->sign.bytes());
+      MappedFile::drop_pages(source.matrix->scale.data, source.matrix->scale.bytes());
+    }
+    if (source.exact) MappedFile::drop_pages(source.exact->delta.data, source.exact->delta.bytes());
   }
 }
 

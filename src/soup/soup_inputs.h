@@ -65,6 +65,10 @@ class SoupInputs {
   // them holds it exactly or not at all.
   std::vector<const AdapterMatrix*> sign_matrices(size_t t) const;
 
+  // Gives back the resident pages of every input's tensor t (core/mapped_file.h), so that a
+  // pass over all tensors keeps about one tensor of each input in memory, not whole files.
+  void release(size_t t) const;
+
  private:
   // Where contribution k holds tensor t: its sign matrix, its exact delta, or neither (zeros).
   struct Source {

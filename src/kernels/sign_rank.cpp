@@ -1,0 +1,325 @@
+// Bit-sliced order statistics over packed sign rows (sign_rank.h). Each contribution's row is
+// copied once into 64-bit words padded to whole vectors; a vector of words (512 coordinates on
+// AVX-512) is then walked through all n contributions with its counters in registers.
+#include "kernels/sign_rank.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "hwy/aligned_allocator.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/sign_rank.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/sign_bits-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace bd::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+using DU = hn::ScalableTag<uint64_t>;
+using VU = hn::Vec<DU>;
+using DF = hn::ScalableTag<float>;
+using DD = hn::ScalableTag<double>;
+
+// The contributions' rows as 64-bit words (bit j of word w: coordinate 64w + j), each padded
+// with zeros to `stride` words, a whole number of vectors.
+struct Words {
+  hwy::AlignedFreeUniquePtr<uint64_t[]> data;
+  size_t stride = 0;
+  const uint64_t* row(size_t k) const { return data.get() + k * stride; }
+};
+
+Words CopyWords(const SignRankRows& rows) {
+  const size_t N = hn::Lanes(DU());
+  const size_t row_bytes = size_t(rows.cols + 7) / 8, words = size_t(rows.cols + 63) / 64;
+  Words out;
+  out.stride = std::max<size_t>(N, (words + N - 1) / N * N);
+  out.data = hwy::AllocateAligned<uint64_t>(size_t(rows.n) * out.stride);
+  for (size_t k = 0; k < size_t(rows.n); ++k) {
+    uint64_t* dst = out.data.get() + k * out.stride;
+    std::memset(dst, 0, out.stride * sizeof(uint64_t));
+    std::memcpy(dst, rows.bits[k], row_bytes);  // little-endian: byte b holds bits 8b .. 8b + 7
+  }
+  return out;
+}
+
+// Lanes (bitwise) where the bit-sliced counter `count` (B planes) equals c.
+template <size_t B>
+HWY_INLINE VU Equals(const VU* count, uint64_t c) {
+  const DU du;
+  VU equal = hn::Not(hn::Zero(du));
+  for (size_t b = 0; b < B; ++b)
+    equal = (c >> b) & 1 ? hn::And(equal, count[b]) : hn::AndNot(count[b], equal);
+  return equal;
+}
+
+// count += 1 in the lanes (bits) of `add`.
+template <size_t B>
+HWY_INLINE void Increment(VU* count, VU add) {
+  for (size_t b = 0; b < B; ++b) {
+    const VU carry = hn::And(count[b], add);
+    count[b] = hn::Xor(count[b], add);
+    add = carry;
+  }
+}
+
+// Where ascending rank r of each coordinate of one vector of words lies: the index of the
+// contribution holding it, as B bit planes (index[b · N + u] for word u), and whether that value
+// is negative. The r-th value is the negative one of a contribution with r negatives before it,
+// or the positive one of a contribution with n − 1 − r positives before it; exactly one of the
+// two exists.
+template <size_t B>
+void FindRank(const Words& words, size_t w0, size_t n, size_t r, uint64_t* index,
+              uint64_t* negative) {
+  const DU du;
+  const size_t N = hn::Lanes(du);
+  VU count[B], found[B];
+  for (size_t b = 0; b < B; ++b) count[b] = found[b] = hn::Zero(du);
+  VU found_negative = hn::Zero(du);
+  const size_t positives_before = n - 1 - r;
+  for (size_t i = 0; i < n; ++i) {
+    const VU x = hn::Load(du, words.row(i) + w0);
+    VU hit = hn::AndNot(x, Equals<B>(count, r));
+    found_negative = hn::Or(found_negative, hit);
+    // A positive value here has i − count positives before it.
+    if (i >= positives_before && i - positives_before <= r)
+      hit = hn::Or(hit, hn::And(x, Equals<B>(count, i - positives_before)));
+    for (size_t b = 0; b < B; ++b)
+      if ((i >> b) & 1) found[b] = hn::Or(found[b], hit);
+    Increment<B>(count, hn::Not(x));
+  }
+  for (size_t b = 0; b < B; ++b) hn::StoreU(found[b], du, index + b * N);
+  hn::StoreU(found_negative, du, negative);
+}
+
+// Word u's 64 indices from their bit planes (FindRank's layout), one integer per coordinate.
+template <size_t B, class T>
+void Unslice(const uint64_t* index, size_t N, size_t u, T* out) {
+  const hn::ScalableTag<T> di;
+  const size_t L = hn::Lanes(di);
+  for (size_t c = 0; c < 64; c += L) {
+    auto value = hn::Zero(di);
+    for (size_t b = 0; b < B; ++b) {
+      const uint8_t* plane = reinterpret_cast<const uint8_t*>(index + b * N + u);
+      value =
+          hn::Or(value, hn::IfThenElseZero(LoadSignMask(di, plane, c), hn::Set(di, T(1u << b))));
+    }
+    hn::StoreU(value, di, out + c);
+  }
+}
+
+// The values of rank r for the 64 coordinates of word u: ±γ[index].
+template <size_t B, class T>
+void RankValues(const uint64_t* index, const uint64_t* negative, size_t N, size_t u,
+                const float* gammas, float* out) {
+  HWY_ALIGN T which[64 + hn::MaxLanes(hn::ScalableTag<T>())];
+  Unslice<B>(index, N, u, which);
+  const DF df;
+  const hn::Rebind<int32_t, DF> di;
+  const hn::Rebind<T, DF> dt;
+  const size_t L = hn::Lanes(df);
+  const uint8_t* signs = reinterpret_cast<const uint8_t*>(negative + u);
+  for (size_t c = 0; c < 64; c += L) {
+    const auto gamma = hn::GatherIndex(df, gammas, hn::PromoteTo(di, hn::LoadU(dt, which + c)));
+    hn::StoreU(hn::IfThenElse(LoadSignMask(df, signs, c), hn::Neg(gamma), gamma), df, out + c);
+  }
+}
+
+template <size_t B, class T>
+void MedianOf(const SignRankRows& rows, float* out) {
+  const Words words = CopyWords(rows);
+  const size_t N = hn::Lanes(DU()), n = size_t(rows.n), L = hn::Lanes(DF());
+  const size_t low = (n - 1) / 2, high = n / 2;  // equal for odd n
+  uint64_t index[2][B * hn::MaxLanes(DU())], negative[2][hn::MaxLanes(DU())];
+  HWY_ALIGN float values[2][64];
+  const DF df;
+  for (size_t w0 = 0; w0 < words.stride; w0 += N) {
+    FindRank<B>(words, w0, n, low, index[0], negative[0]);
+    if (high != low) FindRank<B>(words, w0, n, high, index[1], negative[1]);
+    for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
+      RankValues<B, T>(index[0], negative[0], N, u, rows.gammas, values[0]);
+      if (high != low) {
+        // (a + b) / 2 rounded once, as float((double(a) + double(b)) / 2).
+        RankValues<B, T>(index[1], negative[1], N, u, rows.gammas, values[1]);
+        for (size_t c = 0; c < 64; c += L)
+          hn::Store(hn::Mul(hn::Add(hn::Load(df, values[0] + c), hn::Load(df, values[1] + c)),
+                            hn::Set(df, 0.5f)),
+                    df, values[0] + c);
+      }
+      const size_t j0 = 64 * (w0 + u);
+      std::memcpy(out + j0, values[0], std::min<size_t>(64, size_t(rows.cols) - j0) * 4);
+    }
+  }
+}
+
+void SignRankMedian(const SignRankRows& rows, float* out) {
+  if (rows.n < 16) return MedianOf<4, uint8_t>(rows, out);
+  if (rows.n < 256) return MedianOf<8, uint8_t>(rows, out);
+  MedianOf<16, uint16_t>(rows, out);
+}
+
+// For each contribution i and coordinate of one vector of words: does its value survive the
+// trim? A negative value survives when cut ≤ (negatives before it) < n − cut, a positive one when
+// cut ≤ (positives before it) < n − cut: its rank from the low or the high end. Written as
+// keep[(2i) · N + u] (positive survivors) and keep[(2i + 1) · N + u] (negative ones).
+template <size_t B>
+void Survivors(const Words& words, size_t w0, size_t n, size_t cut, uint64_t* keep) {
+  const DU du;
+  const size_t N = hn::Lanes(du);
+  const VU none = hn::Zero(du), all = hn::Not(none);
+  VU count[B];  // negatives before contribution i
+  for (size_t b = 0; b < B; ++b) count[b] = none;
+  // Whether the negatives (positives) seen so far number at least cut, and at least n − cut.
+  VU negative_low = cut == 0 ? all : none, negative_high = none;
+  VU positive_low = negative_low, positive_high = none;
+  for (size_t i = 0; i < n; ++i) {
+    const VU x = hn::Load(du, words.row(i) + w0), negative = hn::Not(x);
+    hn::StoreU(hn::AndNot(positive_high, hn::And(x, positive_low)), du, keep + 2 * i * N);
+    hn::StoreU(hn::AndNot(negative_high, hn::And(negative, negative_low)), du,
+               keep + (2 * i + 1) * N);
+    // Counts after this contribution: negatives reach c where count was c − 1 and x < 0;
+    // positives (i − count before it) reach c where count was i − (c − 1) and x > 0.
+    if (cut > 0) {
+      negative_low = hn::Or(negative_low, hn::And(negative, Equals<B>(count, cut - 1)));
+      if (i + 1 >= cut)
+        positive_low = hn::Or(positive_low, hn::And(x, Equals<B>(count, i + 1 - cut)));
+    }
+    negative_high = hn::Or(negative_high, hn::And(negative, Equals<B>(count, n - cut - 1)));
+    if (i + 1 + cut >= n)
+      positive_high = hn::Or(positive_high, hn::And(x, Equals<B>(count, i + 1 + cut - n)));
+    Increment<B>(count, negative);
+  }
+}
+
+template <size_t B>
+void TrimmedMeanOf(const SignRankRows& rows, size_t cut, float* out) {
+  const Words words = CopyWords(rows);
+  const DU du;
+  const DD dd;
+  const hn::Rebind<float, DD> df;
+  const size_t N = hn::Lanes(du), n = size_t(rows.n), L = hn::Lanes(dd);
+  constexpr size_t kMaxChunks = 64 / hn::MaxLanes(DD());
+  auto keep = hwy::AllocateAligned<uint64_t>(2 * n * N);
+  const double divisor = double(n - 2 * cut);
+  HWY_ALIGN float values[64];
+  for (size_t w0 = 0; w0 < words.stride; w0 += N) {
+    if (cut > 0) {
+      Survivors<B>(words, w0, n, cut, keep.get());
+    } else {  // the mean: every value survives
+      for (size_t i = 0; i < n; ++i) {
+        const VU x = hn::Load(du, words.row(i) + w0);
+        hn::Store(x, du, keep.get() + 2 * i * N);
+        hn::Store(hn::Not(x), du, keep.get() + (2 * i + 1) * N);
+      }
+    }
+    for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
+      hn::Vec<DD> sum[kMaxChunks];
+      for (size_t c = 0; c < 64 / L; ++c) sum[c] = hn::Zero(dd);
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t plus = keep[2 * i * N + u], minus = keep[(2 * i + 1) * N + u];
+        if ((plus | minus) == 0) continue;
+        const auto gamma = hn::Set(dd, double(rows.gammas[i]));
+        const auto ngamma = hn::Neg(gamma);
+        const uint8_t* p = reinterpret_cast<const uint8_t*>(&plus);
+        const uint8_t* m = reinterpret_cast<const uint8_t*>(&minus);
+        for (size_t c = 0; c < 64 / L; ++c) {
+          sum[c] = hn::IfThenElse(LoadSignMask(dd, p, c * L), hn::Add(sum[c], gamma), sum[c]);
+          sum[c] = hn::IfThenElse(LoadSignMask(dd, m, c * L), hn::Add(sum[c], ngamma), sum[c]);
+        }
+      }
+      for (size_t c = 0; c < 64 / L; ++c)
+        hn::StoreU(hn::DemoteTo(df, hn::Div(sum[c], hn::Set(dd, divisor))), df, values + c * L);
+      const size_t j0 = 64 * (w0 + u);
+      std::memcpy(out + j0, values, std::min<size_t>(64, size_t(rows.cols) - j0) * 4);
+    }
+  }
+}
+
+void SignRankTrimmedMean(const SignRankRows& rows, int64_t cut, float* out) {
+  if (rows.n < 16) return TrimmedMeanOf<4>(rows, size_t(cut), out);
+  if (rows.n < 256) return TrimmedMeanOf<8>(rows, size_t(cut), out);
+  TrimmedMeanOf<16>(rows, size_t(cut), out);
+}
+
+void SignRankDisagreements(const SignRankRows& rows, int64_t* d) {
+  const Words words = CopyWords(rows);
+  const DU du;
+  const size_t N = hn::Lanes(du), n = size_t(rows.n);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = i + 1; j < n; ++j) {
+      VU count = hn::Zero(du);
+      for (size_t w = 0; w < words.stride; w += N)
+        count = hn::Add(count, hn::PopulationCount(hn::Xor(hn::Load(du, words.row(i) + w),
+                                                           hn::Load(du, words.row(j) + w))));
+      d[i * n + j] += int64_t(hn::GetLane(hn::SumOfLanes(du, count)));
+    }
+}
+
+double SignRankPack(const float* values, int64_t cols, uint8_t* bits) {
+  const DF df;
+  const DD dd;
+  const hn::Rebind<float, DD> dh;
+  const size_t L = hn::Lanes(df), H = hn::Lanes(dd);
+  auto sum = hn::Zero(dd);
+  size_t j = 0;
+  for (; j + L <= size_t(cols); j += L) {
+    const auto v = hn::LoadU(df, values + j);
+    StoreSignMask(df, hn::Ge(v, hn::Zero(df)), bits, j);
+    for (size_t h = 0; h < L; h += H)
+      sum = hn::Add(sum, hn::Abs(hn::PromoteTo(dd, hn::LoadU(dh, values + j + h))));
+  }
+
+  double total = hn::GetLane(hn::SumOfLanes(dd, sum));
+  for (; j < size_t(cols); ++j) {
+    if (values[j] >= 0) bits[j / 8] |= uint8_t(1u << (j % 8));
+    total += std::abs(double(values[j]));
+  }
+  return total;
+}
+
+}  // namespace bd::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "core/error.h"
+
+namespace bd {
+HWY_EXPORT(SignRankMedian);
+HWY_EXPORT(SignRankTrimmedMean);
+HWY_EXPORT(SignRankDisagreements);
+HWY_EXPORT(SignRankPack);
+
+namespace {
+
+void check_rows(const char* caller, const SignRankRows& rows) {
+  if (rows.n < 1 || rows.n > kSignRankMaxContributions || rows.cols < 0)
+    fail(caller, ": ", rows.n, " contributions of ", rows.cols, " coordinates (at most ",
+         kSignRankMaxContributions, " contributions)");
+}
+
+}  // namespace
+
+void sign_rank_median(const SignRankRows& rows, float* out) {
+  check_rows("sign_rank_median", rows);
+  if (rows.cols > 0) HWY_DYNAMIC_DISPATCH(SignRankMedian)(rows, out);
+}
+
+void sign_rank_trimmed_mean(const SignRankRows& rows, int64_t cut, float* out) {
+  check_rows("sign_rank_trimmed_mean", rows);
+  if (cut < 0 || 2 * cut >= rows.n)
+    fail("sign_rank_trimmed_mean: cannot drop 2 x ", cut, " of ", rows.n, " values");
+  if (rows.cols > 0) HWY_DYNAMIC_DISPATCH(SignRankTrimmedMean)(rows, cut, out);
+}
+
+void sign_rank_disagreements(const SignRankRows& rows, int64_t* d) {
+  check_rows("sign_rank_disagreements", rows);
+  if (rows.cols > 0) HWY_DYNAMIC_DISPATCH(SignRankDisagreements)(rows, d);
+}
+
+double sign_rank_pack(const float* values, int64_t cols, uint8_t* bits) {
+  return HWY_DYNAMIC_DISPATCH(SignRankPack)(values, cols, bits);
+}
+
+}  // namespace bd
+#endif  // HWY_ONCE

@@ -1,0 +1,41 @@
+// Order statistics over n contributions' packed sign rows: DeltaSoup's kernels (soup/).
+//
+// Contribution k's value at coordinate j is +γ_k where bit j of its sign row is set, else −γ_k
+// (the sign_matmul.h bit layout). With the contributions sorted by decreasing γ, a coordinate's
+// values in ascending order are its negative ones in contribution order followed by its positive
+// ones in reverse contribution order; so the rank of a value is a count of signs seen so far.
+// The kernels keep those counts bit-sliced (one 64-bit plane per counter bit, 64 coordinates
+// per word, a SIMD vector of words at a time) and never form a value per contribution and
+// coordinate: the median is an index found by counting, and the trimmed mean adds each
+// contribution's γ under a mask of the coordinates where it survives the trim.
+#pragma once
+#include <cstdint>
+
+namespace bd {
+
+// The most contributions the kernels take (their counters and indices are 16-bit at most).
+inline constexpr int64_t kSignRankMaxContributions = 65535;
+
+struct SignRankRows {
+  const uint8_t* const* bits = nullptr;  // [n] sign rows of `cols` bits, by decreasing γ
+  const float* gammas = nullptr;         // [n], decreasing (ties in any order)
+  int64_t n = 0, cols = 0;
+};
+
+// out[j] = the median of the n values at coordinate j (the mean of the two middle ones, in
+// double, when n is even): exactly the value a sort of the dequantised values would give.
+void sign_rank_median(const SignRankRows& rows, float* out);
+
+// out[j] = the mean of the values left after dropping the `cut` smallest and `cut` largest
+// (0 ≤ 2·cut < n; cut = 0 is the mean), summed in double in contribution order.
+void sign_rank_trimmed_mean(const SignRankRows& rows, int64_t cut, float* out);
+
+// d[i · n + j] += the number of coordinates where rows i and j differ, for every i < j. The
+// squared distance of two sign deltas, and their Gram entry, follow exactly from it.
+void sign_rank_disagreements(const SignRankRows& rows, int64_t* d);
+
+// bits (a zeroed row of (cols + 7) / 8 bytes) gets bit j set where values[j] ≥ 0; returns
+// Σ_j |values[j]| in double: a re-quantised aggregate's signs and the sum for its scale.
+double sign_rank_pack(const float* values, int64_t cols, uint8_t* bits);
+
+}  // namespace bd
