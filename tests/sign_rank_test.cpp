@@ -108,6 +108,22 @@ TEST(SignRank, TrimmedMeanAveragesTheMiddleValues) {
   }
 }
 
+TEST(SignRank, WeightedSumAddsSignedWeightsInOrder) {
+  const Contributions c(13, 700, 3);
+  std::vector<double> weights;
+  for (int64_t k = 0; k < 13; ++k) weights.push_back(0.37 * double(k + 1) * (k % 3 ? 1 : -0.5));
+  for_each_target([&] {
+    std::vector<float> out(700, NAN);
+    sign_rank_weighted_sum(c.view(), weights.data(), out.data());
+    for (int64_t j = 0; j < 700; ++j) {
+      double sum = 0;
+      for (int64_t k = 0; k < 13; ++k)
+        sum += c.value(k, j) > 0 ? weights[size_t(k)] : -weights[size_t(k)];
+      ASSERT_EQ(out[size_t(j)], float(sum)) << j;
+    }
+  });
+}
+
 TEST(SignRank, DisagreementsCountDifferingSigns) {
   const Contributions c(9, 1000, 5);
   for_each_target([&] {

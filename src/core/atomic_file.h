@@ -25,7 +25,27 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// A file that several processes write at once, each its own byte ranges, then one renames into
+// place: `create` (one process) makes PATH.partial with its final size, `write_at` (any process)
+// writes and syncs a range, `commit` (the creator, after every write) renames it over PATH, and
+// `discard` removes it. PATH.partial is the same name in every process, so it is never reused:
+// one left behind by a stopped run must be removed by hand (the error says so).
+class SharedFile {
+ public:
+  SharedFile(const std::string& path, bool overwrite);  // creates nothing yet
+  void create(uint64_t size) const;
+  void write_at(uint64_t offset, const void* data, size_t size) const;
+  void commit() const;
+  void discard() const;
+  const std::string& temp_path() const { return temp_path_; }
+
+ private:
+  std::string path_, temp_path_;
+  bool overwrite_;
+};
+
 // Writes a whole small file atomically.
+
 void write_file_atomic(const std::string& path, const std::string& contents, bool overwrite);
 
 // Creates `path` readable and writable by its owner only (mode 0600) and writes `contents`

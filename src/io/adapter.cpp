@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/fingerprint.h"
+#include "io/fingerprint_cache.h"
 #include "io/safetensors.h"
 
 namespace bd {
@@ -102,7 +103,10 @@ void check_info(const std::string& where, const AdapterInfo& info) {
     if (key.rfind(kNamespace, 0) == 0) fail(where, ": unknown metadata key ", quote_bytes(key));
 }
 
-void check_matrix(const std::string& where, const AdapterMatrix& matrix, bool per_row) {
+// need_data: false for a tensor another process writes (SharedAdapterWriter): only its shape is
+// checked when it has no data here.
+void check_matrix(const std::string& where, const AdapterMatrix& matrix, bool per_row,
+                  bool need_data = true) {
   const std::string tensor = " (tensor " + quote_bytes(matrix.name) + ")";
   if (matrix.out < 1 || matrix.in < 1 || matrix.out > kMaxAdapterExtent ||
       matrix.in > kMaxAdapterExtent)
@@ -118,6 +122,7 @@ void check_matrix(const std::string& where, const AdapterMatrix& matrix, bool pe
     fail(where, ": ", matrix.name, kScaleSuffix, " is ", dtype_name(matrix.scale.dtype), " ",
          shape_str(matrix.scale.shape), " but granularity '", per_row ? "row" : "matrix",
          "' needs F32 ", shape_str(scale_shape));
+  if (!need_data && !matrix.sign.data && !matrix.scale.data) return;
   if (!matrix.sign.data || !matrix.scale.data) fail(where, ": no data", tensor);
   const float* scale = matrix.scale.as<float>();
   for (int64_t i = 0; i < matrix.scale.numel(); ++i)
@@ -133,11 +138,11 @@ void check_matrix(const std::string& where, const AdapterMatrix& matrix, bool pe
       fail(where, ": ", matrix.name, kSignSuffix, " row ", row, " has padding bits set");
 }
 
-void check_exact(const std::string& where, const AdapterExact& exact) {
+void check_exact(const std::string& where, const AdapterExact& exact, bool need_data = true) {
   if (!is_float(exact.delta.dtype))
     fail(where, ": ", exact.name, kDeltaSuffix, " has dtype ", dtype_name(exact.delta.dtype),
          "; deltas are F32, F16 or BF16");
-  if (exact.delta.bytes() > 0 && !exact.delta.data)
+  if (need_data && exact.delta.bytes() > 0 && !exact.delta.data)
     fail(where, ": no data (tensor ", quote_bytes(exact.name), ")");
 }
 
@@ -352,12 +357,62 @@ void write_adapter(const std::string& path, const AdapterInfo& info,
   write_safetensors(path, tensors, to_metadata(info, matrices), overwrite);
 }
 
+SharedAdapterWriter::SharedAdapterWriter(const std::string& path, const AdapterInfo& info,
+                                         const std::vector<AdapterMatrix>& matrices,
+                                         const std::vector<AdapterExact>& exact, bool overwrite)
+    : path_(path), info_(info), matrices_(matrices), file_(path, overwrite) {
+  info_.finetune_fingerprint = std::string(64, '0');  // the version's place, until commit()
+  check_info(path, info_);
+  check_names(path, matrices, exact);
+  for (const AdapterMatrix& matrix : matrices) {
+    check_matrix(path, matrix, info.granularity == "row", /*need_data=*/false);
+    tensors_.push_back({matrix.name + kSignSuffix, matrix.sign});
+    tensors_.push_back({matrix.name + kScaleSuffix, matrix.scale});
+  }
+  for (const AdapterExact& kept : exact) {
+    check_exact(path, kept, /*need_data=*/false);
+    tensors_.push_back({kept.name + kDeltaSuffix, kept.delta});
+  }
+  layout_ = safetensors_layout(path, tensors_, to_metadata(info_, matrices_));
+}
+
+void SharedAdapterWriter::create() const {
+  file_.create(layout_.file_size);
+  file_.write_at(0, layout_.head.data(), layout_.head.size());
+}
+
+void SharedAdapterWriter::write_tensors() const {
+  for (const NamedTensor& tensor : tensors_)
+    if (tensor.view.data)
+      file_.write_at(layout_.offsets.at(tensor.name), tensor.view.data, tensor.view.bytes());
+}
+
+std::string SharedAdapterWriter::commit() {
+  const std::string version = adapter_fingerprint(file_.temp_path());
+  info_.finetune_fingerprint = version;
+  const SafetensorsLayout final_layout =
+      safetensors_layout(path_, tensors_, to_metadata(info_, matrices_));
+  if (final_layout.head.size() != layout_.head.size())
+    fail(path_, ": the header changed length when its version was filled in");
+  file_.write_at(0, final_layout.head.data(), final_layout.head.size());
+  file_.commit();
+  return version;
+}
+
+void SharedAdapterWriter::discard() const {
+  file_.discard();
+}
+
 std::string adapter_fingerprint(const std::string& path) {
   const SafetensorsFile file(path);
+  const FingerprintLookup lookup({&file});
+  if (lookup.cached()) return *lookup.cached();
   std::vector<NamedTensor> tensors = file.tensors();
   std::sort(tensors.begin(), tensors.end(),
             [](const NamedTensor& x, const NamedTensor& y) { return x.name < y.name; });
-  return fingerprint_tensors(tensors);
+  const std::string fingerprint = fingerprint_tensors(tensors);
+  lookup.remember(fingerprint);
+  return fingerprint;
 }
 
 }  // namespace bd

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "core/atomic_file.h"
 #include "core/tensor.h"
+#include "io/safetensors.h"
 
 namespace bd {
 
@@ -78,7 +80,33 @@ class AdapterFile {
   std::vector<AdapterExact> exact_;
 };
 
+// An adapter written by several processes (a soup sharded across Open MPI ranks), each writing
+// the tensors it computed into one file: one process create()s it, every process
+// write_tensors() (those whose views have data here), and the creator commit()s: the version,
+// the fingerprint of all the tensors, which no one process holds, is read back from the file
+// and written into the header (the same length), and the file is renamed into place. Every
+// process constructs it with the same info and shapes. info.finetune_fingerprint is the version.
+class SharedAdapterWriter {
+ public:
+  SharedAdapterWriter(const std::string& path, const AdapterInfo& info,
+                      const std::vector<AdapterMatrix>& matrices,
+                      const std::vector<AdapterExact>& exact, bool overwrite);
+  void create() const;
+  void write_tensors() const;
+  std::string commit();  // returns the version
+  void discard() const;  // removes the unfinished file
+
+ private:
+  std::string path_;
+  AdapterInfo info_;
+  std::vector<AdapterMatrix> matrices_;
+  std::vector<NamedTensor> tensors_;
+  SharedFile file_;
+  SafetensorsLayout layout_;
+};
+
 // Sizes of an adapter's parts, for reports (compress --json, inspect).
+
 struct AdapterSizes {
   int64_t compressed_parameters = 0;  // Σ out·in over the sign-compressed weights
   int64_t exact_parameters = 0;       // Σ numel over the tensors kept exactly
@@ -99,7 +127,9 @@ AdapterSizes adapter_sizes(const std::vector<AdapterMatrix>& matrices,
                            const std::vector<AdapterExact>& exact);
 
 // The adapter's version: the fingerprint (io/fingerprint.h) of every tensor in the file, in name
-// order; what attestations and soups name an adapter by. Metadata is not part of it.
+// order; what attestations and soups name an adapter by. Metadata is not part of it. Through
+// the machine's fingerprint cache (io/fingerprint_cache.h): a soup of 100 adapters seen before
+// hashes none of them again.
 std::string adapter_fingerprint(const std::string& path);
 
 // True for an owner the format accepts: "did:lux:" then a non-empty method-specific id of

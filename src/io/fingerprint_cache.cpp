@@ -68,10 +68,14 @@ bool switched_off(const char* value) {
 }  // namespace
 
 std::optional<FingerprintKey> fingerprint_key(const Checkpoint& checkpoint) {
+  return fingerprint_key(checkpoint.files());
+}
+
+std::optional<FingerprintKey> fingerprint_key(const std::vector<const SafetensorsFile*>& files) {
   try {
     FingerprintKey key;
     key.taken = std::chrono::system_clock::now();
-    for (const SafetensorsFile* file : checkpoint.files()) {
+    for (const SafetensorsFile* file : files) {
       std::error_code error;
       const fs::path path = fs::canonical(file->path(), error);
       if (error) return std::nullopt;
@@ -164,9 +168,12 @@ void FingerprintCache::keep_newest() const {
 }
 
 FingerprintLookup::FingerprintLookup(const Checkpoint& checkpoint)
+    : FingerprintLookup(checkpoint.files()) {}
+
+FingerprintLookup::FingerprintLookup(const std::vector<const SafetensorsFile*>& files)
     : cache_(FingerprintCache::from_environment()) {
   if (!cache_.enabled()) return;
-  key_ = fingerprint_key(checkpoint);
+  key_ = fingerprint_key(files);
   if (key_) cached_ = cache_.find(*key_);
 }
 

@@ -28,6 +28,7 @@
 namespace bd {
 
 class Checkpoint;
+class SafetensorsFile;
 
 // A file's mtime and ctime must be at least this much older than FingerprintKey::taken for the
 // fingerprint of its bytes to be stored.
@@ -49,6 +50,8 @@ struct FingerprintKey {
 // (replaced or written since it was opened): its fingerprint would describe other bytes.
 // Never throws.
 std::optional<FingerprintKey> fingerprint_key(const Checkpoint& checkpoint);
+// The same for any safetensors files (an adapter: one file).
+std::optional<FingerprintKey> fingerprint_key(const std::vector<const SafetensorsFile*>& files);
 
 class FingerprintCache {
  public:
@@ -87,6 +90,7 @@ class FingerprintCache {
 class FingerprintLookup {
  public:
   explicit FingerprintLookup(const Checkpoint& checkpoint);
+  explicit FingerprintLookup(const std::vector<const SafetensorsFile*>& files);
 
   const std::optional<std::string>& cached() const { return cached_; }
   // Stores a fingerprint just computed from the checkpoint's bytes (FingerprintCache::store).

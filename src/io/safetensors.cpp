@@ -224,8 +224,11 @@ std::vector<NamedTensor> SafetensorsFile::tensors() const {
   return out;
 }
 
-void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
-                       const std::map<std::string, std::string>& metadata, bool overwrite) {
+namespace {
+
+// The tensors in data-section order, checked: valid unique names, no negative extents.
+std::vector<const NamedTensor*> data_order(const std::string& path,
+                                           const std::vector<NamedTensor>& tensors) {
   std::vector<const NamedTensor*> order;
   std::set<std::string> seen;
   for (const NamedTensor& tensor : tensors) {
@@ -237,8 +240,6 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
       if (extent < 0)
         fail(path, ": negative dimension in shape ", shape_str(tensor.view.shape),
              tensor_suffix(tensor.name));
-    if (tensor.view.bytes() > 0 && !tensor.view.data)
-      fail(path, ": tensor has no data", tensor_suffix(tensor.name));
     order.push_back(&tensor);
   }
   // Largest element size first: every offset is then a multiple of each tensor's dtype size.
@@ -246,26 +247,48 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
     size_t size_a = dtype_size(a->view.dtype), size_b = dtype_size(b->view.dtype);
     return size_a != size_b ? size_a > size_b : a->name < b->name;
   });
+  return order;
+}
 
+}  // namespace
+
+SafetensorsLayout safetensors_layout(const std::string& path,
+                                     const std::vector<NamedTensor>& tensors,
+                                     const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const NamedTensor* tensor : order) {
+  std::vector<std::pair<std::string, uint64_t>> data_offsets;
+  for (const NamedTensor* tensor : data_order(path, tensors)) {
     uint64_t end = offset + tensor->view.bytes();
     header[tensor->name] = {{"dtype", std::string(dtype_name(tensor->view.dtype))},
                             {"shape", tensor->view.shape},
                             {"data_offsets", {offset, end}}};
+    data_offsets.emplace_back(tensor->name, offset);
     offset = end;
   }
   std::string header_text = header.dump();
   header_text.resize((header_text.size() + 7) / 8 * 8, ' ');  // keeps the data 8-byte aligned
+  SafetensorsLayout layout;
+  layout.head.resize(8);
+  write_u64_le(header_text.size(), reinterpret_cast<uint8_t*>(layout.head.data()));
+  layout.head += header_text;
+  for (const auto& [name, data_offset] : data_offsets)
+    layout.offsets[name] = layout.head.size() + data_offset;
+  layout.file_size = layout.head.size() + offset;
+  return layout;
+}
 
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata, bool overwrite) {
+  for (const NamedTensor& tensor : tensors)
+    if (tensor.view.bytes() > 0 && !tensor.view.data)
+      fail(path, ": tensor has no data", tensor_suffix(tensor.name));
+  const SafetensorsLayout layout = safetensors_layout(path, tensors, metadata);
   AtomicFile file(path, overwrite);
-  uint8_t size_bytes[8];
-  write_u64_le(header_text.size(), size_bytes);
-  file.write(size_bytes, 8);
-  file.write(header_text.data(), header_text.size());
-  for (const NamedTensor* tensor : order) file.write(tensor->view.data, tensor->view.bytes());
+  file.write(layout.head.data(), layout.head.size());
+  for (const NamedTensor* tensor : data_order(path, tensors))
+    file.write(tensor->view.data, tensor->view.bytes());
   file.commit();
 }
 

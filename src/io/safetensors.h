@@ -64,4 +64,16 @@ class SafetensorsFile {
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata, bool overwrite);
 
+// Where write_safetensors puts everything: the bytes before the data section (the size and the
+// padded JSON header) and each tensor's offset in the file. Only the views' shapes and dtypes
+// are read (a file written by several processes, each holding some of the tensors' data).
+struct SafetensorsLayout {
+  std::string head;                         // u64 header size + header JSON, padded
+  std::map<std::string, uint64_t> offsets;  // tensor name → offset of its bytes in the file
+  uint64_t file_size = 0;
+};
+SafetensorsLayout safetensors_layout(const std::string& path,
+                                     const std::vector<NamedTensor>& tensors,
+                                     const std::map<std::string, std::string>& metadata);
+
 }  // namespace bd

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "hwy/aligned_allocator.h"
 
@@ -22,24 +23,34 @@ using VU = hn::Vec<DU>;
 using DF = hn::ScalableTag<float>;
 using DD = hn::ScalableTag<double>;
 
-// The contributions' rows as 64-bit words (bit j of word w: coordinate 64w + j), each padded
-// with zeros to `stride` words, a whole number of vectors.
+// The contributions' rows as 64-bit words (bit j of word w: coordinate 64w + j; little-endian,
+// so byte b holds bits 8b .. 8b + 7), `stride` words each, a whole number of vectors: the rows
+// themselves when they fill whole vectors and are 8-byte aligned, else copies padded with zeros.
 struct Words {
-  hwy::AlignedFreeUniquePtr<uint64_t[]> data;
+  std::vector<const uint64_t*> rows;
+  hwy::AlignedFreeUniquePtr<uint64_t[]> copies;
   size_t stride = 0;
-  const uint64_t* row(size_t k) const { return data.get() + k * stride; }
+  const uint64_t* row(size_t k) const { return rows[k]; }
 };
 
-Words CopyWords(const SignRankRows& rows) {
-  const size_t N = hn::Lanes(DU());
+Words ReadWords(const SignRankRows& rows) {
+  const size_t N = hn::Lanes(DU()), n = size_t(rows.n);
   const size_t row_bytes = size_t(rows.cols + 7) / 8, words = size_t(rows.cols + 63) / 64;
   Words out;
   out.stride = std::max<size_t>(N, (words + N - 1) / N * N);
-  out.data = hwy::AllocateAligned<uint64_t>(size_t(rows.n) * out.stride);
-  for (size_t k = 0; k < size_t(rows.n); ++k) {
-    uint64_t* dst = out.data.get() + k * out.stride;
-    std::memset(dst, 0, out.stride * sizeof(uint64_t));
-    std::memcpy(dst, rows.bits[k], row_bytes);  // little-endian: byte b holds bits 8b .. 8b + 7
+  bool direct = size_t(rows.cols) == 64 * out.stride;
+  for (size_t k = 0; k < n && direct; ++k)
+    direct = reinterpret_cast<uintptr_t>(rows.bits[k]) % alignof(uint64_t) == 0;
+  if (!direct) out.copies = hwy::AllocateAligned<uint64_t>(n * out.stride);
+  for (size_t k = 0; k < n; ++k) {
+    if (direct) {
+      out.rows.push_back(reinterpret_cast<const uint64_t*>(rows.bits[k]));
+      continue;
+    }
+    uint64_t* copy = out.copies.get() + k * out.stride;
+    std::memset(copy, 0, out.stride * sizeof(uint64_t));
+    std::memcpy(copy, rows.bits[k], row_bytes);
+    out.rows.push_back(copy);
   }
   return out;
 }
@@ -79,7 +90,7 @@ void FindRank(const Words& words, size_t w0, size_t n, size_t r, uint64_t* index
   VU found_negative = hn::Zero(du);
   const size_t positives_before = n - 1 - r;
   for (size_t i = 0; i < n; ++i) {
-    const VU x = hn::Load(du, words.row(i) + w0);
+    const VU x = hn::LoadU(du, words.row(i) + w0);
     VU hit = hn::AndNot(x, Equals<B>(count, r));
     found_negative = hn::Or(found_negative, hit);
     // A positive value here has i − count positives before it.
@@ -128,7 +139,7 @@ void RankValues(const uint64_t* index, const uint64_t* negative, size_t N, size_
 
 template <size_t B, class T>
 void MedianOf(const SignRankRows& rows, float* out) {
-  const Words words = CopyWords(rows);
+  const Words words = ReadWords(rows);
   const size_t N = hn::Lanes(DU()), n = size_t(rows.n), L = hn::Lanes(DF());
   const size_t low = (n - 1) / 2, high = n / 2;  // equal for odd n
   uint64_t index[2][B * hn::MaxLanes(DU())], negative[2][hn::MaxLanes(DU())];
@@ -174,7 +185,7 @@ void Survivors(const Words& words, size_t w0, size_t n, size_t cut, uint64_t* ke
   VU negative_low = cut == 0 ? all : none, negative_high = none;
   VU positive_low = negative_low, positive_high = none;
   for (size_t i = 0; i < n; ++i) {
-    const VU x = hn::Load(du, words.row(i) + w0), negative = hn::Not(x);
+    const VU x = hn::LoadU(du, words.row(i) + w0), negative = hn::Not(x);
     hn::StoreU(hn::AndNot(positive_high, hn::And(x, positive_low)), du, keep + 2 * i * N);
     hn::StoreU(hn::AndNot(negative_high, hn::And(negative, negative_low)), du,
                keep + (2 * i + 1) * N);
@@ -192,23 +203,25 @@ void Survivors(const Words& words, size_t w0, size_t n, size_t cut, uint64_t* ke
   }
 }
 
+// out[j] = Σ_i weights[i] · (±1 where contribution i's value survives a trim of `cut`) / divisor,
+// summed in double in contribution order (cut = 0: every value).
 template <size_t B>
-void TrimmedMeanOf(const SignRankRows& rows, size_t cut, float* out) {
-  const Words words = CopyWords(rows);
+void SurvivorSum(const SignRankRows& rows, const double* weights, size_t cut, double divisor,
+                 float* out) {
+  const Words words = ReadWords(rows);
   const DU du;
   const DD dd;
   const hn::Rebind<float, DD> df;
   const size_t N = hn::Lanes(du), n = size_t(rows.n), L = hn::Lanes(dd);
   constexpr size_t kMaxChunks = 64 / hn::MaxLanes(DD());
   auto keep = hwy::AllocateAligned<uint64_t>(2 * n * N);
-  const double divisor = double(n - 2 * cut);
   HWY_ALIGN float values[64];
   for (size_t w0 = 0; w0 < words.stride; w0 += N) {
     if (cut > 0) {
       Survivors<B>(words, w0, n, cut, keep.get());
     } else {  // the mean: every value survives
       for (size_t i = 0; i < n; ++i) {
-        const VU x = hn::Load(du, words.row(i) + w0);
+        const VU x = hn::LoadU(du, words.row(i) + w0);
         hn::Store(x, du, keep.get() + 2 * i * N);
         hn::Store(hn::Not(x), du, keep.get() + (2 * i + 1) * N);
       }
@@ -219,7 +232,7 @@ void TrimmedMeanOf(const SignRankRows& rows, size_t cut, float* out) {
       for (size_t i = 0; i < n; ++i) {
         const uint64_t plus = keep[2 * i * N + u], minus = keep[(2 * i + 1) * N + u];
         if ((plus | minus) == 0) continue;
-        const auto gamma = hn::Set(dd, double(rows.gammas[i]));
+        const auto gamma = hn::Set(dd, weights[i]);
         const auto ngamma = hn::Neg(gamma);
         const uint8_t* p = reinterpret_cast<const uint8_t*>(&plus);
         const uint8_t* m = reinterpret_cast<const uint8_t*>(&minus);
@@ -237,21 +250,27 @@ void TrimmedMeanOf(const SignRankRows& rows, size_t cut, float* out) {
 }
 
 void SignRankTrimmedMean(const SignRankRows& rows, int64_t cut, float* out) {
-  if (rows.n < 16) return TrimmedMeanOf<4>(rows, size_t(cut), out);
-  if (rows.n < 256) return TrimmedMeanOf<8>(rows, size_t(cut), out);
-  TrimmedMeanOf<16>(rows, size_t(cut), out);
+  const std::vector<double> gammas(rows.gammas, rows.gammas + rows.n);
+  const double divisor = double(rows.n - 2 * cut);
+  if (rows.n < 16) return SurvivorSum<4>(rows, gammas.data(), size_t(cut), divisor, out);
+  if (rows.n < 256) return SurvivorSum<8>(rows, gammas.data(), size_t(cut), divisor, out);
+  SurvivorSum<16>(rows, gammas.data(), size_t(cut), divisor, out);
+}
+
+void SignRankWeightedSum(const SignRankRows& rows, const double* weights, float* out) {
+  SurvivorSum<16>(rows, weights, 0, 1.0, out);  // no trim: the counters are never used
 }
 
 void SignRankDisagreements(const SignRankRows& rows, int64_t* d) {
-  const Words words = CopyWords(rows);
+  const Words words = ReadWords(rows);
   const DU du;
   const size_t N = hn::Lanes(du), n = size_t(rows.n);
   for (size_t i = 0; i < n; ++i)
     for (size_t j = i + 1; j < n; ++j) {
       VU count = hn::Zero(du);
       for (size_t w = 0; w < words.stride; w += N)
-        count = hn::Add(count, hn::PopulationCount(hn::Xor(hn::Load(du, words.row(i) + w),
-                                                           hn::Load(du, words.row(j) + w))));
+        count = hn::Add(count, hn::PopulationCount(hn::Xor(hn::LoadU(du, words.row(i) + w),
+                                                           hn::LoadU(du, words.row(j) + w))));
       d[i * n + j] += int64_t(hn::GetLane(hn::SumOfLanes(du, count)));
     }
 }
@@ -287,6 +306,7 @@ HWY_AFTER_NAMESPACE();
 namespace bd {
 HWY_EXPORT(SignRankMedian);
 HWY_EXPORT(SignRankTrimmedMean);
+HWY_EXPORT(SignRankWeightedSum);
 HWY_EXPORT(SignRankDisagreements);
 HWY_EXPORT(SignRankPack);
 
@@ -310,6 +330,11 @@ void sign_rank_trimmed_mean(const SignRankRows& rows, int64_t cut, float* out) {
   if (cut < 0 || 2 * cut >= rows.n)
     fail("sign_rank_trimmed_mean: cannot drop 2 x ", cut, " of ", rows.n, " values");
   if (rows.cols > 0) HWY_DYNAMIC_DISPATCH(SignRankTrimmedMean)(rows, cut, out);
+}
+
+void sign_rank_weighted_sum(const SignRankRows& rows, const double* weights, float* out) {
+  check_rows("sign_rank_weighted_sum", rows);
+  if (rows.cols > 0) HWY_DYNAMIC_DISPATCH(SignRankWeightedSum)(rows, weights, out);
 }
 
 void sign_rank_disagreements(const SignRankRows& rows, int64_t* d) {

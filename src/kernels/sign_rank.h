@@ -30,6 +30,11 @@ void sign_rank_median(const SignRankRows& rows, float* out);
 // (0 ≤ 2·cut < n; cut = 0 is the mean), summed in double in contribution order.
 void sign_rank_trimmed_mean(const SignRankRows& rows, int64_t cut, float* out);
 
+// out[j] = Σ_i weights[i] · s_ij (s = ±1 from the bits; `gammas` is not read, the rows need no
+// order), summed in double in contribution order: a combination Σ_k α_k δ_k of sign deltas with
+// weights α_k γ_k.
+void sign_rank_weighted_sum(const SignRankRows& rows, const double* weights, float* out);
+
 // d[i · n + j] += the number of coordinates where rows i and j differ, for every i < j. The
 // squared distance of two sign deltas, and their Gram entry, follow exactly from it.
 void sign_rank_disagreements(const SignRankRows& rows, int64_t* d);

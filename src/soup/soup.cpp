@@ -90,6 +90,7 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& pr
     // A tensor that every contribution holds as signs: Σ|δ| from the scales, the Gram matrix
     // from the packed bits.
     const std::vector<const AdapterMatrix*> signs = inputs.sign_matrices(t);
+    if (gram || signs.empty()) inputs.populate(t);
     for (int64_t k = 0; k < n && !signs.empty(); ++k)
       abs_sums[size_t(k)] = sign_abs_sum(*signs[size_t(k)]);
     for (int64_t wave = 0; wave < blocks_here && (gram || signs.empty()); wave += kSoupWave) {
@@ -152,17 +153,29 @@ struct OutputTensor {
 
 // The rules that work on packed signs, for a tensor every contribution holds as signs.
 bool packed_rule(SoupMethod method) {
-  return method == SoupMethod::median || method == SoupMethod::trimmed_mean ||
-         method == SoupMethod::mean || is_sign_rule(method);
+  return method != SoupMethod::bulyan;
+}
+
+// A vector rule's (or fixed weights') output Σ α_k δ_k: no order needed.
+bool weighted_rule(SoupMethod method) {
+  return is_vector_rule(method) && method != SoupMethod::bulyan;
 }
 
 // Pass 2 over a block of rows of a tensor every contribution holds as signs
 // (kernels/sign_rank.h): median, trimmed mean and mean from the signs sorted by γ; the sign
-// rules from the trimmed mean of the unit signs (its sign for sign-majority) times their scale.
-void aggregate_sign_block(const std::vector<const AdapterMatrix*>& signs,
-                          const SoupOptions& options, const std::vector<double>& abs_sums,
-                          const SoupTensor& tensor, int64_t row0, int64_t here, bool pack,
-                          OutputTensor& out) {
+// rules from the trimmed mean of the unit signs (its sign for sign-majority) times their scale;
+// the vector rules' Σ α_k δ_k from the selected contributions' signs with weights α_k γ_k, in
+// the selected order (the reference's order of summation).
+void aggregate_sign_block(const std::vector<const AdapterMatrix*>& all_signs,
+                          const SoupOptions& options, const VectorChoice& choice,
+                          const std::vector<double>& abs_sums, const SoupTensor& tensor,
+                          int64_t row0, int64_t here, bool pack, OutputTensor& out) {
+  const bool weighted = weighted_rule(options.params.method);
+  std::vector<const AdapterMatrix*> signs = all_signs;
+  if (weighted) {
+    signs.clear();
+    for (int64_t k : choice.selected) signs.push_back(all_signs[size_t(k)]);
+  }
   const SoupParams& p = options.params;
   const int64_t n = int64_t(signs.size()), cols = tensor.cols;
   const int64_t row_bytes = (cols + 7) / 8, row_bits = 8 * row_bytes;
@@ -172,10 +185,11 @@ void aggregate_sign_block(const std::vector<const AdapterMatrix*>& signs,
                           : 0;
   std::vector<const uint8_t*> bits(static_cast<size_t>(n));
   std::vector<float> gammas(static_cast<size_t>(n)), scales(static_cast<size_t>(n)), values;
+  std::vector<double> weights(static_cast<size_t>(n));
   std::vector<size_t> order(static_cast<size_t>(n));
   auto run = [&](int64_t row, int64_t rows) {  // rows [row, row + rows) of the tensor
     std::iota(order.begin(), order.end(), size_t(0));
-    if (!sign_rule)
+    if (!sign_rule && !weighted)
       std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
         return gamma_at(*signs[a], row) > gamma_at(*signs[b], row);
       });
@@ -183,10 +197,17 @@ void aggregate_sign_block(const std::vector<const AdapterMatrix*>& signs,
       const AdapterMatrix& m = *signs[order[size_t(i)]];
       bits[size_t(i)] = m.sign.as<uint8_t>() + row * row_bytes;
       gammas[size_t(i)] = sign_rule ? 1.0f : gamma_at(m, row);
+      if (weighted)  // α_k · (±γ_k), as the reference multiplies each value
+        weights[size_t(i)] =
+            choice.weights[size_t(choice.selected[order[size_t(i)]])] * double(gamma_at(m, row));
     }
     values.resize(size_t(rows * row_bits));
     const SignRankRows ranked{bits.data(), gammas.data(), n, rows * row_bits};
-    if (p.method == SoupMethod::median) {
+    if (n == 0) {  // nothing selected (no rule's choice is empty): zeros
+      std::fill(values.begin(), values.end(), 0.0f);
+    } else if (weighted) {
+      sign_rank_weighted_sum(ranked, weights.data(), values.data());
+    } else if (p.method == SoupMethod::median) {
       sign_rank_median(ranked, values.data());
     } else {
       sign_rank_trimmed_mean(ranked, cut, values.data());
@@ -238,6 +259,8 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
   const std::vector<const AdapterMatrix*> signs = packed_rule(options.params.method)
                                                       ? inputs.sign_matrices(t)
                                                       : std::vector<const AdapterMatrix*>{};
+  inputs.populate(t);
+
 #pragma omp parallel for schedule(dynamic)
   for (int64_t b = 0; b < blocks; ++b) {
     float* block =
@@ -246,7 +269,7 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
     float* scratch = scales + n;
     const int64_t row0 = b * rows, here = std::min(rows, tensor.rows - row0), m = here * cols;
     if (!signs.empty()) {
-      aggregate_sign_block(signs, options, abs_sums, tensor, row0, here, pack_signs, out);
+      aggregate_sign_block(signs, options, choice, abs_sums, tensor, row0, here, pack_signs, out);
       continue;
     }
 

@@ -98,13 +98,20 @@ void SoupInputs::read_block(size_t t, int64_t row0, int64_t rows, float* out) co
     } else if (source.exact) {
       const TensorView& delta = source.exact->delta;
       const size_t element = dtype_size(delta.dtype);
-      to_f32(delta.dtype,
-             static_cast<const uint8_t*>(delta.data) + size_t(row0 * tensor.cols) * element, dst,
-             size_t(block));
+      const uint8_t* bytes =
+          static_cast<const uint8_t*>(delta.data) + size_t(row0 * tensor.cols) * element;
+      to_f32(delta.dtype, bytes, dst, size_t(block));
+      MappedFile::drop_pages(bytes, size_t(block) * element);
+
     } else {
       std::fill_n(dst, block, 0.0f);
     }
   }
+}
+
+void SoupInputs::populate(size_t t) const {
+  for (const Source& source : sources_[t])
+    if (source.matrix) MappedFile::populate(source.matrix->sign.data, source.matrix->sign.bytes());
 }
 
 void SoupInputs::release(size_t t) const {

@@ -65,8 +65,12 @@ class SoupInputs {
   // them holds it exactly or not at all.
   std::vector<const AdapterMatrix*> sign_matrices(size_t t) const;
 
-  // Gives back the resident pages of every input's tensor t (core/mapped_file.h), so that a
-  // pass over all tensors keeps about one tensor of each input in memory, not whole files.
+  // Maps every input's signs of tensor t at once (core/mapped_file.h: one call per input
+  // instead of a page fault per 4 KiB), before a pass over it.
+  void populate(size_t t) const;
+  // Gives back the resident pages of every input's tensor t, so that a pass keeps one tensor's
+  // signs of each input in memory, not whole files (read_block gives back the pages of exact
+  // tensors block by block).
   void release(size_t t) const;
 
  private:
