@@ -4,6 +4,7 @@
 #   scripts/install-deps.sh --test   also what the tests and benchmarks use: GoogleTest, Google
 #                                    Benchmark, PyTorch and numpy (reference checks), clang
 #                                    (sanitizers, fuzzers), clang-format, the fortune texts,
+#                                    Open MPI (multi-process soups),
 #                                    Node.js and the npm client packages in tests/node
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ test_packages=(
   python3-torch python3-numpy python3-mpmath python3-regex python3-sentencepiece
   fortunes fortunes-min fortunes-bofh-excuses jargon-text
   clang libclang-rt-14-dev libomp-14-dev
+  openmpi-bin libopenmpi-dev
 )
 with_tests=0
 case "${1:-}" in

@@ -52,6 +52,34 @@ class CliSoup : public ::testing::Test {
   std::string adapters_;
 };
 
+// `mpirun -np 2 bitdelta soup` (docs/deltasoup.md): each rank aggregates and writes its share of
+// the tensors into one file, byte-identical to one process's, for coordinate, sign and vector
+// rules, bit and dense output, per-matrix and per-row scales.
+TEST_F(CliSoup, TwoMpiRanksWriteTheSameBytesAsOneProcess) {
+#ifndef BITDELTA_MPI
+  GTEST_SKIP() << "built without Open MPI (scripts/install-deps.sh --test installs it)";
+#endif
+  const std::string mpirun =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 --oversubscribe "
+      "--bind-to none " +
+      test::shell_quote(BITDELTA_BINARY);
+  for (const std::string method :
+       {"median --granularity row", "krum --byzantine 0", "sign-majority",
+        "geometric-median --output dense", "trimmed-mean --trim 0.34 --output dense"}) {
+    SCOPED_TRACE(method);
+    const std::string arguments = "soup --base " + scratch_ / "base" + " --deltas" + adapters_ +
+                                  " --method " + method + " --force --json -o ";
+    const test::CommandResult one = run(arguments + scratch_ / "one.bitdelta");
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    const test::CommandResult two =
+        test::run_command(mpirun + " " + arguments + scratch_ / "two.bitdelta", scratch_);
+    ASSERT_EQ(two.exit_code, 0) << two.err;
+    EXPECT_EQ(json::parse(two.out)["version"], json::parse(one.out)["version"]);  // rank 0 only
+    EXPECT_EQ(read_file(scratch_ / "two.bitdelta"), read_file(scratch_ / "one.bitdelta"));
+    EXPECT_FALSE(fs::exists(scratch_ / "two.bitdelta.partial"));
+  }
+}
+
 TEST_F(CliSoup, SoupsThreeFineTunesAndTheSoupServesAsAnAdapter) {
   const std::string out = scratch_ / "soup.bitdelta";
   const test::CommandResult result = run("soup --base " + scratch_ / "base" + " --deltas" +

@@ -17,6 +17,7 @@
 #include "soup/greedy.h"
 #include "soup/screen.h"
 #include "soup/soup.h"
+#include "soup/soup_group.h"
 
 namespace bd {
 
@@ -134,6 +135,13 @@ int run_soup(int argc, char** argv) {
   if (path_exists(out) && !args.has("--force"))
     fail(out, ": already exists (use --force to overwrite)");
   set_threads(int(args.get_int("--threads", 0)));
+  // Under `mpirun -np K`, the K processes build this one soup together (soup/soup_group.h).
+  const std::unique_ptr<SoupGroup> group = join_mpi_job();
+  const bool lead = !group || group->rank() == 0;
+  if (group && group->size() > 1 && (args.has("--greedy") || args.has("--attribution")))
+    throw UsageError("--greedy and --attribution run in one process (not under mpirun)");
+  options.group = group.get();
+  if (!lead) options.quiet = true;
 
   AdmissionOptions admission_options;
   admission_options.require_attestation = args.has("--require-attestation");
@@ -217,6 +225,7 @@ int run_soup(int argc, char** argv) {
   }
   const SoupReport report =
       make_soup(inputs, base, options, out, args.has("--force"), admission.excluded);
+  if (!lead) return 0;  // rank 0 reports for the group
   if (!args.has("--json")) {
     std::printf(
         "soup of %lld adapters by %s: %lld coordinates, %zu excluded, version %s\nwrote %s\n",

@@ -24,44 +24,49 @@ using DF = hn::ScalableTag<float>;
 using DD = hn::ScalableTag<double>;
 
 // The contributions' rows as 64-bit words (bit j of word w: coordinate 64w + j; little-endian,
-// so byte b holds bits 8b .. 8b + 7), `stride` words each, a whole number of vectors: the rows
-// themselves when they fill whole vectors and are 8-byte aligned, else copies padded with zeros.
+// so byte b holds bits 8b .. 8b + 7), each copied to `stride` words padded with zeros, a whole
+// number of vectors. Copying streams each row once (prefetch-friendly); the kernels then walk
+// all n rows a vector at a time from cache instead of from n scattered pages.
 struct Words {
-  std::vector<const uint64_t*> rows;
-  hwy::AlignedFreeUniquePtr<uint64_t[]> copies;
-  size_t stride = 0;
-  const uint64_t* row(size_t k) const { return rows[k]; }
+  hwy::AlignedFreeUniquePtr<uint64_t[]> data;
+  size_t used = 0;    // words per row the kernels walk: whole vectors
+  size_t stride = 0;  // words from one row to the next
+  const uint64_t* row(size_t k) const { return data.get() + k * stride; }
 };
 
 Words ReadWords(const SignRankRows& rows) {
-  const size_t N = hn::Lanes(DU()), n = size_t(rows.n);
+  const size_t N = hn::Lanes(DU());
   const size_t row_bytes = size_t(rows.cols + 7) / 8, words = size_t(rows.cols + 63) / 64;
   Words out;
-  out.stride = std::max<size_t>(N, (words + N - 1) / N * N);
-  bool direct = size_t(rows.cols) == 64 * out.stride;
-  for (size_t k = 0; k < n && direct; ++k)
-    direct = reinterpret_cast<uintptr_t>(rows.bits[k]) % alignof(uint64_t) == 0;
-  if (!direct) out.copies = hwy::AllocateAligned<uint64_t>(n * out.stride);
-  for (size_t k = 0; k < n; ++k) {
-    if (direct) {
-      out.rows.push_back(reinterpret_cast<const uint64_t*>(rows.bits[k]));
-      continue;
-    }
-    uint64_t* copy = out.copies.get() + k * out.stride;
-    std::memset(copy, 0, out.stride * sizeof(uint64_t));
+  // One vector more than the row needs when the rows would lie a multiple of 4 KiB apart: the
+  // kernels load the same offset of every row in turn, and 4 KiB-aligned addresses all fall
+  // into one L1 set.
+  out.used = std::max<size_t>(N, (words + N - 1) / N * N);
+  out.stride = out.used % 512 == 0 ? out.used + N : out.used;
+  out.data = hwy::AllocateAligned<uint64_t>(size_t(rows.n) * out.stride);
+  for (size_t k = 0; k < size_t(rows.n); ++k) {
+    uint64_t* copy = out.data.get() + k * out.stride;
     std::memcpy(copy, rows.bits[k], row_bytes);
-    out.rows.push_back(copy);
+    std::memset(reinterpret_cast<uint8_t*>(copy) + row_bytes, 0,
+                out.stride * sizeof(uint64_t) - row_bytes);
   }
   return out;
 }
 
-// Lanes (bitwise) where the bit-sliced counter `count` (B planes) equals c.
+// A constant c as B bit planes: plane b is all ones where bit b of c is set.
 template <size_t B>
-HWY_INLINE VU Equals(const VU* count, uint64_t c) {
-  const DU du;
-  VU equal = hn::Not(hn::Zero(du));
-  for (size_t b = 0; b < B; ++b)
-    equal = (c >> b) & 1 ? hn::And(equal, count[b]) : hn::AndNot(count[b], equal);
+struct Constant {
+  VU bits[B];
+  explicit Constant(uint64_t c) {
+    for (size_t b = 0; b < B; ++b) bits[b] = hn::Set(DU(), (c >> b) & 1 ? ~uint64_t(0) : 0);
+  }
+};
+
+// Lanes (bitwise) where the bit-sliced counter `count` (B planes) equals c; branch-free.
+template <size_t B>
+HWY_INLINE VU Equals(const VU* count, const Constant<B>& c) {
+  VU equal = hn::Not(hn::Xor(count[0], c.bits[0]));
+  for (size_t b = 1; b < B; ++b) equal = hn::AndNot(hn::Xor(count[b], c.bits[b]), equal);
   return equal;
 }
 
@@ -75,84 +80,67 @@ HWY_INLINE void Increment(VU* count, VU add) {
   }
 }
 
-// Where ascending rank r of each coordinate of one vector of words lies: the index of the
-// contribution holding it, as B bit planes (index[b · N + u] for word u), and whether that value
-// is negative. The r-th value is the negative one of a contribution with r negatives before it,
-// or the positive one of a contribution with n − 1 − r positives before it; exactly one of the
-// two exists.
+// Where ascending ranks r (and r + 1 when `two`) of each coordinate of one vector of words lie:
+// hits[(2i + s) · N + u] marks the coordinates of word u whose rank-(r + s) value is contribution
+// i's, and negative[s · N + u] those where that value is negative. The rank-r value is the
+// negative one of a contribution with r negatives before it, or the positive one of a
+// contribution with n − 1 − r positives before it; exactly one of the two exists.
 template <size_t B>
-void FindRank(const Words& words, size_t w0, size_t n, size_t r, uint64_t* index,
-              uint64_t* negative) {
+void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint64_t* hits,
+               uint64_t* negative) {
   const DU du;
   const size_t N = hn::Lanes(du);
-  VU count[B], found[B];
-  for (size_t b = 0; b < B; ++b) count[b] = found[b] = hn::Zero(du);
-  VU found_negative = hn::Zero(du);
-  const size_t positives_before = n - 1 - r;
+  VU negatives[B], positives[B];  // seen so far
+  for (size_t b = 0; b < B; ++b) negatives[b] = positives[b] = hn::Zero(du);
+  const Constant<B> low_neg(r), low_pos(n - 1 - r);
+  const Constant<B> high_neg(two ? r + 1 : 0), high_pos(two ? n - 2 - r : 0);
+  VU low_negative = hn::Zero(du), high_negative = low_negative;
   for (size_t i = 0; i < n; ++i) {
-    const VU x = hn::LoadU(du, words.row(i) + w0);
-    VU hit = hn::AndNot(x, Equals<B>(count, r));
-    found_negative = hn::Or(found_negative, hit);
-    // A positive value here has i − count positives before it.
-    if (i >= positives_before && i - positives_before <= r)
-      hit = hn::Or(hit, hn::And(x, Equals<B>(count, i - positives_before)));
-    for (size_t b = 0; b < B; ++b)
-      if ((i >> b) & 1) found[b] = hn::Or(found[b], hit);
-    Increment<B>(count, hn::Not(x));
-  }
-  for (size_t b = 0; b < B; ++b) hn::StoreU(found[b], du, index + b * N);
-  hn::StoreU(found_negative, du, negative);
-}
-
-// Word u's 64 indices from their bit planes (FindRank's layout), one integer per coordinate.
-template <size_t B, class T>
-void Unslice(const uint64_t* index, size_t N, size_t u, T* out) {
-  const hn::ScalableTag<T> di;
-  const size_t L = hn::Lanes(di);
-  for (size_t c = 0; c < 64; c += L) {
-    auto value = hn::Zero(di);
-    for (size_t b = 0; b < B; ++b) {
-      const uint8_t* plane = reinterpret_cast<const uint8_t*>(index + b * N + u);
-      value =
-          hn::Or(value, hn::IfThenElseZero(LoadSignMask(di, plane, c), hn::Set(di, T(1u << b))));
+    const VU x = hn::Load(du, words.row(i) + w0), below = hn::Not(x);
+    const VU low_hit_neg = hn::AndNot(x, Equals<B>(negatives, low_neg));
+    low_negative = hn::Or(low_negative, low_hit_neg);
+    hn::Store(hn::Or(low_hit_neg, hn::And(x, Equals<B>(positives, low_pos))), du, hits + 2 * i * N);
+    if (two) {
+      const VU high_hit_neg = hn::AndNot(x, Equals<B>(negatives, high_neg));
+      high_negative = hn::Or(high_negative, high_hit_neg);
+      hn::Store(hn::Or(high_hit_neg, hn::And(x, Equals<B>(positives, high_pos))), du,
+                hits + (2 * i + 1) * N);
     }
-    hn::StoreU(value, di, out + c);
+    Increment<B>(negatives, below);
+    Increment<B>(positives, x);
   }
+  hn::StoreU(low_negative, du, negative);
+  hn::StoreU(high_negative, du, negative + N);
 }
 
-// The values of rank r for the 64 coordinates of word u: ±γ[index].
-template <size_t B, class T>
-void RankValues(const uint64_t* index, const uint64_t* negative, size_t N, size_t u,
-                const float* gammas, float* out) {
-  HWY_ALIGN T which[64 + hn::MaxLanes(hn::ScalableTag<T>())];
-  Unslice<B>(index, N, u, which);
-  const DF df;
-  const hn::Rebind<int32_t, DF> di;
-  const hn::Rebind<T, DF> dt;
-  const size_t L = hn::Lanes(df);
-  const uint8_t* signs = reinterpret_cast<const uint8_t*>(negative + u);
-  for (size_t c = 0; c < 64; c += L) {
-    const auto gamma = hn::GatherIndex(df, gammas, hn::PromoteTo(di, hn::LoadU(dt, which + c)));
-    hn::StoreU(hn::IfThenElse(LoadSignMask(df, signs, c), hn::Neg(gamma), gamma), df, out + c);
-  }
+// The rank-(r + s) values of word u's 64 coordinates: ±γ of the contribution that hit there.
+void RankValues(const uint64_t* hits, const uint64_t* negative, size_t N, size_t n, size_t s,
+                size_t u, const float* gammas, float* out) {
+  const uint64_t negatives = negative[s * N + u];
+  for (size_t i = 0; i < n; ++i)
+    for (uint64_t m = hits[(2 * i + s) * N + u]; m; m &= m - 1) {
+      const int lane = __builtin_ctzll(m);
+      out[lane] = (negatives >> lane) & 1 ? -gammas[i] : gammas[i];
+    }
 }
 
-template <size_t B, class T>
+template <size_t B>
 void MedianOf(const SignRankRows& rows, float* out) {
   const Words words = ReadWords(rows);
   const size_t N = hn::Lanes(DU()), n = size_t(rows.n), L = hn::Lanes(DF());
-  const size_t low = (n - 1) / 2, high = n / 2;  // equal for odd n
-  uint64_t index[2][B * hn::MaxLanes(DU())], negative[2][hn::MaxLanes(DU())];
+  const size_t low = (n - 1) / 2;
+  const bool two = n % 2 == 0;  // the mean of ranks n/2 − 1 and n/2
+  auto hits = hwy::AllocateAligned<uint64_t>(2 * n * N);
+  uint64_t negative[2 * hn::MaxLanes(DU())];
   HWY_ALIGN float values[2][64];
   const DF df;
-  for (size_t w0 = 0; w0 < words.stride; w0 += N) {
-    FindRank<B>(words, w0, n, low, index[0], negative[0]);
-    if (high != low) FindRank<B>(words, w0, n, high, index[1], negative[1]);
+  for (size_t w0 = 0; w0 < words.used; w0 += N) {
+    FindRanks<B>(words, w0, n, low, two, hits.get(), negative);
     for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
-      RankValues<B, T>(index[0], negative[0], N, u, rows.gammas, values[0]);
-      if (high != low) {
+      RankValues(hits.get(), negative, N, n, 0, u, rows.gammas, values[0]);
+      if (two) {
         // (a + b) / 2 rounded once, as float((double(a) + double(b)) / 2).
-        RankValues<B, T>(index[1], negative[1], N, u, rows.gammas, values[1]);
+        RankValues(hits.get(), negative, N, n, 1, u, rows.gammas, values[1]);
         for (size_t c = 0; c < 64; c += L)
           hn::Store(hn::Mul(hn::Add(hn::Load(df, values[0] + c), hn::Load(df, values[1] + c)),
                             hn::Set(df, 0.5f)),
@@ -165,9 +153,9 @@ void MedianOf(const SignRankRows& rows, float* out) {
 }
 
 void SignRankMedian(const SignRankRows& rows, float* out) {
-  if (rows.n < 16) return MedianOf<4, uint8_t>(rows, out);
-  if (rows.n < 256) return MedianOf<8, uint8_t>(rows, out);
-  MedianOf<16, uint16_t>(rows, out);
+  if (rows.n < 16) return MedianOf<4>(rows, out);
+  if (rows.n < 256) return MedianOf<8>(rows, out);
+  MedianOf<16>(rows, out);
 }
 
 // For each contribution i and coordinate of one vector of words: does its value survive the
@@ -179,27 +167,25 @@ void Survivors(const Words& words, size_t w0, size_t n, size_t cut, uint64_t* ke
   const DU du;
   const size_t N = hn::Lanes(du);
   const VU none = hn::Zero(du), all = hn::Not(none);
-  VU count[B];  // negatives before contribution i
-  for (size_t b = 0; b < B; ++b) count[b] = none;
-  // Whether the negatives (positives) seen so far number at least cut, and at least n − cut.
+  VU negatives[B], positives[B];  // seen so far
+  for (size_t b = 0; b < B; ++b) negatives[b] = positives[b] = none;
+  // Whether the negatives (positives) seen so far number at least cut, and at least n − cut:
+  // they reach c where the count was c − 1 and the value has that sign.
+  const Constant<B> low(cut > 0 ? cut - 1 : 0), high(n - cut - 1);
   VU negative_low = cut == 0 ? all : none, negative_high = none;
   VU positive_low = negative_low, positive_high = none;
   for (size_t i = 0; i < n; ++i) {
-    const VU x = hn::LoadU(du, words.row(i) + w0), negative = hn::Not(x);
-    hn::StoreU(hn::AndNot(positive_high, hn::And(x, positive_low)), du, keep + 2 * i * N);
-    hn::StoreU(hn::AndNot(negative_high, hn::And(negative, negative_low)), du,
-               keep + (2 * i + 1) * N);
-    // Counts after this contribution: negatives reach c where count was c − 1 and x < 0;
-    // positives (i − count before it) reach c where count was i − (c − 1) and x > 0.
+    const VU x = hn::Load(du, words.row(i) + w0), below = hn::Not(x);
+    hn::Store(hn::AndNot(positive_high, hn::And(x, positive_low)), du, keep + 2 * i * N);
+    hn::Store(hn::AndNot(negative_high, hn::And(below, negative_low)), du, keep + (2 * i + 1) * N);
     if (cut > 0) {
-      negative_low = hn::Or(negative_low, hn::And(negative, Equals<B>(count, cut - 1)));
-      if (i + 1 >= cut)
-        positive_low = hn::Or(positive_low, hn::And(x, Equals<B>(count, i + 1 - cut)));
+      negative_low = hn::Or(negative_low, hn::And(below, Equals<B>(negatives, low)));
+      positive_low = hn::Or(positive_low, hn::And(x, Equals<B>(positives, low)));
     }
-    negative_high = hn::Or(negative_high, hn::And(negative, Equals<B>(count, n - cut - 1)));
-    if (i + 1 + cut >= n)
-      positive_high = hn::Or(positive_high, hn::And(x, Equals<B>(count, i + 1 + cut - n)));
-    Increment<B>(count, negative);
+    negative_high = hn::Or(negative_high, hn::And(below, Equals<B>(negatives, high)));
+    positive_high = hn::Or(positive_high, hn::And(x, Equals<B>(positives, high)));
+    Increment<B>(negatives, below);
+    Increment<B>(positives, x);
   }
 }
 
@@ -216,12 +202,12 @@ void SurvivorSum(const SignRankRows& rows, const double* weights, size_t cut, do
   constexpr size_t kMaxChunks = 64 / hn::MaxLanes(DD());
   auto keep = hwy::AllocateAligned<uint64_t>(2 * n * N);
   HWY_ALIGN float values[64];
-  for (size_t w0 = 0; w0 < words.stride; w0 += N) {
+  for (size_t w0 = 0; w0 < words.used; w0 += N) {
     if (cut > 0) {
       Survivors<B>(words, w0, n, cut, keep.get());
     } else {  // the mean: every value survives
       for (size_t i = 0; i < n; ++i) {
-        const VU x = hn::LoadU(du, words.row(i) + w0);
+        const VU x = hn::Load(du, words.row(i) + w0);
         hn::Store(x, du, keep.get() + 2 * i * N);
         hn::Store(hn::Not(x), du, keep.get() + (2 * i + 1) * N);
       }
@@ -268,9 +254,9 @@ void SignRankDisagreements(const SignRankRows& rows, int64_t* d) {
   for (size_t i = 0; i < n; ++i)
     for (size_t j = i + 1; j < n; ++j) {
       VU count = hn::Zero(du);
-      for (size_t w = 0; w < words.stride; w += N)
-        count = hn::Add(count, hn::PopulationCount(hn::Xor(hn::LoadU(du, words.row(i) + w),
-                                                           hn::LoadU(du, words.row(j) + w))));
+      for (size_t w = 0; w < words.used; w += N)
+        count = hn::Add(count, hn::PopulationCount(hn::Xor(hn::Load(du, words.row(i) + w),
+                                                           hn::Load(du, words.row(j) + w))));
       d[i * n + j] += int64_t(hn::GetLane(hn::SumOfLanes(du, count)));
     }
 }

@@ -13,6 +13,7 @@
 #include "core/progress.h"
 #include "io/fingerprint.h"
 #include "kernels/sign_rank.h"
+#include "soup/soup_group.h"
 
 namespace bd {
 
@@ -73,19 +74,23 @@ int64_t soup_blocks(const SoupInputs& inputs) {
   return blocks;
 }
 
-SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& progress,
-                               int64_t& done) {
+SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, const std::vector<bool>& mine,
+                               bool keep_tensor_grams, Progress& progress, int64_t& done) {
   const int64_t n = inputs.count();
   SoupStatistics stats;
   if (gram) stats.gram.assign(size_t(n * n), 0.0);
+  stats.abs_sums.resize(inputs.tensors().size());
+  if (keep_tensor_grams) stats.tensor_gram.resize(inputs.tensors().size());
   const int threads = omp_get_max_threads();
   std::vector<float> blocks(size_t(threads) * size_t(n * kSoupBlockCoordinates));
   std::vector<double> wide(gram ? size_t(threads) * size_t(n * kSoupBlockCoordinates) : 0);
   std::vector<double> partial_gram(gram ? size_t(kSoupWave * n * n) : 0);
   std::vector<double> partial_abs(size_t(kSoupWave * n));
   for (size_t t = 0; t < inputs.tensors().size(); ++t) {
+    if (!mine[t]) continue;
     const SoupTensor& tensor = inputs.tensors()[t];
     std::vector<double> abs_sums(static_cast<size_t>(n), 0.0);
+    std::vector<double> tensor_gram(gram ? size_t(n * n) : 0, 0.0);
     const int64_t rows = block_rows(tensor), blocks_here = block_count(tensor);
     // A tensor that every contribution holds as signs: Σ|δ| from the scales, the Gram matrix
     // from the packed bits.
@@ -125,7 +130,7 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& pr
         if (gram)
           for (int64_t i = 0; i < n; ++i)
             for (int64_t j = i; j < n; ++j)
-              stats.gram[size_t(i * n + j)] += partial_gram[size_t(w * n * n + i * n + j)];
+              tensor_gram[size_t(i * n + j)] += partial_gram[size_t(w * n * n + i * n + j)];
       }
       done += count;
       progress.update(done, "statistics");
@@ -135,10 +140,13 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& pr
       progress.update(done, "statistics");
     }
     inputs.release(t);
-    stats.abs_sums.push_back(abs_sums);
+    stats.abs_sums[t] = std::move(abs_sums);
+    if (keep_tensor_grams) {
+      stats.tensor_gram[t] = std::move(tensor_gram);
+    } else {
+      for (size_t i = 0; i < stats.gram.size(); ++i) stats.gram[i] += tensor_gram[i];
+    }
   }
-  for (int64_t i = 0; i < n && gram; ++i)
-    for (int64_t j = 0; j < i; ++j) stats.gram[size_t(i * n + j)] = stats.gram[size_t(j * n + i)];
   return stats;
 }
 
@@ -317,6 +325,7 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
                      const std::string& out, bool overwrite,
                      const std::vector<ExcludedInput>& excluded_before) {
   const auto start = std::chrono::steady_clock::now();
+  const SoupGroup& group = options.group ? *options.group : single_process();
   const int64_t n = inputs.count();
   if (options.fixed_weights.empty()) check_soup_params(options.params, n);
   const std::string base_fingerprint = base.fingerprint();
@@ -335,14 +344,40 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
   if (fixed) effective.params = SoupParams{.method = SoupMethod::geometric_median};
   const SoupMethod method = effective.params.method;
   const bool vector = is_vector_rule(method) && !fixed;
-  const int64_t total_blocks = soup_blocks(inputs);
   const bool first_pass = vector || (is_sign_rule(method) && !options.per_row);
-  Progress progress("soup", total_blocks * (first_pass ? 2 : 1), "blocks", options.quiet);
+  // This rank's tensors (all of them in one process).
+  const size_t tensor_count = inputs.tensors().size();
+  const std::vector<int> owners = tensor_owners(inputs, group.size());
+  std::vector<bool> mine(tensor_count);
+  int64_t my_blocks = 0;
+  for (size_t t = 0; t < tensor_count; ++t) {
+    mine[t] = owners[t] == group.rank();
+    if (mine[t]) my_blocks += block_count(inputs.tensors()[t]);
+  }
+  Progress progress("soup", my_blocks * (first_pass ? 2 : 1), "blocks",
+                    options.quiet || group.rank() != 0);
   int64_t done = 0;
   SoupReport report;
   report.excluded = excluded_before;
   SoupStatistics stats;
-  if (first_pass) stats = soup_statistics(inputs, vector, progress, done);
+  if (first_pass) {
+    const bool shared = group.size() > 1;
+    run_together(group, true,
+                 [&] { stats = soup_statistics(inputs, vector, mine, shared, progress, done); });
+    // Every rank gets every tensor's statistics from its owner and sums the Gram matrices in
+    // tensor order, as one process does.
+    for (size_t t = 0; t < tensor_count && shared; ++t) {
+      stats.abs_sums[t].resize(size_t(n));
+      group.broadcast(stats.abs_sums[t].data(), size_t(n), owners[t]);
+      if (!vector) continue;
+      stats.tensor_gram[t].resize(size_t(n * n));
+      group.broadcast(stats.tensor_gram[t].data(), size_t(n * n), owners[t]);
+      for (size_t i = 0; i < stats.gram.size(); ++i) stats.gram[i] += stats.tensor_gram[t][i];
+      stats.tensor_gram[t] = {};
+    }
+    for (int64_t i = 0; i < n && vector; ++i)
+      for (int64_t j = 0; j < i; ++j) stats.gram[size_t(i * n + j)] = stats.gram[size_t(j * n + i)];
+  }
   if (fixed) {
     report.choice.weights = options.fixed_weights;
     for (int64_t k = 0; k < n; ++k)
@@ -359,67 +394,62 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
     }
   }
 
-  // Pass 2, tensor by tensor, into the output adapter.
-  std::vector<OutputTensor> outputs(inputs.tensors().size());
+  // Pass 2, tensor by tensor (this rank's), into the output adapter. Every rank lists every
+  // tensor; those of other ranks have shapes but no data here.
+  std::vector<OutputTensor> outputs(tensor_count);
   std::vector<AdapterMatrix> matrices;
   std::vector<AdapterExact> exact;
   std::vector<std::vector<float>> scale_memory;
   std::vector<std::vector<uint8_t>> exact_memory;
-  for (size_t t = 0; t < inputs.tensors().size(); ++t) {
-    const SoupTensor& tensor = inputs.tensors()[t];
-    const bool pack = tensor.compressed && !options.dense;
-    const std::vector<double> no_sums(static_cast<size_t>(n), 0.0);
-    aggregate_tensor(inputs, t, effective, report.choice, first_pass ? stats.abs_sums[t] : no_sums,
-                     pack, outputs[t]);
-    inputs.release(t);
-    done += block_count(tensor);
-    progress.update(done, "aggregating");
-    OutputTensor& o = outputs[t];
-    if (pack) {
-      std::vector<float> scales;
-      if (options.per_row) {
-        for (double sum : o.row_abs) scales.push_back(float(sum / double(tensor.cols)));
-      } else {
-        double sum = 0;
-        for (double row : o.row_abs) sum += row;
-        scales.push_back(float(sum / double(tensor.numel())));
+  run_together(group, true, [&] {
+    for (size_t t = 0; t < tensor_count; ++t) {
+      const SoupTensor& tensor = inputs.tensors()[t];
+      const bool pack = tensor.compressed && !options.dense;
+      if (mine[t]) {
+        const std::vector<double> no_sums(static_cast<size_t>(n), 0.0);
+        aggregate_tensor(inputs, t, effective, report.choice,
+                         first_pass ? stats.abs_sums[t] : no_sums, pack, outputs[t]);
+        inputs.release(t);
+        done += block_count(tensor);
+        progress.update(done, "aggregating");
       }
-      scale_memory.push_back(std::move(scales));
-      AdapterMatrix m;
-      m.name = tensor.name;
-      m.out = tensor.rows;
-      m.in = tensor.cols;
-      m.sign = TensorView{DType::U8, {tensor.rows, (tensor.cols + 7) / 8}, o.signs.data()};
-      m.scale =
-          TensorView{DType::F32, {int64_t(scale_memory.back().size())}, scale_memory.back().data()};
-      matrices.push_back(m);
-    } else {
-      const DType dtype = base.find(tensor.name)->dtype;
-      std::vector<uint8_t> bytes(size_t(tensor.numel()) * dtype_size(dtype));
-      from_f32(dtype, o.values.data(), bytes.data(), size_t(tensor.numel()));
-      o.values = {};
-      exact_memory.push_back(std::move(bytes));
-      const Shape shape = base.find(tensor.name)->shape;
-      exact.push_back(
-          AdapterExact{tensor.name, TensorView{dtype, shape, exact_memory.back().data()}});
+      OutputTensor& o = outputs[t];
+      if (pack) {
+        std::vector<float> scales;
+        if (options.per_row) {
+          for (double sum : o.row_abs) scales.push_back(float(sum / double(tensor.cols)));
+        } else if (mine[t]) {
+          double sum = 0;
+          for (double row : o.row_abs) sum += row;
+          scales.push_back(float(sum / double(tensor.numel())));
+        }
+        scale_memory.push_back(std::move(scales));
+        AdapterMatrix m;
+        m.name = tensor.name;
+        m.out = tensor.rows;
+        m.in = tensor.cols;
+        m.sign = TensorView{
+            DType::U8, {tensor.rows, (tensor.cols + 7) / 8}, mine[t] ? o.signs.data() : nullptr};
+        m.scale = TensorView{DType::F32,
+                             {options.per_row ? tensor.rows : 1},
+                             mine[t] ? scale_memory.back().data() : nullptr};
+        matrices.push_back(m);
+      } else {
+        const DType dtype = base.find(tensor.name)->dtype;
+        std::vector<uint8_t> bytes(mine[t] ? size_t(tensor.numel()) * dtype_size(dtype) : 0);
+        if (mine[t]) from_f32(dtype, o.values.data(), bytes.data(), size_t(tensor.numel()));
+        o.values = {};
+        exact_memory.push_back(std::move(bytes));
+        exact.push_back(
+            AdapterExact{tensor.name, TensorView{dtype, base.find(tensor.name)->shape,
+                                                 mine[t] ? exact_memory.back().data() : nullptr}});
+      }
     }
-  }
+  });
   progress.finish();
-
-  // The version: the fingerprint of the tensors as they will be in the file, in name order.
-  std::vector<NamedTensor> named;
-  for (const AdapterMatrix& m : matrices) {
-    named.push_back({m.name + ".scale", m.scale});
-    named.push_back({m.name + ".sign", m.sign});
-  }
-  for (const AdapterExact& e : exact) named.push_back({e.name + ".delta", e.delta});
-  std::sort(named.begin(), named.end(),
-            [](const NamedTensor& a, const NamedTensor& b) { return a.name < b.name; });
-  report.version = fingerprint_tensors(named);
 
   AdapterInfo info;
   info.base_fingerprint = inputs.base_fingerprint();
-  info.finetune_fingerprint = report.version;  // a soup has no fine-tune: its own version
   info.scale_mode = "mean";
   info.granularity = options.per_row ? "row" : "matrix";
   info.tool_version = BITDELTA_VERSION;
@@ -446,7 +476,20 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
   info.extra["soup.inputs"] = contributors.dump();
   info.extra["soup.excluded"] = excluded.dump();
   for (const auto& [key, value] : options.extra_metadata) info.extra[key] = value;
-  write_adapter(out, info, matrices, exact, overwrite);
+
+  // Rank 0 creates the file, every rank writes its tensors, rank 0 fills in the version (the
+  // fingerprint of the tensors: a soup has no fine-tune, so it is also its finetune_fingerprint)
+  // and renames the file into place.
+  const bool lead = group.rank() == 0;
+  SharedAdapterWriter writer(out, info, matrices, exact, overwrite);
+  run_together(group, lead, [&] { writer.create(); });
+  try {
+    run_together(group, true, [&] { writer.write_tensors(); });
+    run_together(group, lead, [&] { report.version = writer.commit(); });
+  } catch (...) {
+    if (lead) writer.discard();
+    throw;
+  }
 
   report.coordinates = inputs.coordinates();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

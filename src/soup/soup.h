@@ -14,6 +14,7 @@
 #include "io/checkpoint.h"
 #include "soup/admission.h"
 #include "soup/rules.h"
+#include "soup/soup_group.h"
 #include "soup/soup_inputs.h"
 
 namespace bd {
@@ -28,6 +29,8 @@ struct SoupOptions {
   bool dense = false;    // write the aggregate exactly (.delta tensors) instead of signs + scales
   bool per_row = false;  // bit output and sign rules: scales per output row, else per matrix
   bool quiet = false;    // no progress line
+  // The processes building this soup together (soup/soup_group.h); null: this one alone.
+  const SoupGroup* group = nullptr;
 };
 
 struct SoupReport {
@@ -41,15 +44,18 @@ struct SoupReport {
   double seconds = 0;
 };
 
-// Pass 1: each contribution's Σ|δ| per tensor and, when `gram`, the Gram matrix
-// G[i][j] = Σ_coordinates δ_i · δ_j, in double, reduced in block order (the same totals for any
-// thread count). `done` counts blocks for `progress`.
+// Pass 1 over the tensors that are `mine`: each contribution's Σ|δ| per tensor and, when
+// `gram`, the Gram matrix G[i][j] = Σ_coordinates δ_i · δ_j in double, each tensor's summed in
+// block order and the tensors' in tensor order (the same totals for any thread count and, with
+// keep_tensor_grams, for any split of the tensors across processes). Only the upper triangle is
+// filled. `done` counts blocks for `progress`.
 struct SoupStatistics {
-  std::vector<std::vector<double>> abs_sums;  // [tensor][contribution]
-  std::vector<double> gram;                   // [n, n]
+  std::vector<std::vector<double>> abs_sums;     // [tensor][contribution]
+  std::vector<double> gram;                      // [n, n], the tensors' sum (not when keeping)
+  std::vector<std::vector<double>> tensor_gram;  // [tensor][n, n] with keep_tensor_grams
 };
-SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, Progress& progress,
-                               int64_t& done);
+SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, const std::vector<bool>& mine,
+                               bool keep_tensor_grams, Progress& progress, int64_t& done);
 int64_t soup_blocks(const SoupInputs& inputs);  // blocks one pass reads
 
 // Aggregates `inputs` (which must all have `base`'s fingerprint and fit its tensors) and writes
