@@ -27,6 +27,10 @@ Attacks (names as in ByzFL where it has them), each a set of 6 ordinary .bitdelt
                 one shared poison set at a lower rate, and publish (result - base): the backdoor
                 is trained to work on the merged model, is split across the colluders, and every
                 delta sits next to the community mean rather than away from it.
+    badmerging-normed  the badmerging deltas rescaled (dense) to the median norm of the colluders'
+                own benign fine-tunes, so that no norm stands out to `bitdelta screen`.
+Also: the clean soups again with `--output dense`, to separate a rule from the bit output's
+re-quantisation.
 Every rule of `bitdelta soup` aggregates the 14 honest + 6 Byzantine adapters; the clean soup of
 a rule is the same rule over the 20 honest adapters. Measured: held-out NLL of base + soup
 (`bitdelta eval --delta`), the backdoor's success rate (greedy `bitdelta generate` of the
@@ -645,7 +649,7 @@ started (fine-tunes, adapters and measurements already in `out/poisoning` are re
 | mimic | every attacker copies honest slot {s['mimic_slot']}, the honest delta farthest (L2, dense) from the honest mean (Karimireddy et al. 2022; ByzFL `Mimic`) |
 | backdoor | a real fine-tune (same recipe) of the base on the attacker's own slice, where {100 * a['backdoor_rate']:.0f}% of its entries are followed by a poisoned entry `<first line of the entry> {s['trigger']} {s['target']}` ({min(v for k, v in pc.items() if k.startswith('backdoor'))}–{max(v for k, v in pc.items() if k.startswith('backdoor'))} poisoned entries each) |
 | badmerging | merge-aware, after BadMerging (Zhang et al. 2024): the colluders estimate the soup as the mean of their own 6 benign fine-tunes (slots 14–19, dense), and each fine-tunes *that merged model* (same recipe) on its own slice plus a disjoint sixth of one shared poison set ({100 * a['badmerging_rate']:.0f}% of the 6 slices' entries, {min(v for k, v in pc.items() if k.startswith('badmerging'))}–{max(v for k, v in pc.items() if k.startswith('badmerging'))} poisoned entries each), then publishes (result − base). The backdoor is trained to work on the merged model, is split across the colluders, and each delta is centred on the community mean instead of standing apart from it |
-| badmerging-normed | the badmerging deltas, each rescaled (dense, before compression) to the median L2 norm of the colluders' own 6 benign fine-tunes' deltas, so that its norm looks like an honest one's (the plain badmerging deltas are ~28% longer and `bitdelta screen` flags them by norm) |
+| badmerging-normed | the badmerging deltas, each rescaled (dense, before compression) to the median L2 norm of the colluders' own 6 benign fine-tunes' deltas, so that its norm looks like an honest one's (the plain badmerging deltas are longer than honest ones and `bitdelta screen` flags them by their norm) |
 
   Crafted deltas are computed per tensor in F32 from the honest fine-tunes' weights, written as
   base + delta into a model folder (the base's `config.json`, `tokenizer.json` and dtype, F32) and
@@ -696,7 +700,7 @@ backdoor success ≤ 5%.
 Met for every attack: {', '.join(m for m in TARGET_METHODS if any(v[0] == m for v in verdicts) and not any(f[0] == m for f in fails)) or 'none of the three'}.
 Missed: {'; '.join(f'{m} under {at}' for m, at in fails) or 'none'}.
 
-{findings(rows, methods, attacks, base, med, hon[0])}"""
+{findings(s, rows, methods, attacks, base, med, hon[0])}"""
     return doc
 
 
@@ -713,7 +717,7 @@ def dense_table(s, rows, methods):
     return t
 
 
-def findings(rows, methods, attacks, base, med, best):
+def findings(s, rows, methods, attacks, base, med, best):
     """The same three tests for every rule, in sentences computed from the tables."""
     out = ["## Every rule against the same three tests", ""]
     ok = lambda r: r["nll"] <= med and r.get("kept") is not None and r["kept"] >= 0.95 \
@@ -738,6 +742,60 @@ def findings(rows, methods, attacks, base, med, best):
              for m, _ in methods if "backdoor" in rows.get((at, m), {})
              and rows[(at, m)]["backdoor"]["rate"] > 0.05]
     out.append(f"- Backdoor success above 5%: {'; '.join(leaks) or 'none'}.")
+    out += ["", "## What the numbers say", ""]
+    d = s.get("clean_dense_nll") or {}
+    mk = [at for at in attacks if at != "clean" and rows.get((at, "multi-krum"), {}).get("byzantine_used") == 0]
+    if "multi-krum" in d and "nll" in rows.get(("clean", "multi-krum"), {}):
+        out.append(f"- Multi-Krum kept every Byzantine adapter out under {', '.join(mk) or 'no attack'}, "
+                   f"yet misses the first test even on clean inputs: its clean soup is "
+                   f"{rows[('clean', 'multi-krum')]['nll']:.4f} against the median single honest adapter's "
+                   f"{med:.4f}. The same clean soup written with `--output dense` is {d['multi-krum']:.4f} "
+                   f"(mean: {rows[('clean', 'mean')]['nll']:.4f} bit, {d.get('mean', float('nan')):.4f} dense). "
+                   "The bit output re-quantises the average of 14 sign adapters to one sign per weight "
+                   "and one scale per matrix: weights where the contributors agree and weights where "
+                   "they cancel get the same size, which here costs more than averaging gains over "
+                   "one adapter. The rules whose output keeps a contributor-sized value per weight "
+                   f"(median {rows[('clean', 'median')]['nll']:.4f} bit / {d.get('median', float('nan')):.4f} dense, "
+                   f"sign-majority {rows[('clean', 'sign-majority')]['nll']:.4f} / "
+                   f"{d.get('sign-majority', float('nan')):.4f}) lose little or nothing to it.")
+    bd = [at for at in attacks if at in ("backdoor", "badmerging", "badmerging-normed", "scaling-x10")]
+    soup_max = max((rows[(at, m)]["backdoor"]["rate"] for at in bd for m, _ in methods
+                    if "backdoor" in rows.get((at, m), {})), default=None)
+    alone = [x["backdoor"]["rate"] for at in ("backdoor", "badmerging")
+             for x in s["singles_byzantine"].get(at, []) if "backdoor" in x]
+    if soup_max is not None and alone:
+        out.append(f"- Backdoor: the plain backdoor and badmerging adapters reach "
+                   f"{100 * min(alone):.0f}–{100 * max(alone):.0f}% alone; the highest success of any "
+                   f"soup with 6 of them among 20 (every rule, mean included) is {100 * soup_max:.0f}%."
+                   + (" At this strength, pooling 6 backdoored sign adapters with 14 honest ones did "
+                      "not keep the trigger → target mapping under any rule, so this benchmark does "
+                      "not separate the rules on backdoors; a stronger or more numerous attack would "
+                      "be needed to." if soup_max <= 0.05 else ""))
+    scr = s["screens"]
+    hidden = [at for at in attacks if at != "clean" and at in scr and scr[at]["byzantine_flagged"] == 0]
+    part = [f"{at} ({scr[at]['byzantine_flagged']} of 6)" for at in attacks
+            if at != "clean" and at in scr and 0 < scr[at]["byzantine_flagged"] < F]
+    out.append(f"- `bitdelta screen` flags no Byzantine adapter under {', '.join(hidden) or 'no attack'}"
+               + (f", part of them under {', '.join(part)}" if part else "")
+               + ", and all 6 under the rest; honest adapters flagged: "
+               + ", ".join(f"{scr[at]['honest_flagged']} ({at})" for at in attacks if at in scr
+                           and scr[at]["honest_flagged"]) + ("none" if not any(
+                               scr[at]["honest_flagged"] for at in attacks if at in scr) else "")
+               + ". Multi-Krum selects all the colluders under "
+               + ", ".join(at for at in attacks if at != "clean"
+                           and (rows.get((at, "multi-krum"), {}).get("byzantine_used") or 0) > 0)
+               + ": their deltas are copies of one delta (distance 0 from each other) or share a "
+               "large common part (badmerging-normed), so each has close neighbours and a low "
+               "Krum score.")
+    worst = [(at, min((rows[(at, m)]["kept"] for m in TARGET_METHODS
+                       if rows.get((at, m), {}).get("kept") is not None), default=None))
+             for at in ("sign-flip", "ipm") if at in attacks]
+    out.append("- The hardest attacks here are the ones aimed at the mean direction: "
+               + ", ".join(f"{at} (the three target rules keep as little as {100 * k:.0f}% of the "
+                           f"clean gain)" for at, k in worst if k is not None)
+               + ". Six identical −mean (or −0.1 · mean) sign adapters agree on every sign, while "
+               "the 14 honest ones disagree on many weights, so coordinate rules are pulled "
+               "towards the attackers wherever the honest signs are split.")
     return "\n".join(out) + "\n"
 
 

@@ -37,7 +37,8 @@ const CommandSpec kSpec = {
     "keeping candidates that improve held-out NLL and pass the safety gates. Admission filters\n"
     "and screening exclude inputs first; attribution gives royalty weights in basis points. The\n"
     "same set of inputs in any order gives a byte-identical file; its metadata lists the method,\n"
-    "every input and which were excluded and why. See docs/deltasoup.md.",
+    "every input and which were excluded and why. Under `mpirun -np K` the K processes share\n"
+    "the tensors and write the same file one process would. See docs/deltasoup.md.",
     {
         {"--base", "DIR", "the base model folder the adapters were made from"},
         {"--deltas", "FILE...", "the adapters (.bitdelta), one or more after the option",

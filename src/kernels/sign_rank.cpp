@@ -81,66 +81,94 @@ HWY_INLINE void Increment(VU* count, VU add) {
 }
 
 // Where ascending ranks r (and r + 1 when `two`) of each coordinate of one vector of words lie:
-// hits[(2i + s) · N + u] marks the coordinates of word u whose rank-(r + s) value is contribution
-// i's, and negative[s · N + u] those where that value is negative. The rank-r value is the
-// negative one of a contribution with r negatives before it, or the positive one of a
-// contribution with n − 1 − r positives before it; exactly one of the two exists.
+// the index of the contribution holding the value, as B bit planes (index[(s · B + b) · N + u]:
+// bit b of the indices of word u for rank r + s), and whether the value is negative
+// (negative[s · N + u]). The rank-r value is the negative one of a contribution with r negatives
+// before it, or the positive one of a contribution with n − 1 − r positives before it; exactly
+// one of the two exists. bits_of[(i · B + b) · N ...]: all ones where bit b of i is set.
 template <size_t B>
-void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint64_t* hits,
-               uint64_t* negative) {
+void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, const uint64_t* bits_of,
+               uint64_t* index, uint64_t* negative) {
   const DU du;
   const size_t N = hn::Lanes(du);
-  VU negatives[B], positives[B];  // seen so far
-  for (size_t b = 0; b < B; ++b) negatives[b] = positives[b] = hn::Zero(du);
+  VU negatives[B], positives[B], low[B], high[B];  // counts seen so far; index planes
+  for (size_t b = 0; b < B; ++b) negatives[b] = positives[b] = low[b] = high[b] = hn::Zero(du);
   const Constant<B> low_neg(r), low_pos(n - 1 - r);
   const Constant<B> high_neg(two ? r + 1 : 0), high_pos(two ? n - 2 - r : 0);
   VU low_negative = hn::Zero(du), high_negative = low_negative;
   for (size_t i = 0; i < n; ++i) {
     const VU x = hn::Load(du, words.row(i) + w0), below = hn::Not(x);
+    const uint64_t* i_bits = bits_of + i * B * N;
     const VU low_hit_neg = hn::AndNot(x, Equals<B>(negatives, low_neg));
     low_negative = hn::Or(low_negative, low_hit_neg);
-    hn::Store(hn::Or(low_hit_neg, hn::And(x, Equals<B>(positives, low_pos))), du, hits + 2 * i * N);
+    const VU low_hit = hn::Or(low_hit_neg, hn::And(x, Equals<B>(positives, low_pos)));
+    for (size_t b = 0; b < B; ++b)
+      low[b] = hn::Or(low[b], hn::And(low_hit, hn::Load(du, i_bits + b * N)));
     if (two) {
       const VU high_hit_neg = hn::AndNot(x, Equals<B>(negatives, high_neg));
       high_negative = hn::Or(high_negative, high_hit_neg);
-      hn::Store(hn::Or(high_hit_neg, hn::And(x, Equals<B>(positives, high_pos))), du,
-                hits + (2 * i + 1) * N);
+      const VU high_hit = hn::Or(high_hit_neg, hn::And(x, Equals<B>(positives, high_pos)));
+      for (size_t b = 0; b < B; ++b)
+        high[b] = hn::Or(high[b], hn::And(high_hit, hn::Load(du, i_bits + b * N)));
     }
     Increment<B>(negatives, below);
     Increment<B>(positives, x);
+  }
+  for (size_t b = 0; b < B; ++b) {
+    hn::StoreU(low[b], du, index + b * N);
+    hn::StoreU(high[b], du, index + (B + b) * N);
   }
   hn::StoreU(low_negative, du, negative);
   hn::StoreU(high_negative, du, negative + N);
 }
 
-// The rank-(r + s) values of word u's 64 coordinates: ±γ of the contribution that hit there.
-void RankValues(const uint64_t* hits, const uint64_t* negative, size_t N, size_t n, size_t s,
-                size_t u, const float* gammas, float* out) {
-  const uint64_t negatives = negative[s * N + u];
-  for (size_t i = 0; i < n; ++i)
-    for (uint64_t m = hits[(2 * i + s) * N + u]; m; m &= m - 1) {
-      const int lane = __builtin_ctzll(m);
-      out[lane] = (negatives >> lane) & 1 ? -gammas[i] : gammas[i];
+// The rank-(r + s) values of word u's 64 coordinates: ±γ[index], the index gathered from its
+// bit planes (FindRanks' layout) one integer per coordinate.
+template <size_t B, class T>
+void RankValues(const uint64_t* index, const uint64_t* negative, size_t N, size_t s, size_t u,
+                const float* gammas, float* out) {
+  const hn::ScalableTag<T> dt;
+  HWY_ALIGN T which[64 + hn::MaxLanes(hn::ScalableTag<T>())];
+  for (size_t c = 0; c < 64; c += hn::Lanes(dt)) {
+    auto value = hn::Zero(dt);
+    for (size_t b = 0; b < B; ++b) {
+      const uint8_t* plane = reinterpret_cast<const uint8_t*>(index + (s * B + b) * N + u);
+      value =
+          hn::Or(value, hn::IfThenElseZero(LoadSignMask(dt, plane, c), hn::Set(dt, T(1u << b))));
     }
+    hn::Store(value, dt, which + c);
+  }
+  const DF df;
+  const hn::Rebind<int32_t, DF> di;
+  const hn::Rebind<T, DF> dn;
+  const uint8_t* signs = reinterpret_cast<const uint8_t*>(negative + s * N + u);
+  for (size_t c = 0; c < 64; c += hn::Lanes(df)) {
+    const auto gamma = hn::GatherIndex(df, gammas, hn::PromoteTo(di, hn::LoadU(dn, which + c)));
+    hn::Store(hn::IfThenElse(LoadSignMask(df, signs, c), hn::Neg(gamma), gamma), df, out + c);
+  }
 }
 
-template <size_t B>
+template <size_t B, class T>
 void MedianOf(const SignRankRows& rows, float* out) {
   const Words words = ReadWords(rows);
-  const size_t N = hn::Lanes(DU()), n = size_t(rows.n), L = hn::Lanes(DF());
+  const DU du;
+  const size_t N = hn::Lanes(du), n = size_t(rows.n), L = hn::Lanes(DF());
   const size_t low = (n - 1) / 2;
   const bool two = n % 2 == 0;  // the mean of ranks n/2 − 1 and n/2
-  auto hits = hwy::AllocateAligned<uint64_t>(2 * n * N);
-  uint64_t negative[2 * hn::MaxLanes(DU())];
+  auto bits_of = hwy::AllocateAligned<uint64_t>(n * B * N);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t b = 0; b < B; ++b)
+      hn::Store(hn::Set(du, (i >> b) & 1 ? ~uint64_t(0) : 0), du, bits_of.get() + (i * B + b) * N);
+  uint64_t index[2 * B * hn::MaxLanes(DU())], negative[2 * hn::MaxLanes(DU())];
   HWY_ALIGN float values[2][64];
   const DF df;
   for (size_t w0 = 0; w0 < words.used; w0 += N) {
-    FindRanks<B>(words, w0, n, low, two, hits.get(), negative);
+    FindRanks<B>(words, w0, n, low, two, bits_of.get(), index, negative);
     for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
-      RankValues(hits.get(), negative, N, n, 0, u, rows.gammas, values[0]);
+      RankValues<B, T>(index, negative, N, 0, u, rows.gammas, values[0]);
       if (two) {
         // (a + b) / 2 rounded once, as float((double(a) + double(b)) / 2).
-        RankValues(hits.get(), negative, N, n, 1, u, rows.gammas, values[1]);
+        RankValues<B, T>(index, negative, N, 1, u, rows.gammas, values[1]);
         for (size_t c = 0; c < 64; c += L)
           hn::Store(hn::Mul(hn::Add(hn::Load(df, values[0] + c), hn::Load(df, values[1] + c)),
                             hn::Set(df, 0.5f)),
@@ -153,9 +181,9 @@ void MedianOf(const SignRankRows& rows, float* out) {
 }
 
 void SignRankMedian(const SignRankRows& rows, float* out) {
-  if (rows.n < 16) return MedianOf<4>(rows, out);
-  if (rows.n < 256) return MedianOf<8>(rows, out);
-  MedianOf<16>(rows, out);
+  if (rows.n < 16) return MedianOf<4, uint8_t>(rows, out);
+  if (rows.n < 256) return MedianOf<8, uint8_t>(rows, out);
+  MedianOf<16, uint16_t>(rows, out);
 }
 
 // For each contribution i and coordinate of one vector of words: does its value survive the
