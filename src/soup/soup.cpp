@@ -68,12 +68,6 @@ double sign_abs_sum(const AdapterMatrix& m) {
 
 }  // namespace
 
-int64_t soup_blocks(const SoupInputs& inputs) {
-  int64_t blocks = 0;
-  for (const SoupTensor& tensor : inputs.tensors()) blocks += block_count(tensor);
-  return blocks;
-}
-
 SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, const std::vector<bool>& mine,
                                bool keep_tensor_grams, Progress& progress, int64_t& done) {
   const int64_t n = inputs.count();

@@ -56,7 +56,6 @@ struct SoupStatistics {
 };
 SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, const std::vector<bool>& mine,
                                bool keep_tensor_grams, Progress& progress, int64_t& done);
-int64_t soup_blocks(const SoupInputs& inputs);  // blocks one pass reads
 
 // Aggregates `inputs` (which must all have `base`'s fingerprint and fit its tensors) and writes
 // the adapter to `out` atomically (refused if it exists unless overwrite). `excluded_before`:
