@@ -71,11 +71,7 @@ MappedFile::~MappedFile() {
   ::munmap(const_cast<uint8_t*>(data_), size_);
 }
 
-namespace {
-
-// madvise(advice) on the whole pages around [data, data + size) when the range lies in a live
-// map (they cover it: a map starts on a page and ends on one); anything else is left alone.
-void advise_mapped(const void* data, size_t size, int advice) {
+void MappedFile::drop_pages(const void* data, size_t size) {
   const uint8_t* begin = static_cast<const uint8_t*>(data);
   std::lock_guard<std::mutex> lock(live_maps_mutex);
   auto map = live_maps.upper_bound(begin);  // the first map that starts after `begin`
@@ -83,24 +79,12 @@ void advise_mapped(const void* data, size_t size, int advice) {
   --map;
   const uint8_t* map_end = map->first + map->second;
   if (begin >= map_end || size > size_t(map_end - begin)) return;
+  // A private read-only map holds no modified pages, so dropping them loses nothing. The range
+  // is widened to whole pages, which the map covers (it starts on a page and ends on one).
   const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
   const uintptr_t first = uintptr_t(begin) & ~(page - 1);
   const uintptr_t last = (uintptr_t(begin + size) + page - 1) & ~(page - 1);
-  ::madvise(reinterpret_cast<void*>(first), last - first, advice);
-}
-
-}  // namespace
-
-void MappedFile::drop_pages(const void* data, size_t size) {
-  // A private read-only map holds no modified pages, so dropping them loses nothing.
-  advise_mapped(data, size, MADV_DONTNEED);
-}
-
-void MappedFile::populate(const void* data, size_t size) {
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22  // Linux 5.14; glibc's headers may predate it
-#endif
-  advise_mapped(data, size, MADV_POPULATE_READ);
+  ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 std::string read_file(const std::string& path) {

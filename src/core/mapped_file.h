@@ -38,10 +38,6 @@ class MappedFile {
   // what they have processed so that their resident memory stays bounded by a few tensors
   // instead of growing to the size of the files they map.
   static void drop_pages(const void* data, size_t size);
-  // Maps the pages of [data, data + size) in one call (MADV_POPULATE_READ) when that range lies
-  // in a live MappedFile, instead of one page fault per 4 KiB as a pass over it would take. A
-  // no-op where the kernel lacks it (before Linux 5.14).
-  static void populate(const void* data, size_t size);
 
  private:
   std::string path_;

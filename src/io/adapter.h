@@ -66,6 +66,7 @@ class AdapterFile {
   const AdapterInfo& info() const { return info_; }
   const std::vector<AdapterMatrix>& matrices() const { return matrices_; }
   const std::vector<AdapterExact>& exact() const { return exact_; }
+  const SafetensorsFile& safetensors() const { return *file_; }
   const AdapterMatrix* find_matrix(const std::string& name) const;
   const AdapterExact* find_exact(const std::string& name) const;
   // Throws unless `base` has the adapter's base fingerprint and every tensor it names with the

@@ -252,6 +252,14 @@ std::vector<const NamedTensor*> data_order(const std::string& path,
 
 }  // namespace
 
+std::optional<uint64_t> SafetensorsFile::file_offset(const TensorView& view) const {
+  const uint8_t* begin = static_cast<const uint8_t*>(view.data);
+  const uint8_t* map = file_->data();
+  if (!begin || !map || begin < map || begin + view.bytes() > map + file_->size())
+    return std::nullopt;
+  return uint64_t(begin - map);
+}
+
 SafetensorsLayout safetensors_layout(const std::string& path,
                                      const std::vector<NamedTensor>& tensors,
                                      const std::map<std::string, std::string>& metadata) {

@@ -7,6 +7,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ class SafetensorsFile {
   const std::string& path() const { return path_; }
   // The file as it was opened and mapped.
   const FileIdentity& identity() const { return file_->identity(); }
+  // Where a view's bytes lie in the file, for reading them with pread (core/file_reader.h);
+  // nullopt for a view not in the map (a heap copy of an unaligned tensor).
+  std::optional<uint64_t> file_offset(const TensorView& view) const;
 
  private:
   std::string path_;

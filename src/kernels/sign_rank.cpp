@@ -27,11 +27,24 @@ using DD = hn::ScalableTag<double>;
 // so byte b holds bits 8b .. 8b + 7), each copied to `stride` words padded with zeros, a whole
 // number of vectors. Copying streams each row once (prefetch-friendly); the kernels then walk
 // all n rows a vector at a time from cache instead of from n scattered pages.
+// A thread's reusable scratch words (slot 0: rows, 1: index table or survivor masks), vector
+// aligned: the kernels run once per block, and fresh allocations of block size come from mmap,
+// whose every page costs a fault on first touch.
+uint64_t* Scratch(size_t slot, size_t count) {
+  static thread_local hwy::AlignedFreeUniquePtr<uint64_t[]> buffers[2];
+  static thread_local size_t sizes[2] = {0, 0};
+  if (sizes[slot] < count) {
+    buffers[slot] = hwy::AllocateAligned<uint64_t>(count);
+    sizes[slot] = count;
+  }
+  return buffers[slot].get();
+}
+
 struct Words {
-  hwy::AlignedFreeUniquePtr<uint64_t[]> data;
+  uint64_t* data = nullptr;
   size_t used = 0;    // words per row the kernels walk: whole vectors
   size_t stride = 0;  // words from one row to the next
-  const uint64_t* row(size_t k) const { return data.get() + k * stride; }
+  const uint64_t* row(size_t k) const { return data + k * stride; }
 };
 
 Words ReadWords(const SignRankRows& rows) {
@@ -43,9 +56,9 @@ Words ReadWords(const SignRankRows& rows) {
   // into one L1 set.
   out.used = std::max<size_t>(N, (words + N - 1) / N * N);
   out.stride = out.used % 512 == 0 ? out.used + N : out.used;
-  out.data = hwy::AllocateAligned<uint64_t>(size_t(rows.n) * out.stride);
+  out.data = Scratch(0, size_t(rows.n) * out.stride);
   for (size_t k = 0; k < size_t(rows.n); ++k) {
-    uint64_t* copy = out.data.get() + k * out.stride;
+    uint64_t* copy = out.data + k * out.stride;
     std::memcpy(copy, rows.bits[k], row_bytes);
     std::memset(reinterpret_cast<uint8_t*>(copy) + row_bytes, 0,
                 out.stride * sizeof(uint64_t) - row_bytes);
@@ -155,15 +168,15 @@ void MedianOf(const SignRankRows& rows, float* out) {
   const size_t N = hn::Lanes(du), n = size_t(rows.n), L = hn::Lanes(DF());
   const size_t low = (n - 1) / 2;
   const bool two = n % 2 == 0;  // the mean of ranks n/2 − 1 and n/2
-  auto bits_of = hwy::AllocateAligned<uint64_t>(n * B * N);
+  uint64_t* bits_of = Scratch(1, n * B * N);
   for (size_t i = 0; i < n; ++i)
     for (size_t b = 0; b < B; ++b)
-      hn::Store(hn::Set(du, (i >> b) & 1 ? ~uint64_t(0) : 0), du, bits_of.get() + (i * B + b) * N);
+      hn::Store(hn::Set(du, (i >> b) & 1 ? ~uint64_t(0) : 0), du, bits_of + (i * B + b) * N);
   uint64_t index[2 * B * hn::MaxLanes(DU())], negative[2 * hn::MaxLanes(DU())];
   HWY_ALIGN float values[2][64];
   const DF df;
   for (size_t w0 = 0; w0 < words.used; w0 += N) {
-    FindRanks<B>(words, w0, n, low, two, bits_of.get(), index, negative);
+    FindRanks<B>(words, w0, n, low, two, bits_of, index, negative);
     for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
       RankValues<B, T>(index, negative, N, 0, u, rows.gammas, values[0]);
       if (two) {
@@ -228,16 +241,16 @@ void SurvivorSum(const SignRankRows& rows, const double* weights, size_t cut, do
   const hn::Rebind<float, DD> df;
   const size_t N = hn::Lanes(du), n = size_t(rows.n), L = hn::Lanes(dd);
   constexpr size_t kMaxChunks = 64 / hn::MaxLanes(DD());
-  auto keep = hwy::AllocateAligned<uint64_t>(2 * n * N);
+  uint64_t* keep = Scratch(1, 2 * n * N);
   HWY_ALIGN float values[64];
   for (size_t w0 = 0; w0 < words.used; w0 += N) {
     if (cut > 0) {
-      Survivors<B>(words, w0, n, cut, keep.get());
+      Survivors<B>(words, w0, n, cut, keep);
     } else {  // the mean: every value survives
       for (size_t i = 0; i < n; ++i) {
         const VU x = hn::Load(du, words.row(i) + w0);
-        hn::Store(x, du, keep.get() + 2 * i * N);
-        hn::Store(hn::Not(x), du, keep.get() + (2 * i + 1) * N);
+        hn::Store(x, du, keep + 2 * i * N);
+        hn::Store(hn::Not(x), du, keep + (2 * i + 1) * N);
       }
     }
     for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {

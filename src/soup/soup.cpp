@@ -34,15 +34,20 @@ bool one_scale_each(const std::vector<const AdapterMatrix*>& signs) {
 // Pass 1 over a block of a tensor every contribution holds as signs: its part of the Gram
 // matrix (upper triangle) from the number of coordinates where two contributions' signs differ,
 // exact integers: Σ_j γ_a s_aj · γ_b s_bj = γ_a γ_b (m − 2 · differing).
-void sign_block_gram(const std::vector<const AdapterMatrix*>& signs, int64_t row0, int64_t here,
-                     int64_t cols, double* gram) {
-  const int64_t n = int64_t(signs.size()), row_bytes = (cols + 7) / 8;
+void sign_block_gram(const SoupInputs& inputs, size_t t,
+                     const std::vector<const AdapterMatrix*>& signs, int64_t row0, int64_t here,
+                     double* gram) {
+  const int64_t n = int64_t(signs.size()), cols = inputs.tensors()[t].cols;
+  const int64_t row_bytes = (cols + 7) / 8;
+  static thread_local std::vector<uint8_t> block;  // reused: see kernels/sign_rank.cpp Scratch
+  block.resize(size_t(n * here * row_bytes));
+  for (int64_t k = 0; k < n; ++k)
+    inputs.read_signs(t, size_t(k), row0, here, block.data() + k * here * row_bytes);
   std::vector<const uint8_t*> bits(static_cast<size_t>(n));
   std::vector<int64_t> differing(size_t(n * n));
   std::fill_n(gram, n * n, 0.0);
   auto add = [&](int64_t r, int64_t rows) {  // rows [r, r + rows) of the block
-    for (int64_t k = 0; k < n; ++k)
-      bits[size_t(k)] = signs[size_t(k)]->sign.as<uint8_t>() + (row0 + r) * row_bytes;
+    for (int64_t k = 0; k < n; ++k) bits[size_t(k)] = block.data() + (k * here + r) * row_bytes;
     std::fill(differing.begin(), differing.end(), 0);
     sign_rank_disagreements({bits.data(), nullptr, n, rows * row_bytes * 8}, differing.data());
     for (int64_t a = 0; a < n; ++a)
@@ -56,6 +61,13 @@ void sign_block_gram(const std::vector<const AdapterMatrix*>& signs, int64_t row
   } else {
     for (int64_t r = 0; r < here; ++r) add(r, 1);
   }
+}
+
+// Rows per block of a pass over a tensor: kSoupSignBlockBytes of each input when the pass reads
+// packed signs (few, large reads), else kSoupBlockCoordinates floats of each input.
+int64_t pass_rows(const SoupTensor& tensor, bool signs) {
+  if (!signs) return block_rows(tensor);
+  return std::max<int64_t>(1, kSoupSignBlockBytes / ((tensor.cols + 7) / 8));
 }
 
 // Σ_j |δ_k| over a tensor contribution k holds as signs: its scales alone tell.
@@ -85,11 +97,11 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, const std::v
     const SoupTensor& tensor = inputs.tensors()[t];
     std::vector<double> abs_sums(static_cast<size_t>(n), 0.0);
     std::vector<double> tensor_gram(gram ? size_t(n * n) : 0, 0.0);
-    const int64_t rows = block_rows(tensor), blocks_here = block_count(tensor);
     // A tensor that every contribution holds as signs: Σ|δ| from the scales, the Gram matrix
     // from the packed bits.
     const std::vector<const AdapterMatrix*> signs = inputs.sign_matrices(t);
-    if (gram || signs.empty()) inputs.populate(t);
+    const int64_t rows = pass_rows(tensor, !signs.empty());
+    const int64_t blocks_here = (tensor.rows + rows - 1) / rows;
     for (int64_t k = 0; k < n && !signs.empty(); ++k)
       abs_sums[size_t(k)] = sign_abs_sum(*signs[size_t(k)]);
     for (int64_t wave = 0; wave < blocks_here && (gram || signs.empty()); wave += kSoupWave) {
@@ -99,7 +111,7 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, const std::v
         const int64_t row0 = (wave + w) * rows, here = std::min(rows, tensor.rows - row0);
         const int64_t m = here * tensor.cols;
         if (!signs.empty()) {
-          sign_block_gram(signs, row0, here, tensor.cols, partial_gram.data() + size_t(w * n * n));
+          sign_block_gram(inputs, t, signs, row0, here, partial_gram.data() + size_t(w * n * n));
           continue;
         }
         float* block =
@@ -126,11 +138,11 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, const std::v
             for (int64_t j = i; j < n; ++j)
               tensor_gram[size_t(i * n + j)] += partial_gram[size_t(w * n * n + i * n + j)];
       }
-      done += count;
+      done += std::min(tensor.rows, (wave + count) * rows) - wave * rows;
       progress.update(done, "statistics");
     }
     if (!gram && !signs.empty()) {
-      done += blocks_here;
+      done += tensor.rows;
       progress.update(done, "statistics");
     }
     inputs.release(t);
@@ -168,25 +180,37 @@ bool weighted_rule(SoupMethod method) {
 // rules from the trimmed mean of the unit signs (its sign for sign-majority) times their scale;
 // the vector rules' Σ α_k δ_k from the selected contributions' signs with weights α_k γ_k, in
 // the selected order (the reference's order of summation).
-void aggregate_sign_block(const std::vector<const AdapterMatrix*>& all_signs,
+void aggregate_sign_block(const SoupInputs& inputs, size_t t,
+                          const std::vector<const AdapterMatrix*>& all_signs,
                           const SoupOptions& options, const VectorChoice& choice,
-                          const std::vector<double>& abs_sums, const SoupTensor& tensor,
-                          int64_t row0, int64_t here, bool pack, OutputTensor& out) {
+                          const std::vector<double>& abs_sums, int64_t row0, int64_t here,
+                          bool pack, OutputTensor& out) {
+  const SoupTensor& tensor = inputs.tensors()[t];
   const bool weighted = weighted_rule(options.params.method);
-  std::vector<const AdapterMatrix*> signs = all_signs;
+  std::vector<int64_t> members;  // the contributions aggregated, in canonical order
   if (weighted) {
-    signs.clear();
-    for (int64_t k : choice.selected) signs.push_back(all_signs[size_t(k)]);
+    members = choice.selected;
+  } else {
+    for (int64_t k = 0; k < inputs.count(); ++k) members.push_back(k);
   }
+  std::vector<const AdapterMatrix*> signs;
+  for (int64_t k : members) signs.push_back(all_signs[size_t(k)]);
   const SoupParams& p = options.params;
   const int64_t n = int64_t(signs.size()), cols = tensor.cols;
   const int64_t row_bytes = (cols + 7) / 8, row_bits = 8 * row_bytes;
+  // The block's sign rows of every member, read once: member i's at block[i · here · row_bytes].
+  static thread_local std::vector<uint8_t> block;  // reused: see kernels/sign_rank.cpp Scratch
+  block.resize(size_t(n * here * row_bytes));
+  for (int64_t i = 0; i < n; ++i)
+    inputs.read_signs(t, size_t(members[size_t(i)]), row0, here,
+                      block.data() + i * here * row_bytes);
   const bool sign_rule = is_sign_rule(p.method);
   const int64_t cut = p.method == SoupMethod::trimmed_mean || p.method == SoupMethod::sign_vote
                           ? int64_t(std::floor(p.trim * double(n)))
                           : 0;
   std::vector<const uint8_t*> bits(static_cast<size_t>(n));
-  std::vector<float> gammas(static_cast<size_t>(n)), scales(static_cast<size_t>(n)), values;
+  std::vector<float> gammas(static_cast<size_t>(n)), scales(static_cast<size_t>(n));
+  static thread_local std::vector<float> values;
   std::vector<double> weights(static_cast<size_t>(n));
   std::vector<size_t> order(static_cast<size_t>(n));
   auto run = [&](int64_t row, int64_t rows) {  // rows [row, row + rows) of the tensor
@@ -197,7 +221,7 @@ void aggregate_sign_block(const std::vector<const AdapterMatrix*>& all_signs,
       });
     for (int64_t i = 0; i < n; ++i) {
       const AdapterMatrix& m = *signs[order[size_t(i)]];
-      bits[size_t(i)] = m.sign.as<uint8_t>() + row * row_bytes;
+      bits[size_t(i)] = block.data() + (int64_t(order[size_t(i)]) * here + row - row0) * row_bytes;
       gammas[size_t(i)] = sign_rule ? 1.0f : gamma_at(m, row);
       if (weighted)  // α_k · (±γ_k), as the reference multiplies each value
         weights[size_t(i)] =
@@ -254,14 +278,15 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
   } else {
     out.values.assign(size_t(tensor.numel()), 0.0f);
   }
-  const int64_t rows = block_rows(tensor), blocks = block_count(tensor);
-  const int threads = omp_get_max_threads();
-  std::vector<float> memory(size_t(threads) * size_t(n * kSoupBlockCoordinates + 3 * n));
   const bool sign_rule = is_sign_rule(options.params.method);
   const std::vector<const AdapterMatrix*> signs = packed_rule(options.params.method)
                                                       ? inputs.sign_matrices(t)
                                                       : std::vector<const AdapterMatrix*>{};
-  inputs.populate(t);
+  const int64_t rows = pass_rows(tensor, !signs.empty());
+  const int64_t blocks = (tensor.rows + rows - 1) / rows;
+  const int threads = omp_get_max_threads();
+  std::vector<float> memory(
+      signs.empty() ? size_t(threads) * size_t(n * kSoupBlockCoordinates + 3 * n) : 0);
 
 #pragma omp parallel for schedule(dynamic)
   for (int64_t b = 0; b < blocks; ++b) {
@@ -271,7 +296,8 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
     float* scratch = scales + n;
     const int64_t row0 = b * rows, here = std::min(rows, tensor.rows - row0), m = here * cols;
     if (!signs.empty()) {
-      aggregate_sign_block(signs, options, choice, abs_sums, tensor, row0, here, pack_signs, out);
+      aggregate_sign_block(inputs, t, signs, options, choice, abs_sums, row0, here, pack_signs,
+                           out);
       continue;
     }
 
@@ -343,12 +369,12 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
   const size_t tensor_count = inputs.tensors().size();
   const std::vector<int> owners = tensor_owners(inputs, group.size());
   std::vector<bool> mine(tensor_count);
-  int64_t my_blocks = 0;
+  int64_t my_rows = 0;
   for (size_t t = 0; t < tensor_count; ++t) {
     mine[t] = owners[t] == group.rank();
-    if (mine[t]) my_blocks += block_count(inputs.tensors()[t]);
+    if (mine[t]) my_rows += inputs.tensors()[t].rows;
   }
-  Progress progress("soup", my_blocks * (first_pass ? 2 : 1), "blocks",
+  Progress progress("soup", my_rows * (first_pass ? 2 : 1), "rows",
                     options.quiet || group.rank() != 0);
   int64_t done = 0;
   SoupReport report;
@@ -404,7 +430,7 @@ SoupReport make_soup(const SoupInputs& inputs, const Checkpoint& base, const Sou
         aggregate_tensor(inputs, t, effective, report.choice,
                          first_pass ? stats.abs_sums[t] : no_sums, pack, outputs[t]);
         inputs.release(t);
-        done += block_count(tensor);
+        done += tensor.rows;
         progress.update(done, "aggregating");
       }
       OutputTensor& o = outputs[t];

@@ -1,6 +1,7 @@
 #include "soup/soup_inputs.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 
 #include "core/error.h"
@@ -26,6 +27,7 @@ SoupInputs::SoupInputs(const std::vector<std::string>& paths) {
     SoupContribution c;
     c.path = path;
     c.file = std::make_unique<AdapterFile>(path);
+    c.reader = std::make_unique<FileReader>(path, c.file->safetensors().identity());
     c.fingerprint = adapter_fingerprint(path);
     c.owner = c.file->info().owner;
     c.privacy = c.file->info().privacy;
@@ -109,9 +111,17 @@ void SoupInputs::read_block(size_t t, int64_t row0, int64_t rows, float* out) co
   }
 }
 
-void SoupInputs::populate(size_t t) const {
-  for (const Source& source : sources_[t])
-    if (source.matrix) MappedFile::populate(source.matrix->sign.data, source.matrix->sign.bytes());
+void SoupInputs::read_signs(size_t t, size_t k, int64_t row0, int64_t rows, uint8_t* out) const {
+  const AdapterMatrix& m = *sources_[t][k].matrix;
+  const int64_t row_bytes = (m.in + 7) / 8;
+  const size_t bytes = size_t(rows * row_bytes), skip = size_t(row0 * row_bytes);
+  const SoupContribution& c = contributions_[k];
+  const std::optional<uint64_t> offset = c.file->safetensors().file_offset(m.sign);
+  if (c.reader->ok() && offset) {
+    c.reader->read_at(*offset + skip, bytes, out);
+  } else {
+    std::memcpy(out, m.sign.as<uint8_t>() + skip, bytes);
+  }
 }
 
 void SoupInputs::release(size_t t) const {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/file_reader.h"
 #include "core/tensor.h"
 #include "io/adapter.h"
 
@@ -25,6 +26,7 @@ struct SoupContribution {
   std::string owner;        // the adapter's owner DID, may be empty
   std::string privacy;      // its privacy.* record (JSON object text), may be empty
   std::unique_ptr<AdapterFile> file;
+  std::unique_ptr<FileReader> reader;  // the same file, for pread; may not be ok()
 };
 
 struct SoupTensor {
@@ -36,8 +38,11 @@ struct SoupTensor {
   int64_t numel() const { return rows * cols; }
 };
 
-// Coordinates per block (whole rows, at least one) that one thread reads from every input.
+// Coordinates per block (whole rows, at least one) that one thread reads from every input, as
+// floats; and bytes per block of packed signs (a pass that reads only signs: 512K coordinates,
+// so that reading an input's part of a block is one large pread).
 inline constexpr int64_t kSoupBlockCoordinates = int64_t(1) << 15;
+inline constexpr int64_t kSoupSignBlockBytes = int64_t(1) << 16;
 // Blocks whose partial sums are held at once and then added in block order, so that sums over
 // all blocks do not depend on the thread count.
 inline constexpr int64_t kSoupWave = 16;
@@ -65,12 +70,12 @@ class SoupInputs {
   // them holds it exactly or not at all.
   std::vector<const AdapterMatrix*> sign_matrices(size_t t) const;
 
-  // Maps every input's signs of tensor t at once (core/mapped_file.h: one call per input
-  // instead of a page fault per 4 KiB), before a pass over it.
-  void populate(size_t t) const;
-  // Gives back the resident pages of every input's tensor t, so that a pass keeps one tensor's
-  // signs of each input in memory, not whole files (read_block gives back the pages of exact
-  // tensors block by block).
+  // Contribution k's sign rows [row0, row0 + rows) of tensor t (which it holds as signs),
+  // packed as in the file, into out: read with pread (core/file_reader.h), or copied from the
+  // map when the file cannot be read that way.
+  void read_signs(size_t t, size_t k, int64_t row0, int64_t rows, uint8_t* out) const;
+  // Gives back the resident pages of every input's tensor t that a pass touched in the maps
+  // (scales, exact tensors), so that resident memory stays bounded by one tensor.
   void release(size_t t) const;
 
  private:
