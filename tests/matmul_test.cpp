@@ -11,23 +11,12 @@
 #include <vector>
 
 #include "core/error.h"
-#include "hwy/targets.h"
 #include "kernels/matmul_gemv.h"
 #include "kernels/parallel.h"
+#include "simd_targets.h"
 
 namespace bd {
 namespace {
-
-// Runs `body` once per SIMD target that this CPU supports and the kernels were compiled for.
-template <typename Body>
-void for_each_target(Body body) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    body();
-  }
-  hwy::SetSupportedTargetsForTest(0);
-}
 
 // A weight matrix stored in `dtype` and the exact F32 values it holds.
 struct Weight {
@@ -102,7 +91,7 @@ constexpr int64_t kMatmulParallelElements = kMinParallelElements;
 TEST(Matmul, OddShapesEveryDtypeEveryTarget) {
   static_assert(kGemvMaxTokens == 256 && 37 * 257 < kMatmulParallelElements);
   std::mt19937 rng(1234);
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (DType dtype : kFloatTypes) {
       for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 256, 257}) {
         for (int64_t O : {1, 3, 4, 5, 37}) {
@@ -125,7 +114,7 @@ TEST(Matmul, SgemmPathSpansSeveralWidenedBlocks) {
 TEST(Matmul, GemvMatchesForLargeRows) {
   static_assert(300 * 2051 >= kMatmulParallelElements);
   std::mt19937 rng(7);
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (DType dtype : kFloatTypes) check_shape(dtype, 1, 300, 2051, rng);
   });
 }
@@ -158,7 +147,7 @@ TEST(Matmul, RejectsBadWeights) {
 TEST(WidenToF32, EveryBitPattern) {
   std::vector<uint16_t> bits(65536 + 5);  // + 5: a tail that does not fill a vector
   for (size_t i = 0; i < bits.size(); ++i) bits[i] = uint16_t(i);
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (DType dtype : {DType::BF16, DType::F16}) {
       std::vector<float> wide(bits.size());
       widen_to_f32(dtype, bits.data(), wide.data(), bits.size());

@@ -19,10 +19,10 @@
 #include <vector>
 
 #include "core/error.h"
-#include "hwy/targets.h"
 #include "kernels/matmul.h"
 #include "kernels/parallel.h"
 #include "kernels/sign_matmul.h"
+#include "simd_targets.h"
 #include "test_util.h"
 
 namespace bd {
@@ -197,17 +197,6 @@ Ratios compare(const Outputs& out, const Reference& r) {
       test::elementwise_error(out.dx.data(), r.dx.data(), int64_t(r.dx.size()), bound(r.dx_bound))};
 }
 
-// Runs `body` once per SIMD target that this CPU supports and the kernels were compiled for.
-template <typename Body>
-void for_each_target(Body body) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    body();
-  }
-  hwy::SetSupportedTargetsForTest(0);
-}
-
 class SignKernels : public ::testing::TestWithParam<Case> {};
 
 TEST_P(SignKernels, MatmulProjectAndBackwardMatchFloat64) {
@@ -218,7 +207,7 @@ TEST_P(SignKernels, MatmulProjectAndBackwardMatchFloat64) {
     const Reference r = reference(p, p.s.dense, per_row);
     // A single flipped sign anywhere moves some output past its bound.
     EXPECT_GT(r.flip_margin, 1.0);
-    for_each_target([&] {
+    test::for_each_target([&] {
       const Outputs out = run_kernels(p, p.s.bits, per_row);
       auto within = [](const std::vector<float>& got, const std::vector<double>& want,
                        const std::vector<double>& b) {
@@ -363,7 +352,7 @@ TEST(SignKernels, SegmentsMatchOneProductPerSegment) {
   }
   const std::vector<float> x = random_values(size_t(total * I), rng);
   const std::vector<float> y0 = random_values(size_t(total * O), rng);
-  for_each_target([&] {
+  test::for_each_target([&] {
     std::vector<float> want = y0, got = y0;
     for (const SignSegment& s : segments)
       sign_matmul(want.data() + s.row0 * O, x.data() + s.row0 * I, s.bits, s.scale, s.per_row,

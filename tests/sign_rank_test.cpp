@@ -11,20 +11,10 @@
 #include <random>
 #include <vector>
 
-#include "hwy/targets.h"
+#include "simd_targets.h"
 
 namespace bd {
 namespace {
-
-template <typename Body>
-void for_each_target(Body body) {
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    SCOPED_TRACE(hwy::TargetName(target));
-    body();
-  }
-  hwy::SetSupportedTargetsForTest(0);
-}
 
 // n random sign rows of `cols` bits (padding bits 0), scales sorted decreasing with some ties.
 struct Contributions {
@@ -69,7 +59,7 @@ TEST(SignRank, MedianIsTheMiddleOfTheSortedValues) {
   for (const Shape& shape : kShapes) {
     SCOPED_TRACE(testing::Message() << "n " << shape.n << " cols " << shape.cols);
     const Contributions c(shape.n, shape.cols, uint64_t(shape.n * 1000 + shape.cols));
-    for_each_target([&] {
+    test::for_each_target([&] {
       std::vector<float> out(size_t(shape.cols), NAN);
       sign_rank_median(c.view(), out.data());
       for (int64_t j = 0; j < shape.cols; ++j) {
@@ -90,7 +80,7 @@ TEST(SignRank, TrimmedMeanAveragesTheMiddleValues) {
       SCOPED_TRACE(testing::Message()
                    << "n " << shape.n << " cols " << shape.cols << " cut " << cut);
       const Contributions c(shape.n, shape.cols, uint64_t(shape.n * 7 + shape.cols));
-      for_each_target([&] {
+      test::for_each_target([&] {
         std::vector<float> out(size_t(shape.cols), NAN);
         sign_rank_trimmed_mean(c.view(), cut, out.data());
         for (int64_t j = 0; j < shape.cols; ++j) {
@@ -112,7 +102,7 @@ TEST(SignRank, WeightedSumAddsSignedWeightsInOrder) {
   const Contributions c(13, 700, 3);
   std::vector<double> weights;
   for (int64_t k = 0; k < 13; ++k) weights.push_back(0.37 * double(k + 1) * (k % 3 ? 1 : -0.5));
-  for_each_target([&] {
+  test::for_each_target([&] {
     std::vector<float> out(700, NAN);
     sign_rank_weighted_sum(c.view(), weights.data(), out.data());
     for (int64_t j = 0; j < 700; ++j) {
@@ -126,7 +116,7 @@ TEST(SignRank, WeightedSumAddsSignedWeightsInOrder) {
 
 TEST(SignRank, DisagreementsCountDifferingSigns) {
   const Contributions c(9, 1000, 5);
-  for_each_target([&] {
+  test::for_each_target([&] {
     std::vector<int64_t> d(81, 7);  // added to
     sign_rank_disagreements(c.view(), d.data());
     for (int64_t a = 0; a < 9; ++a)
@@ -139,7 +129,7 @@ TEST(SignRank, DisagreementsCountDifferingSigns) {
 }
 
 TEST(SignRank, PackSetsTheNonNegativeAndSumsMagnitudes) {
-  for_each_target([&] {
+  test::for_each_target([&] {
     for (int64_t cols : {1, 15, 16, 17, 100}) {
       std::vector<float> values;
       double expected_sum = 0;
