@@ -87,9 +87,13 @@ SoupStatistics soup_statistics(const SoupInputs& inputs, bool gram, const std::v
   if (gram) stats.gram.assign(size_t(n * n), 0.0);
   stats.abs_sums.resize(inputs.tensors().size());
   if (keep_tensor_grams) stats.tensor_gram.resize(inputs.tensors().size());
-  const int threads = omp_get_max_threads();
-  std::vector<float> blocks(size_t(threads) * size_t(n * kSoupBlockCoordinates));
-  std::vector<double> wide(gram ? size_t(threads) * size_t(n * kSoupBlockCoordinates) : 0);
+  // Dequantised blocks only for tensors that some input holds exactly.
+  bool dense = false;
+  for (size_t t = 0; t < inputs.tensors().size(); ++t)
+    dense = dense || (mine[t] && inputs.sign_matrices(t).empty());
+  const size_t block_floats = dense ? size_t(omp_get_max_threads() * n * kSoupBlockCoordinates) : 0;
+  std::vector<float> blocks(block_floats);
+  std::vector<double> wide(gram ? block_floats : 0);
   std::vector<double> partial_gram(gram ? size_t(kSoupWave * n * n) : 0);
   std::vector<double> partial_abs(size_t(kSoupWave * n));
   for (size_t t = 0; t < inputs.tensors().size(); ++t) {
@@ -290,17 +294,16 @@ void aggregate_tensor(const SoupInputs& inputs, size_t t, const SoupOptions& opt
 
 #pragma omp parallel for schedule(dynamic)
   for (int64_t b = 0; b < blocks; ++b) {
-    float* block =
-        memory.data() + size_t(omp_get_thread_num()) * size_t(n * kSoupBlockCoordinates + 3 * n);
-    float* scales = block + n * kSoupBlockCoordinates;
-    float* scratch = scales + n;
     const int64_t row0 = b * rows, here = std::min(rows, tensor.rows - row0), m = here * cols;
     if (!signs.empty()) {
       aggregate_sign_block(inputs, t, signs, options, choice, abs_sums, row0, here, pack_signs,
                            out);
       continue;
     }
-
+    float* block =
+        memory.data() + size_t(omp_get_thread_num()) * size_t(n * kSoupBlockCoordinates + 3 * n);
+    float* scales = block + n * kSoupBlockCoordinates;
+    float* scratch = scales + n;
     inputs.read_block(t, row0, here, block);
     for (int64_t r = 0; r < here; ++r) {
       if (sign_rule) {  // each contribution's scale: mean |δ| over the row or the whole tensor
