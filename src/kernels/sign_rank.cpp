@@ -23,10 +23,6 @@ using VU = hn::Vec<DU>;
 using DF = hn::ScalableTag<float>;
 using DD = hn::ScalableTag<double>;
 
-// The contributions' rows as 64-bit words (bit j of word w: coordinate 64w + j; little-endian,
-// so byte b holds bits 8b .. 8b + 7), each copied to `stride` words padded with zeros, a whole
-// number of vectors. Copying streams each row once (prefetch-friendly); the kernels then walk
-// all n rows a vector at a time from cache instead of from n scattered pages.
 // A thread's reusable scratch words (slot 0: rows, 1: index table or survivor masks), vector
 // aligned: the kernels run once per block, and fresh allocations of block size come from mmap,
 // whose every page costs a fault on first touch.
@@ -40,6 +36,10 @@ uint64_t* Scratch(size_t slot, size_t count) {
   return buffers[slot].get();
 }
 
+// The contributions' rows as 64-bit words (bit j of word w: coordinate 64w + j; little-endian,
+// so byte b holds bits 8b .. 8b + 7), each copied to `stride` words padded with zeros, a whole
+// number of vectors. Copying streams each row once (prefetch-friendly); the kernels then walk
+// all n rows a vector at a time from cache instead of from n scattered pages.
 struct Words {
   uint64_t* data = nullptr;
   size_t used = 0;    // words per row the kernels walk: whole vectors
