@@ -114,6 +114,24 @@ TEST(SignRank, WeightedSumAddsSignedWeightsInOrder) {
   });
 }
 
+TEST(SignRank, CountValuesLooksUpTheNumberOfPositives) {
+  for (const Shape& shape : kShapes) {
+    SCOPED_TRACE(testing::Message() << "n " << shape.n << " cols " << shape.cols);
+    const Contributions c(shape.n, shape.cols, uint64_t(shape.n + 3 * shape.cols));
+    std::vector<float> value_of;
+    for (int64_t p = 0; p <= shape.n; ++p) value_of.push_back(0.5f * float(p) - 7.0f);
+    test::for_each_target([&] {
+      std::vector<float> out(size_t(shape.cols), NAN);
+      sign_rank_count_values(c.view(), value_of.data(), out.data());
+      for (int64_t j = 0; j < shape.cols; ++j) {
+        int64_t positive = 0;
+        for (int64_t k = 0; k < shape.n; ++k) positive += c.value(k, j) > 0;
+        ASSERT_EQ(out[size_t(j)], value_of[size_t(positive)]) << "coordinate " << j;
+      }
+    });
+  }
+}
+
 TEST(SignRank, DisagreementsCountDifferingSigns) {
   const Contributions c(9, 1000, 5);
   test::for_each_target([&] {

@@ -288,6 +288,50 @@ void SignRankWeightedSum(const SignRankRows& rows, const double* weights, float*
   SurvivorSum<16>(rows, weights, 0, 1.0, out);  // no trim: the counters are never used
 }
 
+// out[j] = value_of[the number of set bits at coordinate j]: a bit-sliced count of the
+// positives, one increment per contribution, then a lookup per coordinate.
+template <size_t B, class T>
+void CountValuesOf(const SignRankRows& rows, const float* value_of, float* out) {
+  const Words words = ReadWords(rows);
+  const DU du;
+  const size_t N = hn::Lanes(du), n = size_t(rows.n);
+  uint64_t planes[B * hn::MaxLanes(DU())];
+  const hn::ScalableTag<T> dt;
+  const DF df;
+  const hn::Rebind<int32_t, DF> di;
+  const hn::Rebind<T, DF> dn;
+  HWY_ALIGN T count[64 + hn::MaxLanes(hn::ScalableTag<T>())];
+  HWY_ALIGN float values[64];
+  for (size_t w0 = 0; w0 < words.used; w0 += N) {
+    VU positives[B];
+    for (size_t b = 0; b < B; ++b) positives[b] = hn::Zero(du);
+    for (size_t i = 0; i < n; ++i) Increment<B>(positives, hn::Load(du, words.row(i) + w0));
+    for (size_t b = 0; b < B; ++b) hn::StoreU(positives[b], du, planes + b * N);
+    for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
+      for (size_t c = 0; c < 64; c += hn::Lanes(dt)) {
+        auto value = hn::Zero(dt);
+        for (size_t b = 0; b < B; ++b) {
+          const uint8_t* plane = reinterpret_cast<const uint8_t*>(planes + b * N + u);
+          value = hn::Or(value,
+                         hn::IfThenElseZero(LoadSignMask(dt, plane, c), hn::Set(dt, T(1u << b))));
+        }
+        hn::Store(value, dt, count + c);
+      }
+      for (size_t c = 0; c < 64; c += hn::Lanes(df))
+        hn::Store(hn::GatherIndex(df, value_of, hn::PromoteTo(di, hn::LoadU(dn, count + c))), df,
+                  values + c);
+      const size_t j0 = 64 * (w0 + u);
+      std::memcpy(out + j0, values, std::min<size_t>(64, size_t(rows.cols) - j0) * 4);
+    }
+  }
+}
+
+void SignRankCountValues(const SignRankRows& rows, const float* value_of, float* out) {
+  if (rows.n < 16) return CountValuesOf<4, uint8_t>(rows, value_of, out);
+  if (rows.n < 256) return CountValuesOf<8, uint8_t>(rows, value_of, out);
+  CountValuesOf<16, uint16_t>(rows, value_of, out);
+}
+
 void SignRankDisagreements(const SignRankRows& rows, int64_t* d) {
   const Words words = ReadWords(rows);
   const DU du;
@@ -334,6 +378,7 @@ namespace bd {
 HWY_EXPORT(SignRankMedian);
 HWY_EXPORT(SignRankTrimmedMean);
 HWY_EXPORT(SignRankWeightedSum);
+HWY_EXPORT(SignRankCountValues);
 HWY_EXPORT(SignRankDisagreements);
 HWY_EXPORT(SignRankPack);
 
@@ -362,6 +407,11 @@ void sign_rank_trimmed_mean(const SignRankRows& rows, int64_t cut, float* out) {
 void sign_rank_weighted_sum(const SignRankRows& rows, const double* weights, float* out) {
   check_rows("sign_rank_weighted_sum", rows);
   if (rows.cols > 0) HWY_DYNAMIC_DISPATCH(SignRankWeightedSum)(rows, weights, out);
+}
+
+void sign_rank_count_values(const SignRankRows& rows, const float* value_of, float* out) {
+  check_rows("sign_rank_count_values", rows);
+  if (rows.cols > 0) HWY_DYNAMIC_DISPATCH(SignRankCountValues)(rows, value_of, out);
 }
 
 void sign_rank_disagreements(const SignRankRows& rows, int64_t* d) {

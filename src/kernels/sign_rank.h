@@ -35,6 +35,11 @@ void sign_rank_trimmed_mean(const SignRankRows& rows, int64_t cut, float* out);
 // weights α_k γ_k.
 void sign_rank_weighted_sum(const SignRankRows& rows, const double* weights, float* out);
 
+// out[j] = value_of[p_j], p_j the number of contributions whose bit j is set (0 ≤ p_j ≤ n;
+// value_of has n + 1 entries; `gammas` is not read): the sign rules, which depend on a
+// coordinate's signs only through how many are positive.
+void sign_rank_count_values(const SignRankRows& rows, const float* value_of, float* out);
+
 // d[i · n + j] += the number of coordinates where rows i and j differ, for every i < j. The
 // squared distance of two sign deltas, and their Gram entry, follow exactly from it.
 void sign_rank_disagreements(const SignRankRows& rows, int64_t* d);

@@ -213,7 +213,7 @@ void aggregate_sign_block(const SoupInputs& inputs, size_t t,
                           ? int64_t(std::floor(p.trim * double(n)))
                           : 0;
   std::vector<const uint8_t*> bits(static_cast<size_t>(n));
-  std::vector<float> gammas(static_cast<size_t>(n)), scales(static_cast<size_t>(n));
+  std::vector<float> gammas(static_cast<size_t>(n)), scales(static_cast<size_t>(n)), value_of;
   static thread_local std::vector<float> values;
   std::vector<double> weights(static_cast<size_t>(n));
   std::vector<size_t> order(static_cast<size_t>(n));
@@ -237,19 +237,31 @@ void aggregate_sign_block(const SoupInputs& inputs, size_t t,
       std::fill(values.begin(), values.end(), 0.0f);
     } else if (weighted) {
       sign_rank_weighted_sum(ranked, weights.data(), values.data());
-    } else if (p.method == SoupMethod::median) {
-      sign_rank_median(ranked, values.data());
-    } else {
-      sign_rank_trimmed_mean(ranked, cut, values.data());
-    }
-    if (sign_rule) {  // each contribution's scale: its mean |δ| over the row or the tensor
+    } else if (sign_rule) {
+      // Each contribution's scale: its mean |δ| over the row or the tensor. The value depends on
+      // the signs only through the count p of positive ones: the majority's sign (a tie is +1),
+      // or the trimmed mean of c = n − p values −1 and p values +1, times the rule's scale.
       for (int64_t k = 0; k < n; ++k)
         scales[size_t(k)] = options.per_row ? gamma_at(*signs[size_t(k)], row)
                                             : float(abs_sums[size_t(k)] / double(tensor.numel()));
       std::sort(scales.begin(), scales.end());
       const float scale = sign_rule_scale(p, scales.data(), n);
-      for (float& v : values)
-        v = p.method == SoupMethod::sign_majority ? (v >= 0 ? scale : -scale) : v * scale;
+      value_of.resize(size_t(n + 1));
+      for (int64_t positive = 0; positive <= n; ++positive) {
+        if (p.method == SoupMethod::sign_majority) {
+          value_of[size_t(positive)] = 2 * positive >= n ? scale : -scale;
+          continue;
+        }
+        const int64_t kept_negative = std::clamp(n - positive, cut, n - cut) - cut;
+        const int64_t kept_positive = std::clamp(positive, cut, n - cut) - cut;
+        value_of[size_t(positive)] =
+            float(double(kept_positive - kept_negative) / double(n - 2 * cut)) * scale;
+      }
+      sign_rank_count_values(ranked, value_of.data(), values.data());
+    } else if (p.method == SoupMethod::median) {
+      sign_rank_median(ranked, values.data());
+    } else {
+      sign_rank_trimmed_mean(ranked, cut, values.data());
     }
     for (int64_t q = 0; q < rows; ++q) {
       const float* v = values.data() + q * row_bits;
