@@ -1,9 +1,10 @@
 // `bitdelta soup`: n adapters of one base aggregated into one, streaming. Pass 1 (only what the
 // rule needs) reads every input once for the contributions' Gram matrix (vector rules) and their
 // mean |δ| per tensor (sign rules); pass 2 reads them again, aggregates block by block, and packs
-// the output's signs (bit output) or keeps its values (dense output). Memory: the inputs are
-// memory-mapped and read in blocks of n × kSoupBlockCoordinates floats per thread, plus the
-// output adapter (dense output: every aggregated tensor in the base's dtype).
+// the output's signs (bit output) or keeps its values (dense output). Memory: per thread, a
+// block of n × kSoupSignBlockBytes of packed signs (weights every input holds as signs) or
+// n × kSoupBlockCoordinates floats (the rest), plus the output adapter (dense output: every
+// aggregated tensor in the base's dtype).
 #pragma once
 #include <cstdint>
 #include <map>
