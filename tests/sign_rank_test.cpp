@@ -1,7 +1,7 @@
 // The bit-sliced order statistics (kernels/sign_rank.h) against sorting the dequantised values,
 // on every SIMD target compiled: the median exactly (it picks a value), the trimmed mean to one
-// float rounding (the kernel sums in contribution order, the reference in ascending order, both
-// in double), disagreements and packing exactly.
+// float rounding (the kernel sums by table lookups over groups of 8 contributions, the reference
+// in ascending order, both in double), disagreements and packing exactly.
 #include "kernels/sign_rank.h"
 
 #include <gtest/gtest.h>

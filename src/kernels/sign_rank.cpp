@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/sign_rank.cpp"
@@ -23,12 +24,12 @@ using VU = hn::Vec<DU>;
 using DF = hn::ScalableTag<float>;
 using DD = hn::ScalableTag<double>;
 
-// A thread's reusable scratch words (slot 0: rows, 1: index table or survivor masks), vector
-// aligned: the kernels run once per block, and fresh allocations of block size come from mmap,
-// whose every page costs a fault on first touch.
+// A thread's reusable scratch words (slot 0: rows, 1: index table or survivor masks, 2: lookup
+// tables and indices of MaskSums), vector aligned: the kernels run once per block, and fresh
+// allocations of block size come from mmap, whose every page costs a fault on first touch.
 uint64_t* Scratch(size_t slot, size_t count) {
-  static thread_local hwy::AlignedFreeUniquePtr<uint64_t[]> buffers[2];
-  static thread_local size_t sizes[2] = {0, 0};
+  static thread_local hwy::AlignedFreeUniquePtr<uint64_t[]> buffers[3];
+  static thread_local size_t sizes[3] = {0, 0, 0};
   if (sizes[slot] < count) {
     buffers[slot] = hwy::AllocateAligned<uint64_t>(count);
     sizes[slot] = count;
@@ -46,6 +47,13 @@ struct Words {
   size_t stride = 0;  // words from one row to the next
   const uint64_t* row(size_t k) const { return data + k * stride; }
 };
+
+// Words [w0, w0 + N) of row k, with a prefetch of the same row 512 bytes ahead: the kernels walk
+// n rows side by side, more streams than the hardware prefetcher follows.
+HWY_INLINE VU LoadRow(const Words& words, size_t k, size_t w0) {
+  hwy::Prefetch(words.row(k) + w0 + 64);
+  return hn::Load(DU(), words.row(k) + w0);
+}
 
 Words ReadWords(const SignRankRows& rows) {
   const size_t N = hn::Lanes(DU());
@@ -110,7 +118,7 @@ void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, cons
   const Constant<B> high_neg(two ? r + 1 : 0), high_pos(two ? n - 2 - r : 0);
   VU low_negative = hn::Zero(du), high_negative = low_negative;
   for (size_t i = 0; i < n; ++i) {
-    const VU x = hn::Load(du, words.row(i) + w0), below = hn::Not(x);
+    const VU x = LoadRow(words, i, w0), below = hn::Not(x);
     const uint64_t* i_bits = bits_of + i * B * N;
     const VU low_hit_neg = hn::AndNot(x, Equals<B>(negatives, low_neg));
     low_negative = hn::Or(low_negative, low_hit_neg);
@@ -216,7 +224,7 @@ void Survivors(const Words& words, size_t w0, size_t n, size_t cut, uint64_t* ke
   VU negative_low = cut == 0 ? all : none, negative_high = none;
   VU positive_low = negative_low, positive_high = none;
   for (size_t i = 0; i < n; ++i) {
-    const VU x = hn::Load(du, words.row(i) + w0), below = hn::Not(x);
+    const VU x = LoadRow(words, i, w0), below = hn::Not(x);
     hn::Store(hn::AndNot(positive_high, hn::And(x, positive_low)), du, keep + 2 * i * N);
     hn::Store(hn::AndNot(negative_high, hn::And(below, negative_low)), du, keep + (2 * i + 1) * N);
     if (cut > 0) {
@@ -230,49 +238,100 @@ void Survivors(const Words& words, size_t w0, size_t n, size_t cut, uint64_t* ke
   }
 }
 
-// out[j] = Σ_i weights[i] · (±1 where contribution i's value survives a trim of `cut`) / divisor,
-// summed in double in contribution order (cut = 0: every value).
+// Weighted sums of m bit masks, Σ_i w_i · (bit j of mask i), by table lookup instead of a
+// masked add per mask and coordinate: the masks go in groups of 8; table[g · 256 + byte] is
+// the sum of the weights of group g's masks set in `byte`, built in a fixed order
+// (table[b] = table[b without its lowest bit] + the weight of that bit), so that the sums do not
+// depend on the SIMD target or the thread.
+struct MaskTables {
+  const double* table = nullptr;
+  size_t masks = 0, groups = 0;
+};
+
+MaskTables BuildTables(const double* weights, size_t masks, double* table) {
+  const size_t groups = (masks + 7) / 8;
+  for (size_t g = 0; g < groups; ++g) {
+    double* t = table + g * 256;
+    t[0] = 0;
+    for (unsigned b = 1; b < 256; ++b) {
+      const unsigned low = unsigned(__builtin_ctz(b));
+      const size_t i = 8 * g + low;
+      t[b] = t[b & (b - 1)] + (i < masks ? weights[i] : 0.0);
+    }
+  }
+  return {table, masks, groups};
+}
+
+// sums[j] = Σ_i w_i · (bit j of mask i) for the 64 · N coordinates of one vector of words;
+// mask_at(i) points at mask i's N words. Each group's masks are first turned into one byte
+// per coordinate (bit b: mask 8g + b), a byte vector of coordinates at a time; then every
+// coordinate adds up one table entry per group, in group order.
+template <class MaskAt>
+void MaskSums(const MaskTables& tables, const MaskAt& mask_at, uint8_t* index, double* sums) {
+  const hn::ScalableTag<uint8_t> d8;
+  const size_t N = hn::Lanes(DU()), L8 = hn::Lanes(d8), coordinates = 64 * N;
+  for (size_t g = 0; g < tables.groups; ++g) {
+    const size_t members = std::min<size_t>(8, tables.masks - 8 * g);
+    for (size_t c = 0; c < coordinates; c += L8) {
+      auto byte = hn::Zero(d8);
+      for (size_t b = 0; b < members; ++b) {
+        const auto bit = LoadSignMask(d8, reinterpret_cast<const uint8_t*>(mask_at(8 * g + b)), c);
+        byte = hn::Or(byte, hn::IfThenElseZero(bit, hn::Set(d8, uint8_t(1u << b))));
+      }
+      hn::Store(byte, d8, index + g * coordinates + c);
+    }
+  }
+  // Eight coordinates at a time: eight independent chains of additions.
+  for (size_t j = 0; j < coordinates; j += 8) {
+    double sum[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (size_t g = 0; g < tables.groups; ++g) {
+      const double* table = tables.table + g * 256;
+      const uint8_t* bytes = index + g * coordinates + j;
+      for (size_t q = 0; q < 8; ++q) sum[q] += table[bytes[q]];
+    }
+    for (size_t q = 0; q < 8; ++q) sums[j + q] = sum[q];
+  }
+}
+
+// out[j] = (Σ_i weights[i] · (±1 where contribution i's value survives a trim of `cut`)) /
+// divisor (cut = 0: every value).
 template <size_t B>
 void SurvivorSum(const SignRankRows& rows, const double* weights, size_t cut, double divisor,
                  float* out) {
   const Words words = ReadWords(rows);
   const DU du;
-  const DD dd;
-  const hn::Rebind<float, DD> df;
-  const size_t N = hn::Lanes(du), n = size_t(rows.n), L = hn::Lanes(dd);
-  constexpr size_t kMaxChunks = 64 / hn::MaxLanes(DD());
+  const size_t N = hn::Lanes(du), n = size_t(rows.n), coordinates = 64 * N;
+  // With a trim, 2n masks: contribution i's surviving positive values (weight +w_i) and
+  // negative ones (−w_i). Without, the signs alone: Σ w_i s_i = 2 Σ w_i b_i − Σ w_i.
+  const size_t masks = cut > 0 ? 2 * n : n, groups = (masks + 7) / 8;
+  std::vector<double> mask_weights(masks);
+  double offset = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (cut > 0) {
+      mask_weights[2 * i] = weights[i];
+      mask_weights[2 * i + 1] = -weights[i];
+    } else {
+      mask_weights[i] = 2 * weights[i];
+      offset -= weights[i];
+    }
+  }
+  uint64_t* scratch = Scratch(2, groups * 256 + groups * coordinates / 8 + coordinates);
+  const MaskTables tables =
+      BuildTables(mask_weights.data(), masks, reinterpret_cast<double*>(scratch));
+  uint8_t* index = reinterpret_cast<uint8_t*>(scratch + groups * 256);
+  double* sums = reinterpret_cast<double*>(scratch + groups * 256 + groups * coordinates / 8);
   uint64_t* keep = Scratch(1, 2 * n * N);
-  HWY_ALIGN float values[64];
   for (size_t w0 = 0; w0 < words.used; w0 += N) {
     if (cut > 0) {
       Survivors<B>(words, w0, n, cut, keep);
-    } else {  // the mean: every value survives
-      for (size_t i = 0; i < n; ++i) {
-        const VU x = hn::Load(du, words.row(i) + w0);
-        hn::Store(x, du, keep + 2 * i * N);
-        hn::Store(hn::Not(x), du, keep + (2 * i + 1) * N);
-      }
+      MaskSums(
+          tables, [&](size_t i) { return keep + i * N; }, index, sums);
+    } else {
+      MaskSums(
+          tables, [&](size_t i) { return words.row(i) + w0; }, index, sums);
     }
-    for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
-      hn::Vec<DD> sum[kMaxChunks];
-      for (size_t c = 0; c < 64 / L; ++c) sum[c] = hn::Zero(dd);
-      for (size_t i = 0; i < n; ++i) {
-        const uint64_t plus = keep[2 * i * N + u], minus = keep[(2 * i + 1) * N + u];
-        if ((plus | minus) == 0) continue;
-        const auto gamma = hn::Set(dd, weights[i]);
-        const auto ngamma = hn::Neg(gamma);
-        const uint8_t* p = reinterpret_cast<const uint8_t*>(&plus);
-        const uint8_t* m = reinterpret_cast<const uint8_t*>(&minus);
-        for (size_t c = 0; c < 64 / L; ++c) {
-          sum[c] = hn::IfThenElse(LoadSignMask(dd, p, c * L), hn::Add(sum[c], gamma), sum[c]);
-          sum[c] = hn::IfThenElse(LoadSignMask(dd, m, c * L), hn::Add(sum[c], ngamma), sum[c]);
-        }
-      }
-      for (size_t c = 0; c < 64 / L; ++c)
-        hn::StoreU(hn::DemoteTo(df, hn::Div(sum[c], hn::Set(dd, divisor))), df, values + c * L);
-      const size_t j0 = 64 * (w0 + u);
-      std::memcpy(out + j0, values, std::min<size_t>(64, size_t(rows.cols) - j0) * 4);
-    }
+    const size_t j0 = 64 * w0, count = std::min<size_t>(coordinates, size_t(rows.cols) - j0);
+    for (size_t j = 0; j < count; ++j) out[j0 + j] = float((sums[j] + offset) / divisor);
   }
 }
 
@@ -305,7 +364,7 @@ void CountValuesOf(const SignRankRows& rows, const float* value_of, float* out) 
   for (size_t w0 = 0; w0 < words.used; w0 += N) {
     VU positives[B];
     for (size_t b = 0; b < B; ++b) positives[b] = hn::Zero(du);
-    for (size_t i = 0; i < n; ++i) Increment<B>(positives, hn::Load(du, words.row(i) + w0));
+    for (size_t i = 0; i < n; ++i) Increment<B>(positives, LoadRow(words, i, w0));
     for (size_t b = 0; b < B; ++b) hn::StoreU(positives[b], du, planes + b * N);
     for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
       for (size_t c = 0; c < 64; c += hn::Lanes(dt)) {

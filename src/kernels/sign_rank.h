@@ -6,8 +6,8 @@
 // ones in reverse contribution order; so the rank of a value is a count of signs seen so far.
 // The kernels keep those counts bit-sliced (one 64-bit plane per counter bit, 64 coordinates
 // per word, a SIMD vector of words at a time) and never form a value per contribution and
-// coordinate: the median is an index found by counting, and the trimmed mean adds each
-// contribution's γ under a mask of the coordinates where it survives the trim.
+// coordinate: the median is an index found by counting, and the trimmed mean adds up the γ of
+// the contributions that survive the trim, eight contributions' masks per table lookup.
 #pragma once
 #include <cstdint>
 
@@ -27,12 +27,14 @@ struct SignRankRows {
 void sign_rank_median(const SignRankRows& rows, float* out);
 
 // out[j] = the mean of the values left after dropping the `cut` smallest and `cut` largest
-// (0 ≤ 2·cut < n; cut = 0 is the mean), summed in double in contribution order.
+// (0 ≤ 2·cut < n; cut = 0 is the mean), summed in double: per group of 8 contributions a table
+// entry (the sum of the group's surviving ±γ, in contribution order), the groups in order. The
+// sums do not depend on the SIMD target or the thread.
 void sign_rank_trimmed_mean(const SignRankRows& rows, int64_t cut, float* out);
 
 // out[j] = Σ_i weights[i] · s_ij (s = ±1 from the bits; `gammas` is not read, the rows need no
-// order), summed in double in contribution order: a combination Σ_k α_k δ_k of sign deltas with
-// weights α_k γ_k.
+// order), as 2 Σ_i weights[i] · b_ij − Σ_i weights[i] with b_ij ∈ {0, 1} summed as
+// sign_rank_trimmed_mean sums: a combination Σ_k α_k δ_k of sign deltas with weights α_k γ_k.
 void sign_rank_weighted_sum(const SignRankRows& rows, const double* weights, float* out);
 
 // out[j] = value_of[p_j], p_j the number of contributions whose bit j is set (0 ≤ p_j ≤ n;
