@@ -98,7 +98,7 @@ TEST(SignRank, TrimmedMeanAveragesTheMiddleValues) {
   }
 }
 
-TEST(SignRank, WeightedSumAddsSignedWeightsInOrder) {
+TEST(SignRank, WeightedSumAddsSignedWeights) {
   const Contributions c(13, 700, 3);
   std::vector<double> weights;
   for (int64_t k = 0; k < 13; ++k) weights.push_back(0.37 * double(k + 1) * (k % 3 ? 1 : -0.5));
@@ -109,7 +109,7 @@ TEST(SignRank, WeightedSumAddsSignedWeightsInOrder) {
       double sum = 0;
       for (int64_t k = 0; k < 13; ++k)
         sum += c.value(k, j) > 0 ? weights[size_t(k)] : -weights[size_t(k)];
-      ASSERT_EQ(out[size_t(j)], float(sum)) << j;
+      ASSERT_NEAR(out[size_t(j)], sum, 1.2e-7 * std::max(1.0, std::abs(sum))) << j;
     }
   });
 }
@@ -161,6 +161,54 @@ TEST(SignRank, PackSetsTheNonNegativeAndSumsMagnitudes) {
         EXPECT_EQ((bits[size_t(j / 8)] >> (j % 8)) & 1, values[size_t(j)] >= 0) << j;
     }
   });
+}
+
+// Rows laid out for the kernels (SignRankRows::padded) are read in place and give the same
+// results as rows the kernels copy.
+TEST(SignRank, PaddedRowsGiveTheSameResults) {
+  for (const Shape& shape : kShapes) {
+    SCOPED_TRACE(testing::Message() << "n " << shape.n << " cols " << shape.cols);
+    const Contributions c(shape.n, shape.cols, uint64_t(shape.n * 31 + shape.cols));
+    const int64_t stride = sign_rank_padded_stride(c.row_bytes);
+    ASSERT_EQ(stride % 64, 0);
+    ASSERT_NE(stride % 4096, 0);
+    ASSERT_GE(stride, c.row_bytes);
+    std::vector<uint64_t> storage(size_t(shape.n * stride / 8 + 8), 0);
+    uint8_t* base = reinterpret_cast<uint8_t*>(storage.data());
+    base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+    std::vector<const uint8_t*> padded_bits;
+    for (int64_t k = 0; k < shape.n; ++k) {
+      std::copy(c.rows[size_t(k)].begin(), c.rows[size_t(k)].end(), base + k * stride);
+      padded_bits.push_back(base + k * stride);
+    }
+    SignRankRows padded = c.view();
+    padded.bits = padded_bits.data();
+    padded.padded = true;
+    std::vector<double> weights(c.gammas.begin(), c.gammas.end());
+    std::vector<float> value_of(size_t(shape.n + 1));
+    for (int64_t p = 0; p <= shape.n; ++p) value_of[size_t(p)] = float(p);
+    auto results = [&](const SignRankRows& view) {
+      std::vector<std::vector<float>> out(4, std::vector<float>(size_t(shape.cols), NAN));
+      sign_rank_median(view, out[0].data());
+      sign_rank_trimmed_mean(view, (shape.n - 1) / 4, out[1].data());
+      sign_rank_weighted_sum(view, weights.data(), out[2].data());
+      sign_rank_count_values(view, value_of.data(), out[3].data());
+      return out;
+    };
+    test::for_each_target([&] { EXPECT_EQ(results(padded), results(c.view())); });
+  }
+  // A padded row must start on a 64-byte boundary (8 bytes past a 16-byte aligned address never
+  // does).
+  const Contributions c(3, 100, 1);
+  std::vector<uint64_t> storage(64);
+  const uint8_t* const misaligned = reinterpret_cast<const uint8_t*>(storage.data() + 1);
+  if (reinterpret_cast<uintptr_t>(misaligned) % 64 == 0) misaligned += 16;
+  const uint8_t* rows[3] = {misaligned, misaligned, misaligned};
+  SignRankRows view = c.view();
+  view.bits = rows;
+  view.padded = true;
+  std::vector<float> out(100);
+  EXPECT_THROW(sign_rank_median(view, out.data()), std::exception);
 }
 
 TEST(SignRank, BadSizesAreRefused) {

@@ -38,14 +38,13 @@ uint64_t* Scratch(size_t slot, size_t count) {
 }
 
 // The contributions' rows as 64-bit words (bit j of word w: coordinate 64w + j; little-endian,
-// so byte b holds bits 8b .. 8b + 7), each copied to `stride` words padded with zeros, a whole
-// number of vectors. Copying streams each row once (prefetch-friendly); the kernels then walk
-// all n rows a vector at a time from cache instead of from n scattered pages.
+// so byte b holds bits 8b .. 8b + 7), vector aligned and padded with zeros to a whole number of
+// vectors: the rows themselves when the caller laid them out so (SignRankRows::padded), else
+// copies (sign_rank_padded_stride apart). The kernels walk all n rows a vector at a time.
 struct Words {
-  uint64_t* data = nullptr;
-  size_t used = 0;    // words per row the kernels walk: whole vectors
-  size_t stride = 0;  // words from one row to the next
-  const uint64_t* row(size_t k) const { return data + k * stride; }
+  std::vector<const uint64_t*> rows;
+  size_t used = 0;  // words per row the kernels walk: whole vectors
+  const uint64_t* row(size_t k) const { return rows[k]; }
 };
 
 // Words [w0, w0 + N) of row k, with a prefetch of the same row 512 bytes ahead: the kernels walk
@@ -59,17 +58,21 @@ Words ReadWords(const SignRankRows& rows) {
   const size_t N = hn::Lanes(DU());
   const size_t row_bytes = size_t(rows.cols + 7) / 8, words = size_t(rows.cols + 63) / 64;
   Words out;
-  // One vector more than the row needs when the rows would lie a multiple of 4 KiB apart: the
-  // kernels load the same offset of every row in turn, and 4 KiB-aligned addresses all fall
-  // into one L1 set.
   out.used = std::max<size_t>(N, (words + N - 1) / N * N);
-  out.stride = out.used % 512 == 0 ? out.used + N : out.used;
-  out.data = Scratch(0, size_t(rows.n) * out.stride);
+  out.rows.resize(size_t(rows.n));
+  if (rows.padded) {
+    for (size_t k = 0; k < size_t(rows.n); ++k)
+      out.rows[k] = reinterpret_cast<const uint64_t*>(rows.bits[k]);
+    return out;
+  }
+  const size_t stride = size_t(sign_rank_padded_stride(int64_t(row_bytes))) / sizeof(uint64_t);
+  uint64_t* data = Scratch(0, size_t(rows.n) * stride);
   for (size_t k = 0; k < size_t(rows.n); ++k) {
-    uint64_t* copy = out.data + k * out.stride;
+    uint64_t* copy = data + k * stride;
     std::memcpy(copy, rows.bits[k], row_bytes);
     std::memset(reinterpret_cast<uint8_t*>(copy) + row_bytes, 0,
-                out.stride * sizeof(uint64_t) - row_bytes);
+                stride * sizeof(uint64_t) - row_bytes);
+    out.rows[k] = copy;
   }
   return out;
 }
@@ -447,9 +450,17 @@ void check_rows(const char* caller, const SignRankRows& rows) {
   if (rows.n < 1 || rows.n > kSignRankMaxContributions || rows.cols < 0)
     fail(caller, ": ", rows.n, " contributions of ", rows.cols, " coordinates (at most ",
          kSignRankMaxContributions, " contributions)");
+  for (int64_t k = 0; k < rows.n && rows.padded; ++k)
+    if (reinterpret_cast<uintptr_t>(rows.bits[k]) % 64 != 0)
+      fail(caller, ": padded row ", k, " does not start on a 64-byte boundary");
 }
 
 }  // namespace
+
+int64_t sign_rank_padded_stride(int64_t row_bytes) {
+  const int64_t lines = (std::max<int64_t>(row_bytes, 1) + 63) / 64 * 64;
+  return lines % 4096 == 0 ? lines + 64 : lines;
+}
 
 void sign_rank_median(const SignRankRows& rows, float* out) {
   check_rows("sign_rank_median", rows);

@@ -20,7 +20,16 @@ struct SignRankRows {
   const uint8_t* const* bits = nullptr;  // [n] sign rows of `cols` bits, by decreasing γ
   const float* gammas = nullptr;         // [n], decreasing (ties in any order)
   int64_t n = 0, cols = 0;
+  // Whether every row starts on a 64-byte boundary and may be read up to the next multiple of 64
+  // bytes past its last, with zero bits past `cols` (a block laid out with
+  // sign_rank_padded_stride): then the kernels read the rows in place instead of copying them.
+  bool padded = false;
 };
+
+// Bytes from one row to the next for rows of `row_bytes` that the kernels read in place: whole
+// 64-byte lines, and one more line when that would be a multiple of 4 KiB (the kernels load the
+// same offset of every row in turn, and addresses 4 KiB apart all fall into one L1 set).
+int64_t sign_rank_padded_stride(int64_t row_bytes);
 
 // out[j] = the median of the n values at coordinate j (the mean of the two middle ones, in
 // double, when n is even): exactly the value a sort of the dequantised values would give.

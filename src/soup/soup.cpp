@@ -31,6 +31,31 @@ bool one_scale_each(const std::vector<const AdapterMatrix*>& signs) {
                       [](const AdapterMatrix* m) { return m->per_row(); });
 }
 
+// A block of rows [row0, row0 + here) of a tensor that every contribution holds as signs, read
+// for the kernels to walk in place (SignRankRows::padded): contribution members[i]'s rows
+// contiguous at data + i · stride, from a 64-byte boundary, zero bits after them up to the next.
+struct SignBlock {
+  const uint8_t* data = nullptr;
+  int64_t stride = 0;
+};
+
+SignBlock read_sign_block(const SoupInputs& inputs, size_t t, const std::vector<int64_t>& members,
+                          int64_t row0, int64_t here) {
+  const int64_t bytes = here * ((inputs.tensors()[t].cols + 7) / 8);
+  const int64_t stride = sign_rank_padded_stride(bytes);
+  // Reused by the thread: see kernels/sign_rank.cpp Scratch.
+  static thread_local std::vector<uint64_t> buffer;
+  buffer.resize(size_t(int64_t(members.size()) * stride / 8 + 8));
+  uint8_t* data = reinterpret_cast<uint8_t*>(buffer.data());
+  data += (64 - reinterpret_cast<uintptr_t>(data) % 64) % 64;
+  for (size_t i = 0; i < members.size(); ++i) {
+    uint8_t* slice = data + int64_t(i) * stride;
+    inputs.read_signs(t, size_t(members[i]), row0, here, slice);
+    std::memset(slice + bytes, 0, size_t(stride - bytes));
+  }
+  return {data, stride};
+}
+
 // Pass 1 over a block of a tensor every contribution holds as signs: its part of the Gram
 // matrix (upper triangle) from the number of coordinates where two contributions' signs differ,
 // exact integers: Σ_j γ_a s_aj · γ_b s_bj = γ_a γ_b (m − 2 · differing).
@@ -39,17 +64,17 @@ void sign_block_gram(const SoupInputs& inputs, size_t t,
                      double* gram) {
   const int64_t n = int64_t(signs.size()), cols = inputs.tensors()[t].cols;
   const int64_t row_bytes = (cols + 7) / 8;
-  static thread_local std::vector<uint8_t> block;  // reused: see kernels/sign_rank.cpp Scratch
-  block.resize(size_t(n * here * row_bytes));
-  for (int64_t k = 0; k < n; ++k)
-    inputs.read_signs(t, size_t(k), row0, here, block.data() + k * here * row_bytes);
+  std::vector<int64_t> everyone(static_cast<size_t>(n));
+  std::iota(everyone.begin(), everyone.end(), int64_t(0));
+  const SignBlock block = read_sign_block(inputs, t, everyone, row0, here);
   std::vector<const uint8_t*> bits(static_cast<size_t>(n));
   std::vector<int64_t> differing(size_t(n * n));
   std::fill_n(gram, n * n, 0.0);
   auto add = [&](int64_t r, int64_t rows) {  // rows [r, r + rows) of the block
-    for (int64_t k = 0; k < n; ++k) bits[size_t(k)] = block.data() + (k * here + r) * row_bytes;
+    for (int64_t k = 0; k < n; ++k) bits[size_t(k)] = block.data + k * block.stride + r * row_bytes;
     std::fill(differing.begin(), differing.end(), 0);
-    sign_rank_disagreements({bits.data(), nullptr, n, rows * row_bytes * 8}, differing.data());
+    sign_rank_disagreements({bits.data(), nullptr, n, rows * row_bytes * 8, rows == here},
+                            differing.data());
     for (int64_t a = 0; a < n; ++a)
       for (int64_t b = a; b < n; ++b)
         gram[a * n + b] += double(gamma_at(*signs[size_t(a)], row0 + r)) *
@@ -202,12 +227,7 @@ void aggregate_sign_block(const SoupInputs& inputs, size_t t,
   const SoupParams& p = options.params;
   const int64_t n = int64_t(signs.size()), cols = tensor.cols;
   const int64_t row_bytes = (cols + 7) / 8, row_bits = 8 * row_bytes;
-  // The block's sign rows of every member, read once: member i's at block[i · here · row_bytes].
-  static thread_local std::vector<uint8_t> block;  // reused: see kernels/sign_rank.cpp Scratch
-  block.resize(size_t(n * here * row_bytes));
-  for (int64_t i = 0; i < n; ++i)
-    inputs.read_signs(t, size_t(members[size_t(i)]), row0, here,
-                      block.data() + i * here * row_bytes);
+  const SignBlock block = read_sign_block(inputs, t, members, row0, here);
   const bool sign_rule = is_sign_rule(p.method);
   const int64_t cut = p.method == SoupMethod::trimmed_mean || p.method == SoupMethod::sign_vote
                           ? int64_t(std::floor(p.trim * double(n)))
@@ -225,14 +245,15 @@ void aggregate_sign_block(const SoupInputs& inputs, size_t t,
       });
     for (int64_t i = 0; i < n; ++i) {
       const AdapterMatrix& m = *signs[order[size_t(i)]];
-      bits[size_t(i)] = block.data() + (int64_t(order[size_t(i)]) * here + row - row0) * row_bytes;
+      bits[size_t(i)] =
+          block.data + int64_t(order[size_t(i)]) * block.stride + (row - row0) * row_bytes;
       gammas[size_t(i)] = sign_rule ? 1.0f : gamma_at(m, row);
       if (weighted)  // α_k · (±γ_k), as the reference multiplies each value
         weights[size_t(i)] =
             choice.weights[size_t(choice.selected[order[size_t(i)]])] * double(gamma_at(m, row));
     }
     values.resize(size_t(rows * row_bits));
-    const SignRankRows ranked{bits.data(), gammas.data(), n, rows * row_bits};
+    const SignRankRows ranked{bits.data(), gammas.data(), n, rows * row_bits, rows == here};
     if (n == 0) {  // nothing selected (no rule's choice is empty): zeros
       std::fill(values.begin(), values.end(), 0.0f);
     } else if (weighted) {
