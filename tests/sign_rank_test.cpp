@@ -202,7 +202,6 @@ TEST(SignRank, PaddedRowsGiveTheSameResults) {
   const Contributions c(3, 100, 1);
   std::vector<uint64_t> storage(64);
   const uint8_t* const misaligned = reinterpret_cast<const uint8_t*>(storage.data() + 1);
-  if (reinterpret_cast<uintptr_t>(misaligned) % 64 == 0) misaligned += 16;
   const uint8_t* rows[3] = {misaligned, misaligned, misaligned};
   SignRankRows view = c.view();
   view.bits = rows;
