@@ -104,46 +104,84 @@ HWY_INLINE void Increment(VU* count, VU add) {
   }
 }
 
+// count −= 1 in the lanes of `take`; returns the lanes that went from 0 to −1 (the borrow out
+// of the top plane). A counter started at c borrows out at the (c + 1)-th decrement, and not
+// again while fewer than 2^B decrements follow.
+template <size_t B>
+HWY_INLINE VU Decrement(VU* count, VU take) {
+  for (size_t b = 0; b < B; ++b) {
+    const VU borrow = hn::AndNot(count[b], take);
+    count[b] = hn::Xor(count[b], take);
+    take = borrow;
+  }
+  return take;
+}
+
 // Where ascending ranks r (and r + 1 when `two`) of each coordinate of one vector of words lie:
 // the index of the contribution holding the value, as B bit planes (index[(s · B + b) · N + u]:
 // bit b of the indices of word u for rank r + s), and whether the value is negative
-// (negative[s · N + u]). The rank-r value is the negative one of a contribution with r negatives
-// before it, or the positive one of a contribution with n − 1 − r positives before it; exactly
-// one of the two exists. bits_of[(i · B + b) · N ...]: all ones where bit b of i is set.
+// (negative[s · N + u]). The rank-r value is the negative one of the contribution with r
+// negatives before it, or the positive one of the contribution with n − 1 − r positives before
+// it; exactly one of the two exists. Each is found by a counter started at that number and
+// counted down on the values of its sign: the lane borrows out at that contribution. Rank r + 1
+// is the next negative after rank r's, or the positive just before rank r's (the one with
+// n − 2 − r positives before it, found by the counter, rank r's then being the next positive).
+// One pass over the contributions per sign keeps a counter's planes in registers (AVX2 has 16);
+// hits[(s · n + i) · N + u]: where contribution i holds rank r + s. As a lane hits once per
+// rank, bit b of its index is the OR of its hits at the contributions whose bit b is set.
 template <size_t B>
-void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, const uint64_t* bits_of,
+void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint64_t* hits,
                uint64_t* index, uint64_t* negative) {
   const DU du;
   const size_t N = hn::Lanes(du);
-  VU negatives[B], positives[B], low[B], high[B];  // counts seen so far; index planes
-  for (size_t b = 0; b < B; ++b) negatives[b] = positives[b] = low[b] = high[b] = hn::Zero(du);
-  const Constant<B> low_neg(r), low_pos(n - 1 - r);
-  const Constant<B> high_neg(two ? r + 1 : 0), high_pos(two ? n - 2 - r : 0);
-  VU low_negative = hn::Zero(du), high_negative = low_negative;
-  for (size_t i = 0; i < n; ++i) {
-    const VU x = LoadRow(words, i, w0), below = hn::Not(x);
-    const uint64_t* i_bits = bits_of + i * B * N;
-    const VU low_hit_neg = hn::AndNot(x, Equals<B>(negatives, low_neg));
-    low_negative = hn::Or(low_negative, low_hit_neg);
-    const VU low_hit = hn::Or(low_hit_neg, hn::And(x, Equals<B>(positives, low_pos)));
-    for (size_t b = 0; b < B; ++b)
-      low[b] = hn::Or(low[b], hn::And(low_hit, hn::Load(du, i_bits + b * N)));
-    if (two) {
-      const VU high_hit_neg = hn::AndNot(x, Equals<B>(negatives, high_neg));
-      high_negative = hn::Or(high_negative, high_hit_neg);
-      const VU high_hit = hn::Or(high_hit_neg, hn::And(x, Equals<B>(positives, high_pos)));
-      for (size_t b = 0; b < B; ++b)
-        high[b] = hn::Or(high[b], hn::And(high_hit, hn::Load(du, i_bits + b * N)));
+  const VU none = hn::Zero(du);
+  uint64_t* low_hits = hits;
+  uint64_t* high_hits = hits + n * N;
+  {  // the negatives: rank r's, then the next one (rank r + 1's)
+    VU count[B];
+    const Constant<B> start(r);
+    for (size_t b = 0; b < B; ++b) count[b] = start.bits[b];
+    VU after = none, found = none, low_negative = none, high_negative = none;
+    for (size_t i = 0; i < n; ++i) {
+      const VU below = hn::Not(LoadRow(words, i, w0));
+      const VU hit = Decrement<B>(count, below);
+      const VU next = hn::AndNot(found, hn::And(below, after));
+      found = hn::Or(found, next);
+      after = hn::Or(after, hit);
+      low_negative = hn::Or(low_negative, hit);
+      high_negative = hn::Or(high_negative, next);
+      hn::Store(hit, du, low_hits + i * N);
+      hn::Store(next, du, high_hits + i * N);
     }
-    Increment<B>(negatives, below);
-    Increment<B>(positives, x);
+    hn::StoreU(low_negative, du, negative);
+    hn::StoreU(high_negative, du, negative + N);
   }
-  for (size_t b = 0; b < B; ++b) {
-    hn::StoreU(low[b], du, index + b * N);
-    hn::StoreU(high[b], du, index + (B + b) * N);
+  {  // the positives: rank r's (two: rank r + 1's, then the next one, rank r's)
+    VU count[B];
+    const Constant<B> start(two ? n - 2 - r : n - 1 - r);
+    for (size_t b = 0; b < B; ++b) count[b] = start.bits[b];
+    VU after = none, found = none;
+    uint64_t* first = two ? high_hits : low_hits;
+    for (size_t i = 0; i < n; ++i) {
+      const VU x = hn::Load(du, words.row(i) + w0);  // in L1 since the negatives' pass
+      const VU hit = Decrement<B>(count, x);
+      hn::Store(hn::Or(hit, hn::Load(du, first + i * N)), du, first + i * N);
+      if (!two) continue;
+      const VU next = hn::AndNot(found, hn::And(x, after));
+      found = hn::Or(found, next);
+      after = hn::Or(after, hit);
+      hn::Store(hn::Or(next, hn::Load(du, low_hits + i * N)), du, low_hits + i * N);
+    }
   }
-  hn::StoreU(low_negative, du, negative);
-  hn::StoreU(high_negative, du, negative + N);
+  for (size_t s = 0; s < (two ? 2u : 1u); ++s)
+    for (size_t b = 0; b < B; ++b) {
+      VU plane = none;
+      const size_t run = size_t(1) << b;  // i with bit b set: runs of 2^b every 2^(b + 1)
+      for (size_t i0 = run; i0 < n; i0 += 2 * run)
+        for (size_t i = i0; i < std::min(i0 + run, n); ++i)
+          plane = hn::Or(plane, hn::Load(du, hits + (s * n + i) * N));
+      hn::StoreU(plane, du, index + (s * B + b) * N);
+    }
 }
 
 // The rank-(r + s) values of word u's 64 coordinates: ±γ[index], the index gathered from its
@@ -179,15 +217,12 @@ void MedianOf(const SignRankRows& rows, float* out) {
   const size_t N = hn::Lanes(du), n = size_t(rows.n), L = hn::Lanes(DF());
   const size_t low = (n - 1) / 2;
   const bool two = n % 2 == 0;  // the mean of ranks n/2 − 1 and n/2
-  uint64_t* bits_of = Scratch(1, n * B * N);
-  for (size_t i = 0; i < n; ++i)
-    for (size_t b = 0; b < B; ++b)
-      hn::Store(hn::Set(du, (i >> b) & 1 ? ~uint64_t(0) : 0), du, bits_of + (i * B + b) * N);
+  uint64_t* hits = Scratch(1, 2 * n * N);
   uint64_t index[2 * B * hn::MaxLanes(DU())], negative[2 * hn::MaxLanes(DU())];
   HWY_ALIGN float values[2][64];
   const DF df;
   for (size_t w0 = 0; w0 < words.used; w0 += N) {
-    FindRanks<B>(words, w0, n, low, two, bits_of, index, negative);
+    FindRanks<B>(words, w0, n, low, two, hits, index, negative);
     for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
       RankValues<B, T>(index, negative, N, 0, u, rows.gammas, values[0]);
       if (two) {
