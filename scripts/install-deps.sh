@@ -47,7 +47,15 @@ else
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if [ $with_tests -eq 1 ] && [ ! -d tests/node/node_modules/openai ]; then
-  echo "install-deps: npm packages for the client tests (tests/node)"
-  npm ci --prefix tests/node --no-audit --no-fund
+# The npm packages of tests/node (exact versions in its package-lock.json): the openai client,
+# ethers, ganache (a local EVM node) and solc (the Solidity compiler), for the client and
+# registry tests.
+if [ $with_tests -eq 1 ]; then
+  for package in openai ethers ganache solc; do
+    if [ ! -d tests/node/node_modules/$package ]; then
+      echo "install-deps: npm packages for the client and chain tests (tests/node)"
+      npm ci --prefix tests/node --no-audit --no-fund
+      break
+    fi
+  done
 fi

@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "io/adapter.h"
 #include "test_util.h"
+#include "trust/abi.h"
 #include "trust/attestation.h"
 
 namespace bd {
@@ -137,6 +138,59 @@ TEST_F(Attestations, EveryChangeFailsWithItsReason) {
   hardware.platform = "frobnitz";
   EXPECT_NE(reason_of(hardware, adapter_, trusted_).find("unknown attestation platform"),
             std::string::npos);
+}
+
+// What the registry contract reads of an attestation (docs/registry.md): the payload's hash, the
+// fingerprints and measurement as 32 bytes, the owner's account, ε rounded up to millionths and
+// δ's decimal exponent rounded so that 10^-e ≥ δ; the sim-eip191 signature is over its digest.
+TEST_F(Attestations, ChainAttestationCarriesTheAttestedFields) {
+  const Attestation a = signed_by(secp_);
+  const ChainAttestation c = chain_attestation(a);
+  EXPECT_EQ(c.payload_hash, keccak256(attestation_payload(a)));
+  EXPECT_EQ(to_hex(c.adapter), a.adapter);
+  EXPECT_EQ(to_hex(c.base), a.base);
+  EXPECT_EQ(to_hex(c.measurement), a.measurement);
+  EXPECT_EQ(c.owner, parse_lux_did(kOwner).address);
+  EXPECT_EQ(c.epsilon_x1e6, 4000000u);  // "4.0"
+  EXPECT_EQ(c.delta_exponent, 5);       // "1e-05"
+  const Hash32 digest = attestation_digest(c);
+  EXPECT_EQ(
+      recover_personal_message(std::string_view(reinterpret_cast<const char*>(digest.data()), 32),
+                               parse_signature(a.signature)),
+      secp_.secp256k1.did.address);
+
+  auto with_privacy = [&](nlohmann::json privacy) {
+    Attestation changed = a;
+    changed.privacy = std::move(privacy);
+    return chain_attestation(changed);
+  };
+  EXPECT_EQ(with_privacy({{"privacy.epsilon", "3.5107901"}}).epsilon_x1e6, 3510791u);  // up
+  EXPECT_EQ(with_privacy({{"privacy.epsilon", "0"}}).epsilon_x1e6, 0u);
+  EXPECT_EQ(with_privacy({{"privacy.delta", "2e-05"}}).delta_exponent, 4);  // 1e-4 ≥ 2e-5
+  EXPECT_EQ(with_privacy({{"privacy.delta", "1e-06"}}).delta_exponent, 6);
+  EXPECT_EQ(with_privacy({{"privacy.delta", "1e-300"}}).delta_exponent, 255);
+  EXPECT_EQ(with_privacy({{"privacy.delta", "0.5"}}).delta_exponent, 0);
+  EXPECT_EQ(with_privacy(nlohmann::json::object()).epsilon_x1e6, kNoEpsilon);
+  EXPECT_EQ(with_privacy(nlohmann::json::object()).delta_exponent, 0);
+  EXPECT_EQ(with_privacy({{"privacy.epsilon", "1e30"}}).epsilon_x1e6, kNoEpsilon);
+  EXPECT_THROW(with_privacy({{"privacy.epsilon", "lots"}}), Error);
+  EXPECT_THROW(with_privacy({{"privacy.delta", "-1"}}), Error);
+
+  Attestation named = a;
+  named.owner = "did:lux:alice";  // a DID but no account: the contract refuses a zero owner
+  EXPECT_EQ(chain_attestation(named).owner, Address{});
+  named.adapter = "abc";
+  EXPECT_THROW(chain_attestation(named), Error);
+}
+
+TEST(Abi, WordsAreBigEndianAndLeftPadded) {
+  const AbiWord number = abi_uint(0x0102030405060708u);
+  EXPECT_EQ(to_hex(number), std::string(48, '0') + "0102030405060708");
+  EXPECT_EQ(to_hex(abi_bool(true)), std::string(63, '0') + "1");
+  const Address address = parse_address("0x2c7536E3605D9C16a7a3D7b1898e529396a65c23");
+  EXPECT_EQ(to_hex(abi_address(address)),
+            std::string(24, '0') + "2c7536e3605d9c16a7a3d7b1898e529396a65c23");
+  EXPECT_EQ(abi_encode({abi_bool(false), number}).size(), 64u);
 }
 
 TEST_F(Attestations, RejectsMalformedDocuments) {

@@ -3,7 +3,9 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -13,6 +15,7 @@
 #include "core/sha256.h"
 #include "core/utc_time.h"
 #include "io/adapter.h"
+#include "trust/abi.h"
 
 namespace bd {
 
@@ -86,8 +89,10 @@ class Eip191Verifier : public PlatformVerifier {
       return k.first == "sim-eip191" && k.second == did.str();
     });
     if (!known) fail("the signer ", did.str(), " is not among the trusted sim-eip191 identities");
-    const Address signer =
-        recover_personal_message(attestation_payload(a), parse_signature(a.signature));
+    const Hash32 digest = attestation_digest(chain_attestation(a));
+    const Address signer = recover_personal_message(
+        std::string_view(reinterpret_cast<const char*>(digest.data()), digest.size()),
+        parse_signature(a.signature));
     if (signer != did.address)
       fail("the signature does not match the attested fields (it recovers to ",
            checksum_address(signer), ", not the signer)");
@@ -103,6 +108,68 @@ std::string attestation_payload(const Attestation& a) {
       {"privacy", a.privacy}, {"issued_at", a.issued_at}, {"nonce", a.nonce},
       {"signer", a.signer}};
   return payload.dump();  // nlohmann::json keeps keys sorted: one canonical text
+}
+
+namespace {
+
+Hash32 hash32_from_hex(const std::string& what, const std::string& hex) {
+  std::vector<uint8_t> bytes;
+  try {
+    bytes = from_hex(hex);
+  } catch (const Error&) {
+  }
+  if (bytes.size() != 32) fail("the attestation's ", what, " is not 64 hex digits");
+  Hash32 out;
+  std::copy(bytes.begin(), bytes.end(), out.begin());
+  return out;
+}
+
+// A privacy.* value of the attested record as a finite non-negative number, if present.
+std::optional<double> privacy_number(const nlohmann::json& privacy, const char* key) {
+  if (!privacy.is_object() || !privacy.contains(key)) return std::nullopt;
+  const nlohmann::json& value = privacy[key];
+  const std::string text = value.is_string() ? value.get<std::string>() : value.dump();
+  char* end = nullptr;
+  const double number = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0' || !std::isfinite(number) || number < 0)
+    fail("the attested ", key, " '", text, "' is not a non-negative number");
+  return number;
+}
+
+}  // namespace
+
+ChainAttestation chain_attestation(const Attestation& a) {
+  ChainAttestation c;
+  c.payload_hash = keccak256(attestation_payload(a));
+  c.adapter = hash32_from_hex("adapter fingerprint", a.adapter);
+  c.base = hash32_from_hex("base fingerprint", a.base);
+  c.measurement = hash32_from_hex("measurement", a.measurement);
+  if (!a.owner.empty()) {
+    try {
+      c.owner = parse_lux_did(a.owner).address;
+    } catch (const Error&) {  // an owner that is no did:lux account: the contract refuses it
+    }
+  }
+  c.epsilon_x1e6 = kNoEpsilon;
+  if (const std::optional<double> epsilon = privacy_number(a.privacy, "privacy.epsilon")) {
+    const double scaled = std::ceil(*epsilon * 1e6);  // rounded up: never claims more privacy
+    c.epsilon_x1e6 = scaled < 18446744073709549568.0 ? uint64_t(scaled) : kNoEpsilon;
+  }
+  if (const std::optional<double> delta = privacy_number(a.privacy, "privacy.delta")) {
+    // The largest e with δ ≤ 10^-e, so that 10^-e never understates δ (a relative 1e-12 absorbs
+    // the rounding of the decimal text and of pow).
+    while (c.delta_exponent < 255 &&
+           *delta <= std::pow(10.0, -double(c.delta_exponent + 1)) * (1 + 1e-12))
+      ++c.delta_exponent;
+  }
+  return c;
+}
+
+Hash32 attestation_digest(const ChainAttestation& c) {
+  return keccak256(abi_encode({abi_bytes32(keccak256(kKind)), abi_bytes32(c.payload_hash),
+                               abi_bytes32(c.adapter), abi_bytes32(c.base), abi_address(c.owner),
+                               abi_bytes32(c.measurement), abi_uint(c.epsilon_x1e6),
+                               abi_uint(c.delta_exponent)}));
 }
 
 nlohmann::json attestation_json(const Attestation& a) {
@@ -223,7 +290,11 @@ void sign_attestation(Attestation& a, const SigningKey& key) {
     a.signature = to_hex(signature);
   } else {
     a.signer = key.secp256k1.did.str();
-    a.signature = "0x" + to_hex(sign_personal_message(key.secp256k1.key, attestation_payload(a)));
+    const Hash32 digest = attestation_digest(chain_attestation(a));
+    a.signature =
+        "0x" + to_hex(sign_personal_message(
+                   key.secp256k1.key,
+                   std::string_view(reinterpret_cast<const char*>(digest.data()), digest.size())));
   }
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "trust/did.h"
+#include "trust/ethereum.h"
 
 namespace bd {
 
@@ -32,9 +33,28 @@ struct Attestation {
   std::string signature;    // hex
 };
 
-// The bytes a signature covers: every field but the signature, as compact JSON with sorted keys
-// and "kind": "bitdelta-attestation-1".
+// The bytes an Ed25519 signature covers: every field but the signature, as compact JSON with
+// sorted keys and "kind": "bitdelta-attestation-1".
 std::string attestation_payload(const Attestation& attestation);
+
+// What the registry contract (contracts/BitDeltaRegistry.sol) reads of an attestation, as its
+// types: the payload's Keccak-256, which covers every field, and the fields the contract acts
+// on. docs/registry.md has the mapping.
+inline constexpr uint64_t kNoEpsilon = UINT64_MAX;  // no privacy.epsilon recorded
+struct ChainAttestation {
+  Hash32 payload_hash{};       // keccak256(attestation_payload)
+  Hash32 adapter{};            // the adapter's fingerprint (64 hex) as 32 bytes
+  Hash32 base{};               // the base's fingerprint
+  Address owner{};             // the owner DID's account; zero unless it is did:lux:<chain>:0x…
+  Hash32 measurement{};        // 32 bytes
+  uint64_t epsilon_x1e6 = 0;   // ⌈ε · 10^6⌉ of privacy.epsilon; kNoEpsilon when none
+  uint8_t delta_exponent = 0;  // the largest e ≤ 255 with privacy.delta ≤ 10^-e; 0 when none
+};
+ChainAttestation chain_attestation(const Attestation& attestation);
+// keccak256(abi.encode(keccak256("bitdelta-attestation-1"), payload hash, adapter, base, owner,
+// measurement, epsilon_x1e6, delta_exponent)): the 32 bytes a sim-eip191 signer signs as an
+// EIP-191 personal message, which the contract recomputes and checks with ecrecover.
+Hash32 attestation_digest(const ChainAttestation& attestation);
 nlohmann::json attestation_json(const Attestation& attestation);  // the payload + signature
 // Parses an attestation document; throws bd::Error naming the first missing or mistyped field.
 Attestation parse_attestation(const std::string& text);
