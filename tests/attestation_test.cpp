@@ -183,16 +183,6 @@ TEST_F(Attestations, ChainAttestationCarriesTheAttestedFields) {
   EXPECT_THROW(chain_attestation(named), Error);
 }
 
-TEST(Abi, WordsAreBigEndianAndLeftPadded) {
-  const AbiWord number = abi_uint(0x0102030405060708u);
-  EXPECT_EQ(to_hex(number), std::string(48, '0') + "0102030405060708");
-  EXPECT_EQ(to_hex(abi_bool(true)), std::string(63, '0') + "1");
-  const Address address = parse_address("0x2c7536E3605D9C16a7a3D7b1898e529396a65c23");
-  EXPECT_EQ(to_hex(abi_address(address)),
-            std::string(24, '0') + "2c7536e3605d9c16a7a3d7b1898e529396a65c23");
-  EXPECT_EQ(abi_encode({abi_bool(false), number}).size(), 64u);
-}
-
 TEST_F(Attestations, RejectsMalformedDocuments) {
   nlohmann::json good = attestation_json(signed_by(ed25519_));
   EXPECT_THROW(parse_attestation("not json"), Error);

@@ -146,8 +146,13 @@ Hash32 personal_message_hash(std::string_view message) {
 }
 
 Signature65 sign_personal_message(const PrivateKey& key, std::string_view message) {
+  Signature65 out = sign_hash(key, personal_message_hash(message));
+  out[64] = uint8_t(27 + out[64]);
+  return out;
+}
+
+Signature65 sign_hash(const PrivateKey& key, const Hash32& hash) {
   check_private_key(key);
-  const Hash32 hash = personal_message_hash(message);
   secp256k1_ecdsa_recoverable_signature signature;
   if (!secp256k1_ecdsa_sign_recoverable(context(), &signature, hash.data(), key.data(), nullptr,
                                         nullptr))
@@ -156,7 +161,7 @@ Signature65 sign_personal_message(const PrivateKey& key, std::string_view messag
   int recovery_id = 0;
   secp256k1_ecdsa_recoverable_signature_serialize_compact(context(), out.data(), &recovery_id,
                                                           &signature);
-  out[64] = uint8_t(27 + recovery_id);
+  out[64] = uint8_t(recovery_id);
   return out;
 }
 

@@ -43,6 +43,9 @@ Hash32 personal_message_hash(std::string_view message);
 // Deterministic (RFC 6979) low-s recoverable signature of personal_message_hash(message): the
 // same bytes ethers' Wallet.signMessage gives.
 Signature65 sign_personal_message(const PrivateKey& key, std::string_view message);
+// Deterministic low-s recoverable signature of a 32-byte hash as is (transactions sign their
+// own hash): v is the recovery id, 0 or 1.
+Signature65 sign_hash(const PrivateKey& key, const Hash32& hash);
 // The address that signed `message` (v of 27/28, or 0/1); throws bd::Error when the signature
 // is malformed or recovers no key.
 Address recover_personal_message(std::string_view message, const Signature65& signature);
