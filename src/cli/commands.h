@@ -10,6 +10,7 @@ int run_compress(int argc, char** argv);
 int run_eval(int argc, char** argv);
 int run_generate(int argc, char** argv);
 int run_id(int argc, char** argv);
+int run_registry(int argc, char** argv);
 int run_inspect(int argc, char** argv);
 int run_privacy(int argc, char** argv);
 int run_serve(int argc, char** argv);

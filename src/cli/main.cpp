@@ -27,6 +27,7 @@ const std::vector<Command> kCommands = {
     {"id",       bd::run_id,       "did:lux identities: new keys, addresses, EIP-191 signatures and their verification"},
     {"inspect",  bd::run_inspect,  "show a checkpoint's or safetensors file's tensors, metadata and fingerprint"},
     {"privacy",  bd::run_privacy,  "differential privacy accounting: epsilon of DP-SGD runs, noise for a target epsilon"},
+    {"registry", bd::run_registry, "the on-chain registry: publish deltas and soups, royalties (BitDeltaRegistry on an EVM node)"},
     {"safety",   bd::run_safety,   "safety suites by log-likelihood (multiple choice, preferences, canaries) and the gate"},
     {"screen",   bd::run_screen,   "flag adapters that look unlike the others (poisoning and backdoor screening)"},
     {"serve",    bd::run_serve,    "OpenAI-compatible server: the base and many users' adapters, batched together"},

@@ -9,13 +9,13 @@
 // when set, is a file that receives the gas each function used (docs/registry.md's table).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import ganache from "ganache";
-import solc from "solc";
+import { compile } from "./compile_contracts.mjs";
 import {
   AbiCoder,
   ContractFactory,
@@ -34,38 +34,7 @@ const bitdelta = process.env.BITDELTA_BINARY || path.join(root, "build/bitdelta"
 const abi = AbiCoder.defaultAbiCoder();
 const NO_EPSILON = (1n << 64n) - 1n;
 
-// ---- compile, start a node, deploy ----
-
-function compile() {
-  const sources = {
-    "BitDeltaRegistry.sol": {
-      content: fs.readFileSync(path.join(root, "contracts/BitDeltaRegistry.sol"), "utf8"),
-    },
-    "test/ReentrantContributor.sol": {
-      content: fs.readFileSync(path.join(root, "contracts/test/ReentrantContributor.sol"), "utf8"),
-    },
-  };
-  const input = {
-    language: "Solidity",
-    sources,
-    settings: {
-      optimizer: { enabled: true, runs: 200 },
-      evmVersion: "paris", // ganache 7 has no PUSH0 (Shanghai)
-      outputSelection: { "*": { "*": ["abi", "evm.bytecode.object"] } },
-    },
-  };
-  const output = JSON.parse(solc.compile(JSON.stringify(input)));
-  const errors = (output.errors || []).filter((e) => e.severity === "error");
-  if (errors.length) throw new Error(errors.map((e) => e.formattedMessage).join("\n"));
-  const pick = (file, name) => ({
-    abi: output.contracts[file][name].abi,
-    bytecode: "0x" + output.contracts[file][name].evm.bytecode.object,
-  });
-  return {
-    registry: pick("BitDeltaRegistry.sol", "BitDeltaRegistry"),
-    attacker: pick("test/ReentrantContributor.sol", "ReentrantContributor"),
-  };
-}
+// ---- start a node, deploy ----
 
 let server, provider, artifacts, registry, chainId;
 let admin, attester, aggregator, alice, bob, carol, relayer, outsider;
@@ -480,60 +449,150 @@ test("a reentrant contributor is paid once", async () => {
   assert.equal(await provider.getBalance(registry.target), await registry.totalCredits());
 });
 
-// ---- signatures made by the C++ side ----
+// ---- the C++ side: signatures and `bitdelta registry` ----
 
-function run(args, options = {}) {
-  return execFileSync(bitdelta, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...options });
+function run(args) {
+  return execFileSync(bitdelta, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
 
-test("C++ signatures verify on chain: bitdelta attest sign --format eip191 and id sign", async () => {
+// bitdelta talking to the node: asynchronously, since the node runs in this process's event
+// loop (a synchronous child would wait for a node that cannot answer). Resolves to the exit
+// status and output.
+function runAsync(args) {
+  return new Promise((resolve) => {
+    execFile(bitdelta, args, { encoding: "utf8" }, (error, stdout, stderr) =>
+      resolve({ status: error ? error.code : 0, stdout, stderr }));
+  });
+}
+
+// Two real adapters of the default model (one fine-tuning step each, compressed), owned by two
+// fresh did:lux keys, with sim-eip191 attestations by a third: made once, used by both tests.
+let made;
+function adapters() {
+  if (made) return made;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bitdelta-registry-"));
-  try {
-    const did = (file) => run(["id", "new", "-o", path.join(dir, file), "--chain-id", String(chainId)]).trim();
-    const ownerDid = did("owner.key");
-    const attesterDid = did("attester.key");
-    const address = (d) => d.split(":").pop();
-    // A real adapter: one fine-tuning step of the default model, compressed, owned by ownerDid.
-    fs.writeFileSync(path.join(dir, "text.txt"), "the registry records who published which delta. ".repeat(40));
-    run(["train", "--data", path.join(dir, "text.txt"), "--steps", "1", "--batch", "1", "--seq", "16",
-         "-o", path.join(dir, "ft")]);
-    run(["compress", "--base", path.join(root, "models/default"), "--finetuned", path.join(dir, "ft"),
-         "--owner", ownerDid, "-o", path.join(dir, "user.bitdelta")]);
-    fs.writeFileSync(path.join(dir, "run.json"), "{}\n");
-    run(["attest", "sign", "--format", "eip191", "--key", path.join(dir, "attester.key"),
-         "--adapter", path.join(dir, "user.bitdelta"), "--binary", bitdelta,
-         "--config", path.join(dir, "run.json"), "-o", path.join(dir, "user.attestation.json")]);
-    const document = JSON.parse(fs.readFileSync(path.join(dir, "user.attestation.json"), "utf8"));
-    // The payload: every field but the signature, compact, keys sorted (as the C++ side writes it).
-    const payload = Object.fromEntries(
-      Object.keys(document).filter((k) => k !== "signature").sort().map((k) => [k, document[k]]),
-    );
-    const tuple = {
-      payloadHash: keccak256(toUtf8Bytes(JSON.stringify(payload))),
-      measurement: "0x" + document.measurement,
-      epsilonX1e6: NO_EPSILON, // not a DP fine-tune: no privacy.epsilon
-      deltaExponent: 0,
-      signature: document.signature,
-    };
-    const deltaHash = "0x" + document.adapter;
-    const base = "0x" + document.base;
-    assert.equal(document.owner, ownerDid);
-    await (await registry.setAttester(address(attesterDid), true)).wait();
-    // The owner's consent, signed by `bitdelta id sign` over the 32-byte publish digest.
-    const digest = await registry.publishDigest(address(ownerDid), base, deltaHash, 1530, true,
-      attestationDigest({ ...tuple, deltaHash, base, owner: address(ownerDid) }));
-    fs.writeFileSync(path.join(dir, "digest.bin"), getBytes(digest));
-    const ownerSignature = run(["id", "sign", "--key", path.join(dir, "owner.key"), "--file",
-                                path.join(dir, "digest.bin")]).trim();
-    const receipt = await (
-      await registry.connect(relayer).publishBitDelta(address(ownerDid), base, deltaHash, 1530, true, tuple, ownerSignature)
-    ).wait();
-    const event = registry.interface.parseLog(receipt.logs[0]);
-    assert.equal(event.name, "DeltaPublished");
-    assert.equal(event.args.owner.toLowerCase(), address(ownerDid).toLowerCase());
-    assert.equal(event.args.attester.toLowerCase(), address(attesterDid).toLowerCase());
-    assert.equal((await registry.getDelta(deltaHash)).epsilonX1e6, NO_EPSILON);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+  const file = (name) => path.join(dir, name);
+  const did = (name) => run(["id", "new", "-o", file(name), "--chain-id", String(chainId)]).trim();
+  made = { dir, file, owners: [did("owner1.key"), did("owner2.key")], attester: did("attester.key") };
+  fs.writeFileSync(file("run.json"), "{}\n");
+  made.owners.forEach((owner, k) => {
+    const text = file(`text${k}.txt`);
+    fs.writeFileSync(text, `user ${k} writes about the registry of deltas. `.repeat(40));
+    run(["train", "--data", text, "--steps", "1", "--batch", "1", "--seq", "16", "-o", file(`ft${k}`)]);
+    run(["compress", "--base", path.join(root, "models/default"), "--finetuned", file(`ft${k}`),
+         "--owner", owner, "-o", file(`user${k}.bitdelta`)]);
+    run(["attest", "sign", "--format", "eip191", "--key", file("attester.key"),
+         "--adapter", file(`user${k}.bitdelta`), "--binary", bitdelta, "--config", file("run.json"),
+         "-o", file(`user${k}.attestation.json`)]);
+  });
+  return made;
+}
+
+after(() => {
+  if (made) fs.rmSync(made.dir, { recursive: true, force: true });
+});
+
+const addressOf = (did) => did.split(":").pop();
+
+test("C++ signatures verify on chain: bitdelta attest sign --format eip191 and id sign", async () => {
+  const m = adapters();
+  const document = JSON.parse(fs.readFileSync(m.file("user0.attestation.json"), "utf8"));
+  // The payload: every field but the signature, compact, keys sorted (as the C++ side writes it).
+  const payload = Object.fromEntries(
+    Object.keys(document).filter((k) => k !== "signature").sort().map((k) => [k, document[k]]),
+  );
+  const tuple = {
+    payloadHash: keccak256(toUtf8Bytes(JSON.stringify(payload))),
+    measurement: "0x" + document.measurement,
+    epsilonX1e6: NO_EPSILON, // not a DP fine-tune: no privacy.epsilon
+    deltaExponent: 0,
+    signature: document.signature,
+  };
+  const deltaHash = "0x" + document.adapter;
+  const base = "0x" + document.base;
+  const owner = addressOf(m.owners[0]);
+  assert.equal(document.owner, m.owners[0]);
+  await (await registry.setAttester(addressOf(m.attester), true)).wait();
+  // The owner's consent, signed by `bitdelta id sign` over the 32-byte publish digest.
+  const digest = await registry.publishDigest(owner, base, deltaHash, 1530, true,
+    attestationDigest({ ...tuple, deltaHash, base, owner }));
+  fs.writeFileSync(m.file("digest.bin"), getBytes(digest));
+  const ownerSignature = run(["id", "sign", "--key", m.file("owner1.key"), "--file", m.file("digest.bin")]).trim();
+  const receipt = await (
+    await registry.connect(relayer).publishBitDelta(owner, base, deltaHash, 1530, true, tuple, ownerSignature)
+  ).wait();
+  const event = registry.interface.parseLog(receipt.logs[0]);
+  assert.equal(event.name, "DeltaPublished");
+  assert.equal(event.args.owner.toLowerCase(), owner.toLowerCase());
+  assert.equal(event.args.attester.toLowerCase(), addressOf(m.attester).toLowerCase());
+  assert.equal((await registry.getDelta(deltaHash)).epsilonX1e6, NO_EPSILON);
+});
+
+test("bitdelta registry deploys, publishes, records a soup, pays and lists (EIP-1559, JSON-RPC)", async () => {
+  const m = adapters();
+  const rpc = `http://127.0.0.1:${server.address().port}`;
+  const cli = async (args) => {
+    const result = await runAsync(["registry", ...args, "--rpc", rpc, "--json"]);
+    assert.equal(result.status, 0, result.stderr);
+    return JSON.parse(result.stdout);
+  };
+  // Fresh keys hold no ether: fund the admin, the owners and the aggregator from a node account.
+  const aggregatorDid = run(["id", "new", "-o", m.file("aggregator.key"), "--chain-id", String(chainId)]).trim();
+  const adminDid = run(["id", "new", "-o", m.file("admin.key"), "--chain-id", String(chainId)]).trim();
+  for (const d of [adminDid, aggregatorDid, ...m.owners])
+    await (await admin.sendTransaction({ to: addressOf(d), value: 10n ** 18n })).wait();
+  fs.writeFileSync(m.file("registry.json"), JSON.stringify(artifacts.registry));
+  const deployed = await cli(["deploy", "--key", m.file("admin.key"), "--artifact", m.file("registry.json")]);
+  const contract = deployed.contract;
+  const onChain = new (await import("ethers")).Contract(contract, artifacts.registry.abi, provider);
+  assert.equal((await onChain.admin()).toLowerCase(), addressOf(adminDid).toLowerCase());
+  const withContract = (args) => cli([...args, "--contract", contract]);
+  await withContract(["allow", "--key", m.file("admin.key"), "--attester", m.attester]);
+  await withContract(["allow", "--key", m.file("admin.key"), "--aggregator", aggregatorDid]);
+  assert.equal(await onChain.isAttester(addressOf(m.attester)), true);
+  const hashes = [];
+  for (const k of [0, 1]) {
+    const published = await withContract(["publish", "--key", m.file(`owner${k + 1}.key`), "--adapter",
+      m.file(`user${k}.bitdelta`), "--attestation", m.file(`user${k}.attestation.json`), "--public"]);
+    hashes.push(published.delta);
+    const d = await onChain.getDelta(published.delta);
+    assert.equal(d.owner.toLowerCase(), addressOf(m.owners[k]).toLowerCase());
+    assert.equal(d.isPublic, true);
+    assert.equal(d.compressionRatioX100, BigInt(published.compression_ratio_x100));
+    assert.ok(published.compression_ratio_x100 > 100);
   }
+  // A second publish of the same adapter: one line with the contract's reason, exit status 1.
+  const again = await runAsync(["registry", "publish", "--rpc", rpc, "--contract", contract,
+    "--key", m.file("owner1.key"), "--adapter", m.file("user0.bitdelta"), "--attestation",
+    m.file("user0.attestation.json")]);
+  assert.equal(again.status, 1);
+  assert.equal(again.stderr.trim().split("\n").length, 1);
+  assert.match(again.stderr, /reverted: delta already published/);
+  // A soup of both, recorded by the aggregator (and refused from anyone else).
+  run(["soup", "--base", path.join(root, "models/default"), "--deltas", m.file("user0.bitdelta"),
+       m.file("user1.bitdelta"), "-o", m.file("soup.bitdelta"), "--method", "mean"]);
+  const refused = await runAsync(["registry", "soup", "--rpc", rpc, "--contract", contract,
+    "--key", m.file("owner1.key"), "--soup", m.file("soup.bitdelta")]);
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /reverted: not an authorised aggregator/);
+  const soup = await withContract(["soup", "--key", m.file("aggregator.key"), "--soup", m.file("soup.bitdelta")]);
+  assert.equal(soup.soup, 1);
+  assert.deepEqual(soup.weights_bps, [5000, 5000]);
+  await withContract(["pay", "--key", m.file("admin.key"), "--soup", "1", "--wei", "1001"]);
+  const shown = await withContract(["show", "--soup", "1"]);
+  assert.equal(shown.method, "mean");
+  assert.equal(shown.royalties_paid_wei, "1001");
+  assert.deepEqual(shown.contributors.map((c) => c.delta).sort(), [...hashes].sort());
+  // 1001 wei at 5000/5000: 500 each, the remainder to the first listed.
+  const credits = await Promise.all(shown.contributors.map((c) => onChain.credits(c.owner)));
+  assert.deepEqual(credits, [501n, 500n]);
+  const listed = await withContract(["list"]);
+  assert.deepEqual(listed.deltas.map((d) => d.delta).sort(), [...hashes].sort());
+  assert.equal(listed.soups.length, 1);
+  assert.equal((await withContract(["list", "--owner", m.owners[1]])).deltas.length, 1);
+  const first = shown.contributors[0].owner;
+  const key = m.owners.findIndex((o) => addressOf(o).toLowerCase() === first.toLowerCase());
+  const withdrawn = await withContract(["withdraw", "--key", m.file(`owner${key + 1}.key`)]);
+  assert.equal(withdrawn.wei, "501");
+  assert.equal(await onChain.credits(first), 0n);
 });
