@@ -148,7 +148,7 @@ async function publish(owner, { makePublic = true, privacy = {} } = {}) {
     .connect(owner)
     .publishBitDelta(owner.address, BASE, deltaHash, 1530, makePublic, a.tuple, "0x");
   const receipt = await tx.wait();
-  gas.publishBitDelta ??= Number(receipt.gasUsed);
+  gas["publishBitDelta, sent by the owner"] ??= Number(receipt.gasUsed);
   return deltaHash;
 }
 
@@ -258,7 +258,7 @@ test("someone else may send the transaction with the owner's signature", async (
   const receipt = await (
     await registry.connect(relayer).publishBitDelta(bob.address, BASE, deltaHash, 1530, false, a.tuple, signature)
   ).wait();
-  recordGas("publishBitDelta (relayed, owner signature)", receipt);
+  recordGas("publishBitDelta, relayed with the owner's signature", receipt);
   assert.equal((await registry.getDelta(deltaHash)).owner, bob.address);
   assert.equal((await registry.getDelta(deltaHash)).isPublic, false);
 });
@@ -326,8 +326,7 @@ test("soups: only aggregators, public published deltas of their contributors, 10
     "delta listed twice");
   const before = await registry.soupCount();
   const receipt = await (await create([a, b, c], who, [3000, 3000, 4000])).wait();
-  recordGas("createDeltaSoup (3 contributors)", receipt);
-  const event = registry.interface.parseLog(receipt.logs[0]);
+    const event = registry.interface.parseLog(receipt.logs[0]);
   assert.equal(event.name, "SoupCreated");
   const soupId = before + 1n;
   assert.equal(event.args.soupId, soupId);
@@ -353,7 +352,7 @@ test("soups: only aggregators, public published deltas of their contributors, 10
 // ---- royalties ----
 
 // Creates a soup of fresh deltas of `owners` with `weights`; returns its id.
-async function soupOf(owners, weights, name) {
+async function soupOf(owners, weights) {
   const hashes = [];
   for (const owner of owners) hashes.push(await publish(owner));
   const receipt = await (
@@ -361,7 +360,6 @@ async function soupOf(owners, weights, name) {
       .connect(aggregator)
       .createDeltaSoup(random32(), hashes, owners.map((o) => o.address), weights, "trimmed-mean", random32())
   ).wait();
-  if (name) recordGas(name, receipt);
   return registry.interface.parseLog(receipt.logs[0]).args.soupId;
 }
 
@@ -387,14 +385,12 @@ test("royalties are split by weight, exact to the wei, remainders included", asy
     { owners: [carol, bob, alice, relayer, outsider], weights: [2000, 2000, 2000, 2000, 2000], values: [4n, 123456789n] },
   ];
   for (const [k, c] of cases.entries()) {
-    const soupId = await soupOf(c.owners, c.weights, k === 4 ? "createDeltaSoup (5 contributors)" : undefined);
+    const soupId = await soupOf(c.owners, c.weights);
     for (const value of c.values) {
       const before = await Promise.all(people.map((p) => registry.credits(p.address)));
       const total = await registry.totalCredits();
       const receipt = await (await registry.connect(relayer).payRoyalties(soupId, { value })).wait();
-      if (k === 2) gas["payRoyalties (3 contributors)"] = Number(receipt.gasUsed);
-      if (k === 4) gas["payRoyalties (5 contributors)"] = Number(receipt.gasUsed);
-      const shares = expectedShares(value, c.weights);
+            const shares = expectedShares(value, c.weights);
       const expected = [...before];
       c.owners.forEach((o, i) => {
         expected[people.indexOf(o)] += shares[i];
@@ -447,6 +443,36 @@ test("a reentrant contributor is paid once", async () => {
   assert.equal(await attacker.reentryError(), "reentrant call");
   assert.equal(await provider.getBalance(registry.target), held - 600n);
   assert.equal(await provider.getBalance(registry.target), await registry.totalCredits());
+});
+
+// Gas as soups grow (docs/registry.md): contributors are fresh keys whose deltas a relayer
+// publishes with their signatures; the first payment turns each credit from zero to non-zero
+// (a fresh storage slot), the second adds to it.
+test("gas by number of contributors", async () => {
+  for (const n of [1, 2, 5, 10]) {
+    const owners = Array.from({ length: n }, () => Wallet.createRandom());
+    const hashes = [];
+    for (const owner of owners) {
+      const deltaHash = random32();
+      const a = await attest(attester, deltaHash, owner.address);
+      const digest = publishDigest(owner.address, BASE, deltaHash, 1530, true, attestationDigest(a.fields));
+      const signature = await owner.signMessage(getBytes(digest));
+      await (await registry.connect(relayer)
+        .publishBitDelta(owner.address, BASE, deltaHash, 1530, true, a.tuple, signature)).wait();
+      hashes.push(deltaHash);
+    }
+    const weights = Array.from({ length: n }, (_, i) => (i === 0 ? 10000 - 1000 * (n - 1) : 1000));
+    const created = await (await registry.connect(aggregator).createDeltaSoup(
+      random32(), hashes, owners.map((o) => o.address), weights, "median", random32())).wait();
+    recordGas(`createDeltaSoup, ${n} contributors`, created);
+    const soupId = registry.interface.parseLog(created.logs[0]).args.soupId;
+    recordGas(`payRoyalties, ${n} contributors, first credits`,
+      await (await registry.connect(relayer).payRoyalties(soupId, { value: 10n ** 18n })).wait());
+    recordGas(`payRoyalties, ${n} contributors, credits already held`,
+      await (await registry.connect(relayer).payRoyalties(soupId, { value: 10n ** 18n + 1n })).wait());
+    const credited = await Promise.all(owners.map((o) => registry.credits(o.address)));
+    assert.equal(credited.reduce((x, y) => x + y, 0n), 2n * 10n ** 18n + 1n);
+  }
 });
 
 // ---- the C++ side: signatures and `bitdelta registry` ----
