@@ -182,6 +182,16 @@ test("the admin manages attesters and aggregators; nobody else can", async () =>
   assert.deepEqual([...event.args], [outsider.address, true]);
   await (await registry.setAttester(outsider.address, false)).wait();
   assert.equal(await registry.isAttester(outsider.address), false);
+  const zero = "0x0000000000000000000000000000000000000000";
+  await reverts(registry.setAttester(zero, true), "the attester cannot be the zero address");
+  await reverts(registry.setAggregator(zero, true), "the aggregator cannot be the zero address");
+  await reverts(registry.transferAdmin(zero), "the admin cannot be the zero address");
+  // The admin can hand over the role (and the new admin can hand it back).
+  const moved = await (await registry.transferAdmin(outsider.address)).wait();
+  assert.deepEqual([...registry.interface.parseLog(moved.logs[0]).args], [admin.address, outsider.address]);
+  await reverts(registry.setAttester(outsider.address, true), "only the admin");
+  await (await registry.connect(outsider).transferAdmin(admin.address)).wait();
+  assert.equal(await registry.admin(), admin.address);
 });
 
 test("the contract's digests are the ones computed here", async () => {
@@ -291,6 +301,12 @@ test("attestations must come from an allowed attester and match every field", as
       "0x0000000000000000000000000000000000000000", BASE, random32(), 1530, true, good.tuple, "0x"),
     "the owner cannot be the zero address",
   );
+  const zeroHash = "0x" + "00".repeat(32);
+  await reverts(send(good.tuple, zeroHash), "empty hash");
+  await reverts(
+    registry.connect(alice).publishBitDelta(alice.address, zeroHash, random32(), 1530, true, good.tuple, "0x"),
+    "empty hash",
+  );
 });
 
 test("only the owner changes a delta's visibility", async () => {
@@ -318,6 +334,10 @@ test("soups: only aggregators, public published deltas of their contributors, 10
   await reverts(create([a, b], who, [5000, 5000]), "arrays differ in length");
   await reverts(create([a, b, c], who, [5000, 5000]), "arrays differ in length");
   await reverts(create([], [], []), "a soup needs contributions");
+  await reverts(
+    registry.connect(aggregator).createDeltaSoup("0x" + "00".repeat(32), [a], [alice.address], [10000], "median", random32()),
+    "empty hash",
+  );
   await reverts(create([a, b, random32()], who, [3000, 3000, 4000]), "unknown delta");
   await reverts(create([a, b, hidden], who, [3000, 3000, 4000]), "delta is private");
   await reverts(create([a, b, c], [alice.address, carol.address, bob.address], [3000, 3000, 4000]),
@@ -403,6 +423,7 @@ test("royalties are split by weight, exact to the wei, remainders included", asy
   // The contract holds exactly what it owes.
   assert.equal(await provider.getBalance(registry.target), await registry.totalCredits());
   await reverts(registry.payRoyalties(1, { value: 0n }), "soup is inactive"); // soup 1 was deactivated
+  await reverts(registry.payRoyalties(await registry.soupCount(), { value: 0n }), "no value sent");
 });
 
 test("withdraw pays a contributor's credit once, to the wei", async () => {
@@ -442,6 +463,12 @@ test("a reentrant contributor is paid once", async () => {
   assert.equal(await attacker.reentryFailed(), true);
   assert.equal(await attacker.reentryError(), "reentrant call");
   assert.equal(await provider.getBalance(registry.target), held - 600n);
+  assert.equal(await provider.getBalance(registry.target), await registry.totalCredits());
+  // A contributor that refuses payment: the withdrawal fails as a whole, its credit stays.
+  await (await registry.connect(relayer).payRoyalties(soupId, { value: 10n })).wait();
+  await (await attacker.setRefusePayments(true)).wait();
+  await reverts(attacker.attack(), "transfer failed");
+  assert.equal(await registry.credits(attacker.target), 6n);
   assert.equal(await provider.getBalance(registry.target), await registry.totalCredits());
 });
 
