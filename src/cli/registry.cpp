@@ -92,18 +92,6 @@ Address address_or_did(const std::string& text) {
   return parse_address(text);
 }
 
-Hash32 hash_of_hex(const std::string& what, const std::string& hex) {
-  std::vector<uint8_t> bytes;
-  try {
-    bytes = from_hex(hex);
-  } catch (const Error&) {
-  }
-  if (bytes.size() != 32) fail(what, " '", hex, "' is not 64 hex digits");
-  Hash32 out;
-  std::copy(bytes.begin(), bytes.end(), out.begin());
-  return out;
-}
-
 std::string hex0x(const Hash32& h) {
   return "0x" + to_hex(h);
 }
@@ -217,7 +205,8 @@ int run_record_soup(int argc, char** argv) {
   std::vector<Hash32> deltas;
   std::vector<Address> owners;
   for (const nlohmann::json& input : inputs) {
-    deltas.push_back(hash_of_hex("input fingerprint", input.at("fingerprint")));
+    deltas.push_back(
+        hash32_from_hex("input fingerprint", input.at("fingerprint").get<std::string>()));
     const std::string owner = input.at("owner");
     try {
       owners.push_back(parse_lux_did(owner).address);
@@ -239,7 +228,7 @@ int run_record_soup(int argc, char** argv) {
   for (const auto& [name, value] : extra)
     if (name.rfind("soup.", 0) == 0) record[name] = value;
   const Hash32 record_hash = keccak256(record.dump());
-  const Hash32 adapter_hash = hash_of_hex("soup fingerprint", adapter_fingerprint(path));
+  const Hash32 adapter_hash = hash32_from_hex("soup fingerprint", adapter_fingerprint(path));
   std::vector<uint16_t> weights(bps.begin(), bps.end());
   const Receipt receipt = client.create_soup(key.key, adapter_hash, deltas, owners, weights,
                                              extra.at("soup.method"), record_hash);
@@ -368,7 +357,7 @@ int run_show(int argc, char** argv) {
     throw UsageError("give exactly one of --delta and --soup");
   const RegistryClient client = client_of(args);
   if (args.has("--delta")) {
-    const RegistryDelta d = client.delta(hash_of_hex("--delta", args.get("--delta")));
+    const RegistryDelta d = client.delta(hash32_from_hex("--delta", args.get("--delta")));
     if (args.has("--json"))
       print_json(delta_json(d));
     else

@@ -112,18 +112,6 @@ std::string attestation_payload(const Attestation& a) {
 
 namespace {
 
-Hash32 hash32_from_hex(const std::string& what, const std::string& hex) {
-  std::vector<uint8_t> bytes;
-  try {
-    bytes = from_hex(hex);
-  } catch (const Error&) {
-  }
-  if (bytes.size() != 32) fail("the attestation's ", what, " is not 64 hex digits");
-  Hash32 out;
-  std::copy(bytes.begin(), bytes.end(), out.begin());
-  return out;
-}
-
 // A privacy.* value of the attested record as a finite non-negative number, if present.
 std::optional<double> privacy_number(const nlohmann::json& privacy, const char* key) {
   if (!privacy.is_object() || !privacy.contains(key)) return std::nullopt;
@@ -141,9 +129,9 @@ std::optional<double> privacy_number(const nlohmann::json& privacy, const char* 
 ChainAttestation chain_attestation(const Attestation& a) {
   ChainAttestation c;
   c.payload_hash = keccak256(attestation_payload(a));
-  c.adapter = hash32_from_hex("adapter fingerprint", a.adapter);
-  c.base = hash32_from_hex("base fingerprint", a.base);
-  c.measurement = hash32_from_hex("measurement", a.measurement);
+  c.adapter = hash32_from_hex("the attestation's adapter fingerprint", a.adapter);
+  c.base = hash32_from_hex("the attestation's base fingerprint", a.base);
+  c.measurement = hash32_from_hex("the attestation's measurement", a.measurement);
   if (!a.owner.empty()) {
     try {
       c.owner = parse_lux_did(a.owner).address;

@@ -97,6 +97,18 @@ std::string checksum_address(const Address& address) {
   return out;
 }
 
+Hash32 hash32_from_hex(std::string_view what, std::string_view hex) {
+  std::vector<uint8_t> bytes;
+  try {
+    bytes = from_hex(hex);
+  } catch (const Error&) {
+  }
+  if (bytes.size() != 32) fail(what, " '", hex, "' is not 64 hex digits");
+  Hash32 out;
+  std::copy(bytes.begin(), bytes.end(), out.begin());
+  return out;
+}
+
 Address parse_address(std::string_view text) {
   if (text.size() != 42 || text[0] != '0' || text[1] != 'x')
     fail("address ", quote_bytes(text), " is not 0x followed by 40 hex digits");

@@ -23,6 +23,9 @@ Hash32 keccak256(std::string_view data);
 // an even number of hex digits).
 std::string to_hex(std::span<const uint8_t> bytes);
 std::vector<uint8_t> from_hex(std::string_view text);
+// 64 hex digits (an optional "0x") as 32 bytes, e.g. a fingerprint; throws bd::Error naming
+// `what` otherwise.
+Hash32 hash32_from_hex(std::string_view what, std::string_view hex);
 
 // "0x" + 40 hex digits in EIP-55 mixed case (the checksum: a hex letter is upper case where the
 // matching nibble of keccak256(lower-case hex) is ≥ 8).
