@@ -11,16 +11,19 @@
 //   adapter         the adapters
 //   tokenizer_json  the default tokenizer.json and each style of tokenizer_styles.h, with texts
 //   tokenize        texts: English, many scripts, invalid UTF-8, spelled-out special tokens
+//   abi             for each type of abi_types.h, its index byte and a valid encoding
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "abi_types.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "fuzz_util.h"
 #include "io/safetensors.h"
 #include "tokenizer_styles.h"
+#include "trust/abi.h"
 
 namespace {
 
@@ -105,6 +108,34 @@ void tokenizer_seeds(const fs::path& out, const fs::path& tokenizer_json) {
     write(out / "tokenize" / ("text" + std::to_string(i)), kTexts[i]);
 }
 
+// A value of `type` with something in every field: words counting up, short texts, two items
+// per array.
+bd::AbiValue sample(const bd::AbiType& type, uint64_t& counter) {
+  switch (type.kind) {
+    case bd::AbiType::Kind::bytes:
+    case bd::AbiType::Kind::string:
+      return bd::abi_bytes("value " + std::to_string(counter++));
+    case bd::AbiType::Kind::array:
+      return bd::abi_list({sample(type.items[0], counter), sample(type.items[0], counter)});
+    case bd::AbiType::Kind::tuple: {
+      std::vector<bd::AbiValue> items;
+      for (const bd::AbiType& t : type.items) items.push_back(sample(t, counter));
+      return bd::abi_list(items);
+    }
+    default:
+      return bd::abi_word(bd::abi_uint(counter++ % 2));  // valid for bool, uint8, … as well
+  }
+}
+
+void abi_seeds(const fs::path& out) {
+  for (size_t i = 0; i < bd::fuzz::kAbiTypes.size(); ++i) {
+    const bd::AbiType type = bd::parse_abi_type(bd::fuzz::kAbiTypes[i]);
+    uint64_t counter = 1;
+    write(out / "abi" / ("type" + std::to_string(i)),
+          std::string(1, char(i)) + bd::abi_encode(type, sample(type, counter)));
+  }
+}
+
 void make_seeds(const std::vector<std::string>& args) {
   const fs::path out = args[0], model_dir = args[1], tokenizer_json = args[2], config = args[3];
   fs::create_directories(out / ".scratch");
@@ -119,6 +150,7 @@ void make_seeds(const std::vector<std::string>& args) {
   }
   checkpoint_seeds(out, model_dir, config);
   tokenizer_seeds(out, tokenizer_json);
+  abi_seeds(out);
   fs::remove_all(out / ".scratch");
 }
 

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
-targets=(safetensors checkpoint adapter tokenizer_json tokenize)
+targets=(safetensors checkpoint adapter tokenizer_json tokenize abi)
 build=build-san  # shared with the sanitized test suite (scripts/build-sanitized.sh)
 
 scripts/build-sanitized.sh bitdelta make_fuzz_seeds "${targets[@]/%/_fuzz}"

@@ -118,6 +118,43 @@ TEST(Abi, RefusesMalformedTypesAndData) {
   EXPECT_THROW(abi_decode(args, huge_offset), Error);
   EXPECT_THROW(abi_encode(args, abi_list({})), Error);
   EXPECT_THROW(abi_to_uint64(AbiWord{1}), Error);
+  // 1,000 heads of a string[][] all pointing at one array of 1,000 offsets to one 2 KB string:
+  // 66 KB of data that would decode to 2 GB. Refused, not allocated.
+  const AbiType nested = parse_abi_type("(string[][])");
+  std::string bomb;
+  auto put = [&](uint64_t v) {
+    bomb += std::string(reinterpret_cast<const char*>(abi_uint(v).data()), 32);
+  };
+  const uint64_t n = 1000;
+  put(32);                                       // offset of the outer array
+  put(n);                                        // its length
+  for (uint64_t i = 0; i < n; ++i) put(32 * n);  // every element: the same inner array
+  put(n);                                        // the inner array's length
+  for (uint64_t i = 0; i < n; ++i) put(32 * n);  // every string: the same one
+  put(2048);
+  bomb += std::string(2048, 'x');
+  try {
+    abi_decode(nested, bomb);
+    ADD_FAILURE() << "the aliased offsets were decoded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("offsets reused"), std::string::npos) << e.what();
+  }
+  // The budget leaves honest data alone: a long array of distinct items decodes.
+  EXPECT_EQ(abi_decode(parse_abi_type("(uint256[])"),
+                       [&] {
+                         std::string data;
+                         auto word = [&](uint64_t v) {
+                           data +=
+                               std::string(reinterpret_cast<const char*>(abi_uint(v).data()), 32);
+                         };
+                         word(32);
+                         word(3000);
+                         for (uint64_t i = 0; i < 3000; ++i) word(i);
+                         return data;
+                       }())
+                .items[0]
+                .items.size(),
+            3000u);
 }
 
 }  // namespace

@@ -147,26 +147,37 @@ uint64_t read_length(std::string_view data, size_t at) {
   return value;
 }
 
-AbiValue decode(const AbiType& type, std::string_view data, size_t at);
+// How much decoding may still produce: offsets may point many heads at one tail, so hostile data
+// of a few KB could otherwise decode to gigabytes.
+struct Budget {
+  size_t left;
+  void spend(size_t bytes) {
+    if (bytes > left) fail("ABI data: decodes to far more than its size (offsets reused)");
+    left -= bytes;
+  }
+};
+
+AbiValue decode(const AbiType& type, std::string_view data, size_t at, Budget& budget);
 
 // Members at data[base ...]: heads in order, dynamic ones pointing into the same frame.
 std::vector<AbiValue> decode_sequence(const std::vector<const AbiType*>& types,
-                                      std::string_view data, size_t base) {
+                                      std::string_view data, size_t base, Budget& budget) {
   std::vector<AbiValue> values;
   size_t head = base;
   for (const AbiType* t : types) {
     if (t->dynamic()) {
-      values.push_back(decode(*t, data, base + read_length(data, head)));
+      values.push_back(decode(*t, data, base + read_length(data, head), budget));
       head += 32;
     } else {
-      values.push_back(decode(*t, data, head));
+      values.push_back(decode(*t, data, head, budget));
       head += encode(*t, AbiValue{}).size();
     }
   }
   return values;
 }
 
-AbiValue decode(const AbiType& type, std::string_view data, size_t at) {
+AbiValue decode(const AbiType& type, std::string_view data, size_t at, Budget& budget) {
+  budget.spend(sizeof(AbiValue));
   AbiValue value;
   switch (type.kind) {
     case AbiType::Kind::uint:
@@ -180,19 +191,21 @@ AbiValue decode(const AbiType& type, std::string_view data, size_t at) {
     case AbiType::Kind::string: {
       const uint64_t length = read_length(data, at);
       if (at + 32 + length > data.size()) fail("ABI data: bytes past its end");
+      budget.spend(length);
       value.bytes = std::string(data.substr(at + 32, length));
       return value;
     }
     case AbiType::Kind::array: {
       const uint64_t count = read_length(data, at);
+      budget.spend(count * sizeof(AbiValue));
       std::vector<const AbiType*> types(count, &type.items[0]);
-      value.items = decode_sequence(types, data, at + 32);
+      value.items = decode_sequence(types, data, at + 32, budget);
       return value;
     }
     case AbiType::Kind::tuple: {
       std::vector<const AbiType*> types;
       for (const AbiType& t : type.items) types.push_back(&t);
-      value.items = decode_sequence(types, data, at);
+      value.items = decode_sequence(types, data, at, budget);
       return value;
     }
   }
@@ -286,7 +299,9 @@ std::string abi_encode(const AbiType& tuple, const AbiValue& value) {
 AbiValue abi_decode(const AbiType& tuple, std::string_view data) {
   if (tuple.kind != AbiType::Kind::tuple)
     fail("abi_decode: ", tuple.canonical(), " is not a tuple");
-  return decode(tuple, data, 0);
+  // Canonical data decodes to about its own size (a value per word); allow a generous multiple.
+  Budget budget{64 * data.size() + 4096 * sizeof(AbiValue)};
+  return decode(tuple, data, 0, budget);
 }
 
 std::string function_selector(std::string_view signature) {

@@ -53,7 +53,7 @@ std::string abi_encode(std::initializer_list<AbiWord> words);
 // value's shape does not match the type.
 std::string abi_encode(const AbiType& tuple, const AbiValue& value);
 // The inverse, checking every offset and length against `data`; throws bd::Error when the data
-// is too short or malformed.
+// is too short or malformed, or would decode to far more than its size (heads sharing tails).
 AbiValue abi_decode(const AbiType& tuple, std::string_view data);
 
 // keccak256(signature)[0:4], e.g. of "withdraw()"; calldata = selector ‖ abi_encode(arguments).
