@@ -117,6 +117,8 @@ TEST(Abi, RefusesMalformedTypesAndData) {
   huge_offset[0] = 1;  // an offset far past the data
   EXPECT_THROW(abi_decode(args, huge_offset), Error);
   EXPECT_THROW(abi_encode(args, abi_list({})), Error);
+  // A nested tuple given the wrong number of members is refused too, not filled with zeros.
+  EXPECT_THROW(abi_encode(parse_abi_type("((uint8,uint8))"), abi_list({abi_list({})})), Error);
   EXPECT_THROW(abi_to_uint64(AbiWord{1}), Error);
   // 1,000 heads of a string[][] all pointing at one array of 1,000 offsets to one 2 KB string:
   // 66 KB of data that would decode to 2 GB. Refused, not allocated.

@@ -80,6 +80,14 @@ void pad_to_word(std::string& out) {
   out.append((32 - out.size() % 32) % 32, '\0');
 }
 
+// Bytes a static type takes in a head: a word, or a static tuple's members one after another.
+size_t static_size(const AbiType& type) {
+  if (type.kind != AbiType::Kind::tuple) return 32;
+  size_t size = 0;
+  for (const AbiType& t : type.items) size += static_size(t);
+  return size;
+}
+
 std::string encode(const AbiType& type, const AbiValue& value);
 
 // A tuple's members (or an array's elements) as heads, then tails.
@@ -88,7 +96,7 @@ std::string encode_sequence(const std::vector<const AbiType*>& types,
   if (types.size() != values.size())
     fail("ABI: ", values.size(), " values for ", types.size(), " types");
   size_t head_size = 0;
-  for (const AbiType* t : types) head_size += t->dynamic() ? 32 : encode(*t, AbiValue{}).size();
+  for (const AbiType* t : types) head_size += t->dynamic() ? 32 : static_size(*t);
   std::string head, tail;
   for (size_t i = 0; i < types.size(); ++i) {
     const std::string part = encode(*types[i], values[i]);
@@ -127,11 +135,6 @@ std::string encode(const AbiType& type, const AbiValue& value) {
     case AbiType::Kind::tuple: {
       std::vector<const AbiType*> types;
       for (const AbiType& t : type.items) types.push_back(&t);
-      // An empty value stands for zeros when only the static size is wanted.
-      if (value.items.empty() && !type.items.empty()) {
-        std::vector<AbiValue> zeros(type.items.size());
-        return encode_sequence(types, zeros);
-      }
       return encode_sequence(types, value.items);
     }
   }
@@ -170,7 +173,7 @@ std::vector<AbiValue> decode_sequence(const std::vector<const AbiType*>& types,
       head += 32;
     } else {
       values.push_back(decode(*t, data, head, budget));
-      head += encode(*t, AbiValue{}).size();
+      head += static_size(*t);
     }
   }
   return values;
