@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every libFuzzer target in fuzz/ under ASan + UBSan (docs/testing.md, "Fuzzing"):
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; CI runs scripts/fuzz.sh 60)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; CI runs scripts/fuzz.sh 45)
 #
 # 1. builds the fuzz targets in build-san/ (scripts/build-sanitized.sh: clang, ASan + UBSan);
 # 2. makes the seeds with the project's own tools: a tiny model (`bitdelta train --config`), a
