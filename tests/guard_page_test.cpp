@@ -96,9 +96,11 @@ TEST_P(SignRowAtThePageEnd, ProductsReadNoByteBeyondTheLastRow) {
     std::vector<float> y(size_t(T * O), 0.0f);
     sign_matmul(y.data(), x.data(), bits, scale.data(), /*per_row=*/true, T, O, I);
     const std::vector<double> want = reference_product(x, bits, scale, T, O, I);
-    // The few-token path quantizes x to steps of max|x| / 32767 (kernels/sign_matmul.h):
-    // |x| < 1 and scales < 0.75 put each output within I·0.504·0.75 / 32767 of the exact one.
-    const double quantization = T <= kSignGemvMaxTokens ? double(I) * 0.504 * 0.75 / 32767 : 0;
+    // The few-token path quantizes x to steps of max|x| / kSignQuantMax (kernels/sign_matmul.h):
+    // |x| < 1 and scales < 0.75 put each output within I·0.504·0.75 / kSignQuantMax of the exact
+    // one.
+    const double quantization =
+        T <= kSignGemvMaxTokens ? double(I) * 0.504 * 0.75 / kSignQuantMax : 0;
     for (size_t k = 0; k < y.size(); ++k)
       ASSERT_NEAR(y[k], want[k], quantization + 1e-5 * (1 + std::abs(want[k])))
           << "T=" << T << " at " << k;

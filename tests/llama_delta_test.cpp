@@ -125,19 +125,20 @@ TEST_P(FusedForward, MatchesTheDenselyAppliedModel) {
   // Training (24 rows: the sign products run on SGEMM, exact products): F32 rounding only,
   // W·x + γ(S·x) and (W + γS)·x differ by a few ulps per product, carried through two layers
   // (measured up to 1.8e-6). Inference decodes one token at a time, where S·x is summed on x
-  // quantized to 16 bits per token (kernels/sign_matmul.h; measured up to 1.4e-5 on these
-  // narrow layers, where a step of max|x| / 32767 is largest against |S·x|). Normwise (max
+  // quantized to 14 bits per token (kernels/sign_matmul.h; measured up to 7.5e-5 on these
+  // narrow layers, where a step of max|x| / 8191 is largest against |S·x|). Normwise (max
   // error / max |logit|): every logit is a sum over the same hidden state, so its rounding error
   // is set by the common scale of the logits, not by its own size.
-  constexpr double kTolerance = 1e-5, kInferenceTolerance = 2e-5;
+  constexpr double kTolerance = 1e-5, kInferenceTolerance = 1.2e-4;
   EXPECT_LT(inference_error, kInferenceTolerance);
   EXPECT_LT(training_error, kTolerance);
   EXPECT_GT(base_distance, 1e-2);
 
-  // Tight enough to see one flipped sign: flipping each of the 9216 signs of these adapters once
-  // (too slow to repeat here; exact sums) moved the inference logits by at least 2.8e-5 of their
-  // scale, the training ones by 3e-4; the least visible sign is S[9, 2] of layer 1's gate_proj
-  // (3.0e-5 to 3.6e-5 with the quantized sums).
+  // Every sign is read: flipping each of the 9216 signs of these adapters once (too slow to
+  // repeat here; exact sums) moved the inference logits by at least 2.8e-5 of their scale, the
+  // training ones by 3e-4; the least visible sign is S[9, 2] of layer 1's gate_proj. That is
+  // below the quantization's error against the dense model, but both runs below quantize the
+  // same way (x moves only by the flip's own effect), so the flip shows against the fused run.
   std::vector<AdapterMatrix> matrices = adapter.matrices;
   std::vector<uint8_t> flipped_bits;
   for (size_t m = 0; m < matrices.size(); ++m) {
@@ -148,10 +149,12 @@ TEST_P(FusedForward, MatchesTheDenselyAppliedModel) {
   }
   ASSERT_FALSE(flipped_bits.empty());
   const LlamaDelta flipped = make_llama_delta(weights, checkpoint.dir(), matrices, adapter.exact);
-  const double flipped_error =
-      test::max_relative_error(inference_logits(weights, ids, &flipped), want_inference);
-  std::printf("with S[9, 2] of layers.1.mlp.gate_proj flipped: inference %.2e\n", flipped_error);
-  EXPECT_GT(flipped_error, kInferenceTolerance);
+  const double flipped_error = test::max_relative_error(inference_logits(weights, ids, &flipped),
+                                                        inference_logits(weights, ids, &fused));
+  std::printf("with S[9, 2] of layers.1.mlp.gate_proj flipped: inference moved %.2e\n",
+              flipped_error);
+  EXPECT_GT(flipped_error, 1.4e-5);
+
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, FusedForward,
@@ -189,7 +192,8 @@ TEST(LlamaDelta, ScaleOverridesAreReadAtEveryForward) {
   const std::vector<float> want =
       inference_logits(test::apply_in_memory(base, adapter).weights(), ids);
   // As MatchesTheDenselyAppliedModel's inference tolerance, with the scales 1.7x as large.
-  EXPECT_LT(test::max_relative_error(inference_logits(weights, ids, &fused), want), 4e-5);
+  EXPECT_LT(test::max_relative_error(inference_logits(weights, ids, &fused), want), 2.4e-4);
+
 }
 
 // y = x·(W + γ ⊙ S)ᵀ and dx = dy · (W + γ ⊙ S) for F32 and BF16 W, per-row and per-matrix γ;

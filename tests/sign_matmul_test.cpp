@@ -123,7 +123,7 @@ double higham_gamma(int64_t n) {
 
 // The reference reads S from `dense` (the problem's, or a copy with a flipped sign). Bounds, per
 // output:
-//   sx = S·x with few tokens: x is quantized to q·step, step = max|x| / 32767, each element
+//   sx = S·x with few tokens: x is quantized to q·step, step = max|x| / kSignQuantMax, each element
 //     within 0.504·step (rounding to nearest, plus the rounding of step and its inverse), and
 //     S·q is exact: I·0.504·step, plus 2u·|S·x| for the final conversions. Many tokens (SGEMM
 //     on ±1 for sign_project): exact (grid inputs, products by ±1): bound 0.
@@ -150,7 +150,7 @@ Reference reference(const Problem& p, const std::vector<float>& dense, bool per_
       abs_x += std::fabs(p.x[size_t(t * I + i)]);
     }
     const bool few = T <= kSignGemvMaxTokens;
-    const double quantization = few ? double(I) * 0.504 * max_x / 32767 : 0;
+    const double quantization = few ? double(I) * 0.504 * max_x / kSignQuantMax : 0;
     for (int64_t o = 0; o < O; ++o) {
       double dot = 0;
       for (int64_t i = 0; i < I; ++i)

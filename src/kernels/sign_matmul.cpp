@@ -1,8 +1,9 @@
-// Packed-sign products. Few tokens (decode): each token's x is quantized to 16-bit integers and
+// Packed-sign products. Few tokens (decode): each token's x is quantized to 14-bit integers and
 // Σ_i S[o, i]·q[i] = 2·Σ_{bit set} q[i] − Σ_i q[i] is summed exactly in integers: with VNNI,
-// 64 signs per multiply-add (4x the rate of masked F32 adds on the machines measured, where
-// those, not the reads of the bits, set the pace). Many tokens (prefill, training): blocks of
-// rows are widened to ±scale floats and handed to SGEMM, which reuses each block across tokens.
+// 64 signs per multiply-add; with AVX2, by table lookups, 128 signs per vpshufb (each several
+// times the rate of masked F32 adds on the machines measured, where those, not the reads of the
+// bits, set the pace). Many tokens (prefill, training): blocks of rows are widened to ±scale
+// floats and handed to SGEMM, which reuses each block across tokens.
 #include "kernels/sign_matmul.h"
 
 #include <algorithm>
@@ -16,20 +17,22 @@
 
 #include "hwy/aligned_allocator.h"
 #include "kernels/parallel.h"
+#include "omp.h"
 
 #ifndef BD_KERNELS_SIGN_MATMUL_ONCE
 #define BD_KERNELS_SIGN_MATMUL_ONCE
 namespace bd {
-// The few-token path's input: x quantized to 16-bit integers, one step per token:
+// The few-token path's input: x quantized to integers, one step per token:
 // S·x ≈ step·(2·Σ_{bit set} q − Σ q). Every target forms the same integer sums exactly, so
 // results do not depend on the CPU.
 struct QuantizedTokens {
-  const int16_t* q;      // [T, I]: q = round(x / step), |q| ≤ 32767
+  const int16_t* q;      // [T, I]: q = round(x / step), |q| ≤ kSignQuantMax
   const int8_t* hi;      // [T, I]: q >> 8 (q = 256·hi + lo)
   const uint8_t* lo;     // [T, I]: q & 255
-  const float* step;     // [T]: max|x| / 32767 (NaN where x holds inf or NaN)
+  const float* step;     // [T]: max|x| / kSignQuantMax (NaN where x holds inf or NaN)
   const int64_t* total;  // [T]: Σ_i q
 };
+
 // One few-token product: rows row0 .. row0 + rows − 1 of x and out with these signs.
 struct SignJob {
   const uint8_t* bits;
@@ -134,16 +137,216 @@ void PlusRowsQ(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows,
 }
 #endif
 
+// out[t, row0 + r] (+)= factor · step[t] · (2·plus[r] − Σ q[t]) for r < rows, factor = the
+// job's scale (per_row: [O]) or 1 without one.
+HWY_INLINE void StoreProducts(float* out, const QuantizedTokens& x, const SignJob& job, size_t t,
+                              size_t row0, size_t rows, const int64_t* plus, size_t O,
+                              bool accumulate) {
+  for (size_t r = 0; r < rows; ++r) {
+    const size_t row = row0 + r;
+    const double factor = job.scale ? job.scale[job.per_row ? row : 0] : 1.0;
+    const float product = float(factor * double(x.step[t]) * double(2 * plus[r] - x.total[t]));
+    float* o = out + t * O + row;
+    *o = accumulate ? *o + product : product;
+  }
+}
+
+size_t TotalWork(const SignJob* jobs, size_t job_count, size_t O, size_t I) {
+  size_t work = 0;
+  for (size_t j = 0; j < job_count; ++j) work += jobs[j].rows * O * I;
+  return work;
+}
+
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+// Table lookups (AVX2; AVX-512 without VNNI runs the same code). Σ_{bit set} q over a group of 4
+// columns takes one of 16 values, so each token's q becomes, per group, a table of those 16 sums
+// (16-bit: |q| ≤ 8191 keeps a sum of 4 in range), split into low and high bytes; a vpshufb looks
+// up 32 of them at once, indexed by nibbles of sign bits: 128 signs per instruction, against 16
+// for a masked 16-bit multiply-add. The 16 lookups of a 128-bit lane share one table (one group
+// of columns), so a lane must hold 16 rows' bits of the same columns: each tile of 16 sign rows
+// is transposed to that order once, and serves every token of its job.
+//
+// Layout, per chunk k of 32 byte columns (256 columns) and c = 0..15: the 32 bytes
+// tile[k][c] hold in lane L (= 0, 1) byte column 32k + 16L + c of the tile's rows, byte r for
+// row r; the 128 bytes table[k][c] are four such vectors, lane L for the same byte column: the
+// low bytes of the 16 sums of its low nibble's 4 columns, the low bytes of its high nibble's,
+// then the high bytes of both.
+constexpr size_t kTileRows = 16;
+constexpr size_t kTileChunkBytes = 16 * 32;
+constexpr size_t kTableChunkBytes = 16 * 128;
+// The 16-bit sums of a run of lookups are moved to 64-bit ones after at most this many steps of
+// the loop: each adds at most 2·255 to a low-byte sum (64·510 < 2^15) and 2·128 to a high one.
+constexpr size_t kStepsPerFlush = 64;
+
+HWY_INLINE size_t LutChunks(size_t I) {
+  return (I + 255) / 256;
+}
+
+// A token's tables (LutChunks(I) · kTableChunkBytes bytes) from its q[I] (zero past I).
+void BuildLutTables(const int16_t* HWY_RESTRICT q, size_t I, uint8_t* HWY_RESTRICT table) {
+  for (size_t k = 0; k < LutChunks(I); ++k) {
+    for (size_t c = 0; c < 16; ++c) {
+      for (size_t lane = 0; lane < 2; ++lane) {
+        const size_t byte_column = 32 * k + 16 * lane + c;
+        uint8_t* vectors = table + (k * 16 + c) * 128 + 16 * lane;
+        for (size_t half = 0; half < 2; ++half) {  // the low nibble's columns, then the high's
+          int16_t sums[16] = {0};                  // sums[n] = Σ_{bit j of n set} q[column + j]
+          for (size_t j = 0; j < 4; ++j) {
+            const size_t i = 8 * byte_column + 4 * half + j;
+            const int16_t value = i < I ? q[i] : int16_t{0};
+            for (size_t n = 0; n < (size_t{1} << j); ++n)
+              sums[(size_t{1} << j) + n] = int16_t(sums[n] + value);
+          }
+          for (size_t n = 0; n < 16; ++n) {
+            vectors[32 * half + n] = uint8_t(sums[n] & 255);
+            vectors[64 + 32 * half + n] = uint8_t(uint16_t(sums[n]) >> 8);
+          }
+        }
+      }
+    }
+  }
+}
+
+// tile (LutChunks(I) · kTileChunkBytes bytes, 32-byte aligned) from `rows` ≤ 16 sign rows; the
+// missing rows, and the bytes past a row's end, are zero (no bit set). Per chunk, four rounds of
+// interleaving register i with register i + 8 turn 16 rows of 16 bytes into 16 columns of 16 rows
+// (each round rotates the 8-bit address row·16 + byte by one bit), in both lanes at once.
+void TransposeTile(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows,
+                   uint8_t* HWY_RESTRICT tile) {
+  const size_t chunks = (row_bytes + 31) / 32;
+  for (size_t k = 0; k < chunks; ++k) {
+    const size_t offset = 32 * k, available = std::min<size_t>(32, row_bytes - offset);
+    __m256i v[16];
+    const bool whole = rows == 16 && available == 32;
+    // Fully unrolled, so that v stays in registers.
+#pragma GCC unroll 16
+    for (size_t r = 0; r < 16; ++r) {
+      const uint8_t* from = bits + r * row_bytes + offset;
+      // The same line two tiles ahead (usually in this thread's static share): one ahead left
+      // the reads waiting on DRAM.
+      if (k % 2 == 0) hwy::Prefetch(from + 32 * row_bytes);
+
+      if (whole) {
+        v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from));
+      } else if (r >= rows) {
+        v[r] = _mm256_setzero_si256();
+      } else if (available == 32) {
+        v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from));
+      } else {
+        alignas(32) uint8_t part[32] = {0};
+        std::memcpy(part, from, available);
+        v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part));
+      }
+    }
+#pragma GCC unroll 4
+    for (int round = 0; round < 4; ++round) {
+      __m256i next[16];
+#pragma GCC unroll 8
+      for (size_t i = 0; i < 8; ++i) {
+        next[2 * i] = _mm256_unpacklo_epi8(v[i], v[i + 8]);
+        next[2 * i + 1] = _mm256_unpackhi_epi8(v[i], v[i + 8]);
+      }
+#pragma GCC unroll 16
+      for (size_t i = 0; i < 16; ++i) v[i] = next[i];
+    }
+#pragma GCC unroll 16
+    for (size_t c = 0; c < 16; ++c)
+
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tile + (k * 16 + c) * 32), v[c]);
+  }
+}
+
+// plus[r] = Σ_{bit set in tile row r} q for r < 16, from the token's tables. Per step: the two
+// nibbles of 16 rows' bytes in two byte columns look up their 4-column sums (low and high bytes),
+// the low and the high nibble's are interleaved so that vpmaddubsw adds each row's pair, and the
+// 16-bit results accumulate: lane L of element e is row e % 8 (then 8 + e % 8 in the second
+// vector), for byte column 16L + c of the chunk.
+void LutPlusRows(const uint8_t* HWY_RESTRICT tile, const uint8_t* HWY_RESTRICT table, size_t chunks,
+                 int64_t* HWY_RESTRICT plus) {
+  const __m256i nibble = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi8(1);
+  int64_t low[16] = {0}, high[16] = {0};
+  const size_t steps = chunks * 16;
+  for (size_t first = 0; first < steps; first += kStepsPerFlush) {
+    __m256i low0 = _mm256_setzero_si256(), low1 = low0, high0 = low0, high1 = low0;
+    const size_t end = std::min(steps, first + kStepsPerFlush);
+    for (size_t s = first; s < end; ++s) {
+      const __m256i index = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + 32 * s));
+      const __m256i low_nibbles = _mm256_and_si256(index, nibble);
+      const __m256i high_nibbles = _mm256_and_si256(_mm256_srli_epi16(index, 4), nibble);
+      const __m256i* tables = reinterpret_cast<const __m256i*>(table + 128 * s);
+      const __m256i low_a = _mm256_shuffle_epi8(_mm256_load_si256(tables + 0), low_nibbles);
+      const __m256i low_b = _mm256_shuffle_epi8(_mm256_load_si256(tables + 1), high_nibbles);
+      const __m256i high_a = _mm256_shuffle_epi8(_mm256_load_si256(tables + 2), low_nibbles);
+      const __m256i high_b = _mm256_shuffle_epi8(_mm256_load_si256(tables + 3), high_nibbles);
+      // Low bytes are unsigned (first operand of vpmaddubsw), high bytes signed (second).
+      low0 = _mm256_add_epi16(low0, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(low_a, low_b), ones));
+      low1 = _mm256_add_epi16(low1, _mm256_maddubs_epi16(_mm256_unpackhi_epi8(low_a, low_b), ones));
+      high0 =
+          _mm256_add_epi16(high0, _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(high_a, high_b)));
+      high1 =
+          _mm256_add_epi16(high1, _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(high_a, high_b)));
+    }
+    alignas(32) int16_t sums[4][16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[0]), low0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[1]), low1);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[2]), high0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[3]), high1);
+    for (size_t e = 0; e < 16; ++e) {
+      low[e % 8] += sums[0][e];
+      low[8 + e % 8] += sums[1][e];
+      high[e % 8] += sums[2][e];
+      high[8 + e % 8] += sums[3][e];
+    }
+  }
+  for (size_t r = 0; r < 16; ++r) plus[r] = low[r] + 256 * high[r];
+}
+
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
-// rows t, factor = its scale (per_row: [O]) or 1 without one. One parallel pass over all jobs'
-// blocks of kRowBlock sign rows (static: each thread streams a contiguous run of them); a
-// block's bits (8 KiB for rows of 2048) stay in L1 while each of the job's tokens passes.
+// rows t (StoreProducts). First every token's tables, then one parallel pass over all jobs'
+// tiles (static: each thread streams a contiguous run of them), each transposed once into the
+// thread's buffer (L1: 11 KiB for rows of 5632) and run against each of the job's tokens.
+void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t job_count,
+               size_t O, size_t I, bool accumulate) {
+  const size_t row_bytes = (I + 7) / 8, chunks = LutChunks(I);
+  const size_t table_bytes = chunks * kTableChunkBytes, tile_bytes = chunks * kTileChunkBytes;
+  std::vector<const int16_t*> tokens;  // the q of each job's rows, in job order
+  for (size_t j = 0; j < job_count; ++j)
+    for (size_t t = jobs[j].row0; t < jobs[j].row0 + jobs[j].rows; ++t)
+      tokens.push_back(x.q + t * I);
+  auto tables = hwy::AllocateAligned<uint8_t>(tokens.size() * table_bytes);
+  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(omp_get_max_threads()) * tile_bytes);
+  HWY_ASSERT(tables && tiles);
+  const bool parallel = TotalWork(jobs, job_count, O, I) >= size_t(kMinParallelElements);
+#pragma omp parallel for schedule(static) if (parallel && tokens.size() > 1)
+  for (int64_t slot = 0; slot < int64_t(tokens.size()); ++slot)
+    BuildLutTables(tokens[size_t(slot)], I, tables.get() + size_t(slot) * table_bytes);
+  const size_t blocks = (O + kTileRows - 1) / kTileRows;
+  std::vector<size_t> first_slot(job_count, 0);
+  for (size_t j = 1; j < job_count; ++j) first_slot[j] = first_slot[j - 1] + jobs[j - 1].rows;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t item = 0; item < int64_t(job_count * blocks); ++item) {
+    const size_t j = size_t(item) / blocks;
+    const SignJob& job = jobs[j];
+    const size_t row0 = (size_t(item) % blocks) * kTileRows, rows = std::min(kTileRows, O - row0);
+    uint8_t* tile = tiles.get() + size_t(omp_get_thread_num()) * tile_bytes;
+    TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, tile);
+    for (size_t n = 0; n < job.rows; ++n) {
+      int64_t plus[kTileRows];
+      LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus);
+      StoreProducts(out, x, job, job.row0 + n, row0, rows, plus, O, accumulate);
+    }
+  }
+}
+#else
+// For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
+// rows t (StoreProducts). One parallel pass over all jobs' blocks of kRowBlock sign rows
+// (static: each thread streams a contiguous run of them); a block's bits (8 KiB for rows of
+// 2048) stay in L1 while each of the job's tokens passes.
 void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t job_count,
                size_t O, size_t I, bool accumulate) {
   const size_t row_bytes = (I + 7) / 8;
   const size_t blocks = (O + kRowBlock - 1) / kRowBlock;
-  size_t work = 0;
-  for (size_t j = 0; j < job_count; ++j) work += jobs[j].rows * O * I;
+  const size_t work = TotalWork(jobs, job_count, O, I);
 #pragma omp parallel for schedule(static) if (work >= size_t(kMinParallelElements))
   for (int64_t item = 0; item < int64_t(job_count * blocks); ++item) {
     const SignJob& job = jobs[size_t(item) / blocks];
@@ -152,16 +355,11 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
       int64_t plus[kRowBlock];
       PlusRowsQ(job.bits + row0 * row_bytes, row_bytes, rows, x.q + t * I, x.hi + t * I,
                 x.lo + t * I, I, plus);
-      for (size_t r = 0; r < rows; ++r) {
-        const size_t row = row0 + r;
-        const double factor = job.scale ? job.scale[job.per_row ? row : 0] : 1.0;
-        const float product = float(factor * double(x.step[t]) * double(2 * plus[r] - x.total[t]));
-        float* o = out + t * O + row;
-        *o = accumulate ? *o + product : product;
-      }
+      StoreProducts(out, x, job, t, row0, rows, plus, O, accumulate);
     }
   }
 }
+#endif
 
 // dst[rows, I] = factor[row] · S[row0 + rows, I] as floats (±factor), for the SGEMM path.
 void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_row, size_t row0,
@@ -223,8 +421,8 @@ void sign_sgemm(float* out, const float* x, const uint8_t* bits, const float* sc
   }
 }
 
-// x[T, I] quantized per token (QuantizedTokens): step = max|x| / 32767, so each q is within
-// about step / 2 of x / step and |S·x − step·S·q| ≤ ~I·step / 2 per output.
+// x[T, I] quantized per token (QuantizedTokens): step = max|x| / kSignQuantMax, so each q is
+// within about step / 2 of x / step and |S·x − step·S·q| ≤ ~I·step / 2 per output.
 struct Quantized {
   std::unique_ptr<int16_t[]> q;  // rows no few-token product reads stay uninitialised
   std::unique_ptr<int8_t[]> hi;
@@ -246,7 +444,7 @@ Quantized quantized_for(int64_t T, int64_t I) {
 }
 
 void quantize_rows(const float* x, int64_t row0, int64_t rows, int64_t I, Quantized& out) {
-  constexpr float kMaxQ = 32767.0f;
+  constexpr float kMaxQ = float(kSignQuantMax);
   for (int64_t t = row0; t < row0 + rows; ++t) {
     const float* xt = x + t * I;
     float max_abs = 0;
@@ -260,7 +458,9 @@ void quantize_rows(const float* x, int64_t row0, int64_t rows, int64_t I, Quanti
     out.step[size_t(t)] = finite ? max_abs / kMaxQ : std::numeric_limits<float>::quiet_NaN();
     const float inverse = finite && max_abs > 0 ? kMaxQ / max_abs : 0.0f;
     for (int64_t i = 0; finite && i < I; ++i) {
-      const auto q = int16_t(std::clamp(std::lrint(xt[i] * inverse), -32767L, 32767L));
+      const auto q = int16_t(
+          std::clamp(std::lrint(xt[i] * inverse), -long(kSignQuantMax), long(kSignQuantMax)));
+
       const size_t at = size_t(t * I + i);
       out.q[at] = q;
       out.hi[at] = int8_t(q >> 8);

@@ -13,11 +13,14 @@ inline int64_t sign_row_bytes(int64_t in) {
   return (in + 7) / 8;
 }
 
-// Token counts up to this take the few-token path: x quantized per token to 16-bit integers
-// (step = max|x| / 32767) and S·q summed exactly, so each output is within about I·step / 2 of
-// S·x (a relative 1e-5 of the delta term on the 1.1B shapes, far below what rounding the merged
-// weights to BF16 moves). Larger counts widen S to ±scale floats for SGEMM (exact products).
+// Token counts up to this take the few-token path: x quantized per token to integers q with
+// |q| ≤ kSignQuantMax (step = max|x| / kSignQuantMax) and S·q summed exactly, so each output is
+// within about I·step / 2 of S·x (a relative 4e-5 of the delta term on the 1.1B shapes, far
+// below what rounding the merged weights to BF16 moves). 14 bits, so that sums of 4 of them fit
+// the 16-bit table entries of the AVX2 kernel. Larger counts widen S to ±scale floats for SGEMM
+// (exact products).
 inline constexpr int64_t kSignGemvMaxTokens = 8;
+inline constexpr int kSignQuantMax = 8191;
 
 // y[T, O] += scale ⊙ (x[T, I] · Sᵀ); scale is [O] when per_row, else [1].
 void sign_matmul(float* y, const float* x, const uint8_t* bits, const float* scale, bool per_row,
