@@ -182,28 +182,42 @@ HWY_INLINE size_t LutChunks(size_t I) {
   return (I + 255) / 256;
 }
 
-// A token's tables (LutChunks(I) · kTableChunkBytes bytes) from its q[I] (zero past I).
+// A token's tables (LutChunks(I) · kTableChunkBytes bytes) from its q[I] (zero past I). Per byte
+// column, lane n of a 16-bit vector sums the q of its 4 columns whose bit is set in n (both
+// nibbles' groups at once); the low and the high bytes are then packed apart.
 void BuildLutTables(const int16_t* HWY_RESTRICT q, size_t I, uint8_t* HWY_RESTRICT table) {
-  for (size_t k = 0; k < LutChunks(I); ++k) {
-    for (size_t c = 0; c < 16; ++c) {
-      for (size_t lane = 0; lane < 2; ++lane) {
-        const size_t byte_column = 32 * k + 16 * lane + c;
-        uint8_t* vectors = table + (k * 16 + c) * 128 + 16 * lane;
-        for (size_t half = 0; half < 2; ++half) {  // the low nibble's columns, then the high's
-          int16_t sums[16] = {0};                  // sums[n] = Σ_{bit j of n set} q[column + j]
-          for (size_t j = 0; j < 4; ++j) {
-            const size_t i = 8 * byte_column + 4 * half + j;
-            const int16_t value = i < I ? q[i] : int16_t{0};
-            for (size_t n = 0; n < (size_t{1} << j); ++n)
-              sums[(size_t{1} << j) + n] = int16_t(sums[n] + value);
-          }
-          for (size_t n = 0; n < 16; ++n) {
-            vectors[32 * half + n] = uint8_t(sums[n] & 255);
-            vectors[64 + 32 * half + n] = uint8_t(uint16_t(sums[n]) >> 8);
-          }
-        }
-      }
+  const __m256i lane_index =
+      _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m256i has_bit[4];  // lane n: all ones where bit j of n is set
+  for (int j = 0; j < 4; ++j) {
+    const __m256i bit = _mm256_set1_epi16(int16_t(1 << j));
+    has_bit[j] = _mm256_cmpeq_epi16(_mm256_and_si256(lane_index, bit), bit);
+  }
+  const __m256i low_byte = _mm256_set1_epi16(0xFF);
+  const size_t byte_columns = 32 * LutChunks(I);
+  for (size_t column = 0; column < byte_columns; ++column) {
+    int16_t value[8] = {0};  // q of the byte column's 8 columns
+    for (size_t j = 0; j < 8 && 8 * column + j < I; ++j) value[j] = q[8 * column + j];
+    __m256i sums[2];  // the low nibble's 4 columns, then the high nibble's
+    for (int half = 0; half < 2; ++half) {
+      sums[half] = _mm256_setzero_si256();
+      for (int j = 0; j < 4; ++j)
+        sums[half] = _mm256_add_epi16(
+            sums[half], _mm256_and_si256(has_bit[j], _mm256_set1_epi16(value[4 * half + j])));
     }
+    // Per lane the packs interleave 8 sums of each half; 0xD8 puts the halves back in order.
+    const __m256i low =
+        _mm256_permute4x64_epi64(_mm256_packus_epi16(_mm256_and_si256(sums[0], low_byte),
+                                                     _mm256_and_si256(sums[1], low_byte)),
+                                 0xD8);
+    const __m256i high = _mm256_permute4x64_epi64(
+        _mm256_packs_epi16(_mm256_srai_epi16(sums[0], 8), _mm256_srai_epi16(sums[1], 8)), 0xD8);
+    const size_t k = column / 32, lane = column % 32 / 16, c = column % 16;
+    uint8_t* vectors = table + (k * 16 + c) * 128 + 16 * lane;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors), _mm256_castsi256_si128(low));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 32), _mm256_extracti128_si256(low, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 64), _mm256_castsi256_si128(high));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 96), _mm256_extracti128_si256(high, 1));
   }
 }
 
