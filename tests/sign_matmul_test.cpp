@@ -362,5 +362,46 @@ TEST(SignKernels, SegmentsMatchOneProductPerSegment) {
   });
 }
 
+// The fused one-token pass gives the result of its two passes (matmul, then the signs) bit for
+// bit, on every target, dtype, scale kind and accumulation, for shapes with partial tiles of rows
+// (O not a multiple of 16) and partial chunks of columns (I not a multiple of 256 or 8), on
+// either side of the threads threshold, and refuses a segment that is not the one token.
+TEST(SignKernels, OneTokenPassMatchesMatmulThenSigns) {
+  std::mt19937 rng(11);
+  for (const auto [O, I] : {std::pair<int64_t, int64_t>{37, 1000}, {70, 1000}, {16, 256},
+                            {1, 3}, {300, 9}, {129, 2051}}) {
+    const Signs s = random_signs(O, I, rng);
+    const std::vector<float> scale = random_values(size_t(O), rng, 0.001f, 0.05f);
+    const std::vector<float> w = random_values(size_t(O * I), rng);
+    const std::vector<float> x = random_values(size_t(I), rng);
+    const std::vector<float> y0 = random_values(size_t(O), rng);
+    for (const DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+      std::vector<uint8_t> stored(size_t(O * I) * dtype_size(dtype));
+      from_f32(dtype, w.data(), stored.data(), w.size());
+      const TensorView weight{dtype, {O, I}, stored.data()};
+      for (const bool per_row : {false, true}) {
+        const SignSegment segment{0, 1, s.bits.data(), scale.data(), per_row};
+        for (const bool accumulate : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << "O=" << O << " I=" << I << " " << dtype_name(dtype)
+                                            << " per_row=" << per_row
+                                            << " accumulate=" << accumulate);
+          test::for_each_target([&] {
+            std::vector<float> want = y0, got = y0;
+            matmul(want.data(), x.data(), weight, 1, accumulate);
+            sign_matmul_segments(want.data(), x.data(), {&segment, 1}, O, I);
+            matmul_sign_one_token(got.data(), x.data(), weight, segment, accumulate);
+            EXPECT_EQ(got, want);
+          });
+        }
+      }
+    }
+    const TensorView weight{DType::F32, {O, I}, w.data()};
+    std::vector<float> y = y0;
+    const SignSegment two_rows{0, 2, s.bits.data(), scale.data(), true};
+    EXPECT_THROW(matmul_sign_one_token(y.data(), x.data(), weight, two_rows, false), Error);
+  }
+}
+
+
 }  // namespace
 }  // namespace bd

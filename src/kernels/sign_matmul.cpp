@@ -15,6 +15,8 @@
 #include <span>
 #include <vector>
 
+#include "core/dtype.h"
+#include "core/tensor.h"
 #include "hwy/aligned_allocator.h"
 #include "kernels/parallel.h"
 #include "omp.h"
@@ -48,7 +50,9 @@ struct SignJob {
 #include "hwy/cache_control.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/gemv_row-inl.h"
 #include "kernels/sign_bits-inl.h"
+#include "kernels/sign_lut-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace bd::HWY_NAMESPACE {
@@ -157,164 +161,7 @@ size_t TotalWork(const SignJob* jobs, size_t job_count, size_t O, size_t I) {
   return work;
 }
 
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
-// Table lookups (AVX2; AVX-512 without VNNI runs the same code). Σ_{bit set} q over a group of 4
-// columns takes one of 16 values, so each token's q becomes, per group, a table of those 16 sums
-// (16-bit: |q| ≤ 8191 keeps a sum of 4 in range), split into low and high bytes; a vpshufb looks
-// up 32 of them at once, indexed by nibbles of sign bits: 128 signs per instruction, against 16
-// for a masked 16-bit multiply-add. The 16 lookups of a 128-bit lane share one table (one group
-// of columns), so a lane must hold 16 rows' bits of the same columns: each tile of 16 sign rows
-// is transposed to that order once, and serves every token of its job.
-//
-// Layout, per chunk k of 32 byte columns (256 columns) and c = 0..15: the 32 bytes
-// tile[k][c] hold in lane L (= 0, 1) byte column 32k + 16L + c of the tile's rows, byte r for
-// row r; the 128 bytes table[k][c] are four such vectors, lane L for the same byte column: the
-// low bytes of the 16 sums of its low nibble's 4 columns, the low bytes of its high nibble's,
-// then the high bytes of both.
-constexpr size_t kTileRows = 16;
-constexpr size_t kTileChunkBytes = 16 * 32;
-constexpr size_t kTableChunkBytes = 16 * 128;
-// The 16-bit sums of a run of lookups are moved to 64-bit ones after at most this many steps of
-// the loop: each adds at most 2·255 to a low-byte sum (64·510 < 2^15) and 2·128 to a high one.
-constexpr size_t kStepsPerFlush = 64;
-
-HWY_INLINE size_t LutChunks(size_t I) {
-  return (I + 255) / 256;
-}
-
-// A token's tables (LutChunks(I) · kTableChunkBytes bytes) from its q[I] (zero past I). Per byte
-// column, lane n of a 16-bit vector sums the q of its 4 columns whose bit is set in n (both
-// nibbles' groups at once); the low and the high bytes are then packed apart.
-void BuildLutTables(const int16_t* HWY_RESTRICT q, size_t I, uint8_t* HWY_RESTRICT table) {
-  const __m256i lane_index =
-      _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m256i has_bit[4];  // lane n: all ones where bit j of n is set
-  for (int j = 0; j < 4; ++j) {
-    const __m256i bit = _mm256_set1_epi16(int16_t(1 << j));
-    has_bit[j] = _mm256_cmpeq_epi16(_mm256_and_si256(lane_index, bit), bit);
-  }
-  const __m256i low_byte = _mm256_set1_epi16(0xFF);
-  const size_t byte_columns = 32 * LutChunks(I);
-  for (size_t column = 0; column < byte_columns; ++column) {
-    int16_t value[8] = {0};  // q of the byte column's 8 columns
-    for (size_t j = 0; j < 8 && 8 * column + j < I; ++j) value[j] = q[8 * column + j];
-    __m256i sums[2];  // the low nibble's 4 columns, then the high nibble's
-    for (int half = 0; half < 2; ++half) {
-      sums[half] = _mm256_setzero_si256();
-      for (int j = 0; j < 4; ++j)
-        sums[half] = _mm256_add_epi16(
-            sums[half], _mm256_and_si256(has_bit[j], _mm256_set1_epi16(value[4 * half + j])));
-    }
-    // Per lane the packs interleave 8 sums of each half; 0xD8 puts the halves back in order.
-    const __m256i low =
-        _mm256_permute4x64_epi64(_mm256_packus_epi16(_mm256_and_si256(sums[0], low_byte),
-                                                     _mm256_and_si256(sums[1], low_byte)),
-                                 0xD8);
-    const __m256i high = _mm256_permute4x64_epi64(
-        _mm256_packs_epi16(_mm256_srai_epi16(sums[0], 8), _mm256_srai_epi16(sums[1], 8)), 0xD8);
-    const size_t k = column / 32, lane = column % 32 / 16, c = column % 16;
-    uint8_t* vectors = table + (k * 16 + c) * 128 + 16 * lane;
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors), _mm256_castsi256_si128(low));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 32), _mm256_extracti128_si256(low, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 64), _mm256_castsi256_si128(high));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 96), _mm256_extracti128_si256(high, 1));
-  }
-}
-
-// tile (LutChunks(I) · kTileChunkBytes bytes, 32-byte aligned) from `rows` ≤ 16 sign rows; the
-// missing rows, and the bytes past a row's end, are zero (no bit set). Per chunk, four rounds of
-// interleaving register i with register i + 8 turn 16 rows of 16 bytes into 16 columns of 16 rows
-// (each round rotates the 8-bit address row·16 + byte by one bit), in both lanes at once.
-void TransposeTile(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows,
-                   uint8_t* HWY_RESTRICT tile) {
-  const size_t chunks = (row_bytes + 31) / 32;
-  for (size_t k = 0; k < chunks; ++k) {
-    const size_t offset = 32 * k, available = std::min<size_t>(32, row_bytes - offset);
-    __m256i v[16];
-    const bool whole = rows == 16 && available == 32;
-    // Fully unrolled, so that v stays in registers.
-#pragma GCC unroll 16
-    for (size_t r = 0; r < 16; ++r) {
-      const uint8_t* from = bits + r * row_bytes + offset;
-      // The same line two tiles ahead (usually in this thread's static share): one ahead left
-      // the reads waiting on DRAM.
-      if (k % 2 == 0) hwy::Prefetch(from + 32 * row_bytes);
-
-      if (whole) {
-        v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from));
-      } else if (r >= rows) {
-        v[r] = _mm256_setzero_si256();
-      } else if (available == 32) {
-        v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from));
-      } else {
-        alignas(32) uint8_t part[32] = {0};
-        std::memcpy(part, from, available);
-        v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(part));
-      }
-    }
-#pragma GCC unroll 4
-    for (int round = 0; round < 4; ++round) {
-      __m256i next[16];
-#pragma GCC unroll 8
-      for (size_t i = 0; i < 8; ++i) {
-        next[2 * i] = _mm256_unpacklo_epi8(v[i], v[i + 8]);
-        next[2 * i + 1] = _mm256_unpackhi_epi8(v[i], v[i + 8]);
-      }
-#pragma GCC unroll 16
-      for (size_t i = 0; i < 16; ++i) v[i] = next[i];
-    }
-#pragma GCC unroll 16
-    for (size_t c = 0; c < 16; ++c)
-
-      _mm256_store_si256(reinterpret_cast<__m256i*>(tile + (k * 16 + c) * 32), v[c]);
-  }
-}
-
-// plus[r] = Σ_{bit set in tile row r} q for r < 16, from the token's tables. Per step: the two
-// nibbles of 16 rows' bytes in two byte columns look up their 4-column sums (low and high bytes),
-// the low and the high nibble's are interleaved so that vpmaddubsw adds each row's pair, and the
-// 16-bit results accumulate: lane L of element e is row e % 8 (then 8 + e % 8 in the second
-// vector), for byte column 16L + c of the chunk.
-void LutPlusRows(const uint8_t* HWY_RESTRICT tile, const uint8_t* HWY_RESTRICT table, size_t chunks,
-                 int64_t* HWY_RESTRICT plus) {
-  const __m256i nibble = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi8(1);
-  int64_t low[16] = {0}, high[16] = {0};
-  const size_t steps = chunks * 16;
-  for (size_t first = 0; first < steps; first += kStepsPerFlush) {
-    __m256i low0 = _mm256_setzero_si256(), low1 = low0, high0 = low0, high1 = low0;
-    const size_t end = std::min(steps, first + kStepsPerFlush);
-    for (size_t s = first; s < end; ++s) {
-      const __m256i index = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + 32 * s));
-      const __m256i low_nibbles = _mm256_and_si256(index, nibble);
-      const __m256i high_nibbles = _mm256_and_si256(_mm256_srli_epi16(index, 4), nibble);
-      const __m256i* tables = reinterpret_cast<const __m256i*>(table + 128 * s);
-      const __m256i low_a = _mm256_shuffle_epi8(_mm256_load_si256(tables + 0), low_nibbles);
-      const __m256i low_b = _mm256_shuffle_epi8(_mm256_load_si256(tables + 1), high_nibbles);
-      const __m256i high_a = _mm256_shuffle_epi8(_mm256_load_si256(tables + 2), low_nibbles);
-      const __m256i high_b = _mm256_shuffle_epi8(_mm256_load_si256(tables + 3), high_nibbles);
-      // Low bytes are unsigned (first operand of vpmaddubsw), high bytes signed (second).
-      low0 = _mm256_add_epi16(low0, _mm256_maddubs_epi16(_mm256_unpacklo_epi8(low_a, low_b), ones));
-      low1 = _mm256_add_epi16(low1, _mm256_maddubs_epi16(_mm256_unpackhi_epi8(low_a, low_b), ones));
-      high0 =
-          _mm256_add_epi16(high0, _mm256_maddubs_epi16(ones, _mm256_unpacklo_epi8(high_a, high_b)));
-      high1 =
-          _mm256_add_epi16(high1, _mm256_maddubs_epi16(ones, _mm256_unpackhi_epi8(high_a, high_b)));
-    }
-    alignas(32) int16_t sums[4][16];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[0]), low0);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[1]), low1);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[2]), high0);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(sums[3]), high1);
-    for (size_t e = 0; e < 16; ++e) {
-      low[e % 8] += sums[0][e];
-      low[8 + e % 8] += sums[1][e];
-      high[e % 8] += sums[2][e];
-      high[8 + e % 8] += sums[3][e];
-    }
-  }
-  for (size_t r = 0; r < 16; ++r) plus[r] = low[r] + 256 * high[r];
-}
-
+#if BD_SIGN_LUT
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
 // rows t (StoreProducts). First every token's tables, then one parallel pass over all jobs'
 // tiles (static: each thread streams a contiguous run of them), each transposed once into the
@@ -351,8 +198,72 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
     }
   }
 }
+
+// The fused one-token pass: out[O] (+)= W·x + factor ⊙ (S·x) for one token (x.q row 0) and one
+// job. Per tile of 16 rows: its signs are transposed and looked up while the first lines of its W
+// rows are prefetched into L2 (4 lines per chunk transposed, 1 per lookup step: 10 KiB of the
+// 64 KiB of a BF16 tile with rows of 2048), then its W rows are streamed (DotRow). On its own the
+// GEMV waits on
+
+// DRAM and the lookups on the vector units; this way the lookups run while W streams in. Threads
+// take a few tiles at a time (dynamic: a preempted thread holds up little).
+template <typename WT>
+void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTokens& x,
+                    const SignJob& job, size_t O, size_t I, bool accumulate) {
+  const size_t row_bytes = (I + 7) / 8, chunks = LutChunks(I);
+  const size_t tile_bytes = chunks * kTileChunkBytes;
+  auto table = hwy::AllocateAligned<uint8_t>(chunks * kTableChunkBytes);
+  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(omp_get_max_threads()) * tile_bytes);
+  HWY_ASSERT(table && tiles);
+  BuildLutTables(x.q, I, table.get());
+  const int64_t blocks = int64_t((O + kTileRows - 1) / kTileRows);
+  const int64_t per_take = std::max<int64_t>(1, blocks / (8 * omp_get_max_threads()));
+#pragma omp parallel for schedule(dynamic, per_take) if (O * I >= size_t(kMinParallelElements))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const size_t row0 = size_t(b) * kTileRows, rows = std::min(kTileRows, O - row0);
+    uint8_t* tile = tiles.get() + size_t(omp_get_thread_num()) * tile_bytes;
+    // The tile's rows of W, prefetched while its signs are transposed and looked up.
+    const char* w_rows = reinterpret_cast<const char*>(w + row0 * I);
+    LinePrefetcher prefetcher{w_rows, w_rows + rows * I * sizeof(WT)};
+    TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, tile, &prefetcher);
+    int64_t plus[kTileRows];
+    LutPlusRows(tile, table.get(), chunks, plus, &prefetcher);
+
+    for (size_t r = 0; r < rows; ++r) {
+      float sum;
+      DotRow<1>(w + (row0 + r) * I, in, I, &sum);
+      float* o = out + row0 + r;
+      *o = accumulate ? *o + sum : sum;  // as the GEMV alone, then StoreProducts adds
+    }
+    StoreProducts(out, x, job, 0, row0, rows, plus, O, /*accumulate=*/true);
+  }
+}
+
+bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const QuantizedTokens& x,
+               const SignJob& job, size_t O, size_t I, bool accumulate) {
+  switch (dtype) {
+    case DType::F32:
+      GemvSignsTyped(out, in, static_cast<const float*>(w), x, job, O, I, accumulate);
+      return true;
+    case DType::BF16:
+      GemvSignsTyped(out, in, static_cast<const hwy::bfloat16_t*>(w), x, job, O, I, accumulate);
+      return true;
+    case DType::F16:
+      GemvSignsTyped(out, in, static_cast<const hwy::float16_t*>(w), x, job, O, I, accumulate);
+      return true;
+    default:
+      return false;
+  }
+}
 #else
+// Without the table lookups there is nothing to overlap: the caller runs the two passes.
+bool GemvSigns(float*, const float*, const void*, DType, const QuantizedTokens&, const SignJob&,
+               size_t, size_t, bool) {
+  return false;
+}
+
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
+
 // rows t (StoreProducts). One parallel pass over all jobs' blocks of kRowBlock sign rows
 // (static: each thread streams a contiguous run of them); a block's bits (8 KiB for rows of
 // 2048) stay in L1 while each of the job's tokens passes.
@@ -401,9 +312,12 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 #include "core/error.h"
 #include "kernels/blas.h"
+#include "kernels/matmul.h"
+#include "kernels/matmul_gemv.h"
 
 namespace bd {
 HWY_EXPORT(SignGemvQ);
+HWY_EXPORT(GemvSigns);
 HWY_EXPORT(WidenSigns);
 
 namespace {
@@ -528,6 +442,26 @@ void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment>
                           int64_t O, int64_t I) {
   check_segments("sign_matmul_segments", segments, /*need_scale=*/true, O, I);
   sign_products(y, x, segments, O, I, /*accumulate=*/true);
+}
+
+void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
+                           const SignSegment& signs, bool accumulate) {
+  check_matmul_args("matmul_sign_one_token", weight, 1);
+  const int64_t O = weight.dim(0), I = weight.dim(1);
+  check_segments("matmul_sign_one_token", {&signs, 1}, /*need_scale=*/true, O, I);
+  if (signs.row0 != 0 || signs.rows != 1)
+    fail("matmul_sign_one_token: the signs must cover the one token (row0 ", signs.row0, ", rows ",
+         signs.rows, ")");
+  if (O > 0 && I > 0) {
+    Quantized q = quantized_for(1, I);
+    quantize_rows(x, 0, 1, I, q);
+    const SignJob job{signs.bits, signs.scale, signs.per_row, 0, 1};
+    if (HWY_DYNAMIC_DISPATCH(GemvSigns)(y, x, weight.data, weight.dtype, q.view(), job, size_t(O),
+                                        size_t(I), accumulate))
+      return;
+  }
+  matmul(y, x, weight, 1, accumulate);
+  sign_products(y, x, {&signs, 1}, O, I, /*accumulate=*/true);
 }
 
 void sign_matmul(float* y, const float* x, const uint8_t* bits, const float* scale, bool per_row,

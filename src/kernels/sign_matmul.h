@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <span>
 
+#include "core/tensor.h"
+
 namespace bd {
 
 inline int64_t sign_row_bytes(int64_t in) {
@@ -39,6 +41,13 @@ struct SignSegment {
 // of their sign rows); longer ones go through SGEMM one after another.
 void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment> segments,
                           int64_t O, int64_t I);
+
+// y[1, O] (+)= x[1, I] · Wᵀ + scale ⊙ (x · Sᵀ): one token's base product and one adapter's sign
+// product (signs.row0 = 0, rows = 1), the result of matmul then sign_matmul_segments. On the
+// targets with the table-lookup kernel (AVX2) in one pass over blocks of rows, so that the
+// lookups of a block run while its rows of W stream in from DRAM: decode of a single sequence.
+void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
+                           const SignSegment& signs, bool accumulate);
 
 // sx[T, O] = x[T, I] · Sᵀ, unscaled (for the scale gradient dL/dγ = Σ_t dY ⊙ (S·x)).
 void sign_project(float* sx, const float* x, const uint8_t* bits, int64_t T, int64_t O, int64_t I);

@@ -26,8 +26,20 @@ const LinearDelta* delta_of(const Linear& linear, const RowSegment& segment) {
 void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows, Segments segments,
                     bool accumulate) {
   const int64_t O = linear.out_features(), I = linear.in_features();
+  // One token of one adapter (decode of a single sequence): base and signs in one pass.
+  const LinearDelta* only = rows == 1 && segments.size() == 1 && segments[0].row0 == 0
+                                ? delta_of(linear, segments[0])
+                                : nullptr;
+  if (only && only->sign.bits) {
+    matmul_sign_one_token(y, x, linear.weight,
+                          {0, 1, only->sign.bits, only->sign.scale, only->sign.per_row},
+                          accumulate);
+    if (only->exact.data) matmul(y, x, only->exact, 1, /*accumulate=*/true);
+    return;
+  }
   matmul(y, x, linear.weight, rows, accumulate);
   std::vector<SignSegment> signs;
+
   for (const RowSegment& segment : segments) {
     const LinearDelta* d = delta_of(linear, segment);
     if (!d) continue;
