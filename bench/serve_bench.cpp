@@ -396,9 +396,17 @@ double disk_read_bandwidth(const std::string& path) {
 }
 
 // Reads every sign byte of an adapter (what its first decode step does).
+// Reads a byte of every page of what steps read of an adapter: its transposed signs where the
+// cache made them, else the signs in its file.
 uint64_t touch(const ServedAdapter& adapter) {
   uint64_t sum = 0;
+  if (adapter.sign_tiles) {
+    const int64_t tile_bytes = adapter.bytes - int64_t(fs::file_size(adapter.file->path()));
+    for (int64_t i = 0; i < tile_bytes; i += 4096) sum += adapter.sign_tiles[size_t(i)];
+    return sum;
+  }
   for (const AdapterMatrix& m : adapter.file->matrices()) {
+
     const uint8_t* bits = m.sign.as<uint8_t>();
     for (size_t i = 0; i < m.sign.bytes(); i += 4096) sum += bits[i];
   }
@@ -418,11 +426,13 @@ int run(int argc, char** argv) {
   const LlamaWeights weights = weights_from_checkpoint(checkpoint);
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(o.dir);
 
-  std::vector<std::unique_ptr<AdapterFile>> files;
-  std::vector<LlamaDelta> deltas;
-  for (int i = 0; i < kDistinctAdapters; ++i) {
-    files.push_back(std::make_unique<AdapterFile>(adapter_file(o.dir, i)));
-    deltas.push_back(make_llama_delta(weights, checkpoint, *files.back()));
+  // The users' adapters as the server holds them: loaded by its adapter cache (which also
+  // transposes their signs for the lookup kernel where this CPU has one).
+  std::vector<std::shared_ptr<const ServedAdapter>> served;
+  {
+    AdapterCache cache(checkpoint, weights, fs::path(adapter_file(o.dir, 0)).parent_path());
+    for (int i = 0; i < kDistinctAdapters; ++i)
+      served.push_back(cache.load_now(fs::path(adapter_file(o.dir, i)).stem().string()));
   }
   const double base_bytes = bench::weight_bytes_per_token(weights);
   const double adapter_bytes = double(fs::file_size(adapter_file(o.dir, 0)));
@@ -452,7 +462,7 @@ int run(int argc, char** argv) {
   for (int N : o.users) {
     std::cerr << "decode N=" << N << " ...\n";
     std::vector<const LlamaDelta*> users, none(size_t(N), nullptr);
-    for (int i = 0; i < N; ++i) users.push_back(&deltas[size_t(i)]);
+    for (int i = 0; i < N; ++i) users.push_back(&served[size_t(i)]->delta);
     const double step_bytes = base_bytes + N * adapter_bytes;
     const double limit = N / std::max(step_bytes / bandwidth, N * 2 * params / flops);
     // Fused and base alternate, round after round, and the ratios are taken per round: the
@@ -468,7 +478,7 @@ int run(int argc, char** argv) {
     double merge = 0;
     if (std::find(o.merge_users.begin(), o.merge_users.end(), N) != o.merge_users.end()) {
       std::vector<const AdapterFile*> user_files;
-      for (int i = 0; i < N; ++i) user_files.push_back(files[size_t(i)].get());
+      for (int i = 0; i < N; ++i) user_files.push_back(served[size_t(i)]->file.get());
       merge = N / merge_round_seconds(weights, user_files, N >= 16 ? 1 : 2);
     }
     std::printf("%4d  %11.2f  %11.2f (%5.1f%%)  %10.2f  %10.2f  %11.2f  %11.1f\n", N, limit, fused,
@@ -515,7 +525,7 @@ int run(int argc, char** argv) {
         const StepSequence step{.tokens = &token,
                                 .n = 1,
                                 .kv = &kv,
-                                .delta = &deltas[alternate ? size_t(s % 2) : 0],
+                                .delta = &served[alternate ? size_t(s % 2) : 0]->delta,
                                 .logits = logits.data()};
         const auto start = Clock::now();
         forward_step(weights, pool, {&step, 1}, scratch);
@@ -550,7 +560,7 @@ int run(int argc, char** argv) {
     fs::remove_all(folder);
     fs::create_directories(folder);
     fs::create_hard_link(cold, folder + "/cold.bitdelta");
-    files.back().reset();
+    served.back().reset();
     evict_from_page_cache(cold);
     AdapterCache cache(checkpoint, weights, folder);
     const auto start = Clock::now();
@@ -593,8 +603,7 @@ int run(int argc, char** argv) {
   // 6. Memory with 10,000 registered, 64 loaded.
   std::cerr << "memory ...\n";
   {
-    files.clear();
-    deltas.clear();
+    served.clear();
     const std::string folder = registration_folder(o.dir, 10000);
     const std::map<std::string, double> before = bench::memory_mib();
     AdapterCache cache(checkpoint, weights, folder);

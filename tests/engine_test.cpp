@@ -160,9 +160,11 @@ TEST_F(EngineTest, RefusesBadRequestsAtSubmission) {
 }
 
 TEST_F(EngineTest, AdapterCacheEvictsLeastRecentlyUsedButNeverAnAdapterInUse) {
-  const int64_t bytes = int64_t(std::filesystem::file_size(dir() + "/u0.bitdelta"));
+  // An adapter's cost to the cache (the users' adapters are the same size).
+  const int64_t bytes = AdapterCache(checkpoint_, weights_, dir()).load_now("u0")->bytes;
   AdapterCache cache(checkpoint_, weights_, dir(),
                      AdapterCacheOptions{.max_count = 2, .max_bytes = 100 * bytes});
+
   EXPECT_EQ(cache.list(), (std::vector<std::string>{"u0", "u1", "u2"}));
   std::shared_ptr<const ServedAdapter> held = cache.load_now("u0");
   cache.load_now("u1");
@@ -171,6 +173,10 @@ TEST_F(EngineTest, AdapterCacheEvictsLeastRecentlyUsedButNeverAnAdapterInUse) {
   EXPECT_EQ(s.resident, 2);
   EXPECT_EQ(s.evictions, 1);
   EXPECT_EQ(cache.get("u0").state, AdapterCache::State::Ready);
+  // What the cache counts: the file, plus its signs transposed where the CPU's kernel wants them.
+  const int64_t file_bytes = int64_t(std::filesystem::file_size(dir() + "/u0.bitdelta"));
+  EXPECT_GE(held->bytes, file_bytes);
+  EXPECT_EQ(held->bytes > file_bytes, held->sign_tiles != nullptr);
   held.reset();
   cache.load_now("u1");  // now the least recently used unheld one, u2, goes
   EXPECT_EQ(cache.get("u2").state, AdapterCache::State::Loading);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "hwy/aligned_allocator.h"
 #include "kernels/matmul.h"
 #include "kernels/parallel.h"
 #include "kernels/sign_matmul.h"
@@ -368,8 +369,12 @@ TEST(SignKernels, SegmentsMatchOneProductPerSegment) {
 // either side of the threads threshold, and refuses a segment that is not the one token.
 TEST(SignKernels, OneTokenPassMatchesMatmulThenSigns) {
   std::mt19937 rng(11);
-  for (const auto [O, I] : {std::pair<int64_t, int64_t>{37, 1000}, {70, 1000}, {16, 256},
-                            {1, 3}, {300, 9}, {129, 2051}}) {
+  for (const auto& [O, I] : {std::pair<int64_t, int64_t>{37, 1000},
+                             {70, 1000},
+                             {16, 256},
+                             {1, 3},
+                             {300, 9},
+                             {129, 2051}}) {
     const Signs s = random_signs(O, I, rng);
     const std::vector<float> scale = random_values(size_t(O), rng, 0.001f, 0.05f);
     const std::vector<float> w = random_values(size_t(O * I), rng);
@@ -382,9 +387,9 @@ TEST(SignKernels, OneTokenPassMatchesMatmulThenSigns) {
       for (const bool per_row : {false, true}) {
         const SignSegment segment{0, 1, s.bits.data(), scale.data(), per_row};
         for (const bool accumulate : {false, true}) {
-          SCOPED_TRACE(::testing::Message() << "O=" << O << " I=" << I << " " << dtype_name(dtype)
-                                            << " per_row=" << per_row
-                                            << " accumulate=" << accumulate);
+          SCOPED_TRACE(::testing::Message()
+                       << "O=" << O << " I=" << I << " " << dtype_name(dtype)
+                       << " per_row=" << per_row << " accumulate=" << accumulate);
           test::for_each_target([&] {
             std::vector<float> want = y0, got = y0;
             matmul(want.data(), x.data(), weight, 1, accumulate);
@@ -397,11 +402,46 @@ TEST(SignKernels, OneTokenPassMatchesMatmulThenSigns) {
     }
     const TensorView weight{DType::F32, {O, I}, w.data()};
     std::vector<float> y = y0;
-    const SignSegment two_rows{0, 2, s.bits.data(), scale.data(), true};
+    const SignSegment two_rows{0, 2, s.bits.data(), scale.data(), true, nullptr};
+
     EXPECT_THROW(matmul_sign_one_token(y.data(), x.data(), weight, two_rows, false), Error);
   }
 }
 
+// Signs packed ahead (pack_sign_tiles, as the server's adapter cache does) give the same bits of
+// output as signs transposed on every call, through the segments (one and several tokens per
+// segment) and the one-token pass, on every target (those without the layout pack nothing).
+TEST(SignKernels, PackedTilesMatchTheRowMajorBits) {
+  std::mt19937 rng(13);
+  for (const auto& [O, I] :
+       {std::pair<int64_t, int64_t>{70, 1000}, {16, 256}, {1, 3}, {129, 2051}}) {
+    const Signs s = random_signs(O, I, rng);
+    const std::vector<float> scale = random_values(size_t(O), rng, 0.001f, 0.05f);
+    const std::vector<float> w = random_values(size_t(O * I), rng);
+    const std::vector<float> x = random_values(size_t(4 * I), rng);
+    const std::vector<float> y0 = random_values(size_t(4 * O), rng);
+    const TensorView weight{DType::F32, {O, I}, w.data()};
+    test::for_each_target([&] {
+      SCOPED_TRACE(::testing::Message() << "O=" << O << " I=" << I);
+      const int64_t bytes = sign_tiles_bytes(O, I);
+      auto tiles = hwy::AllocateAligned<uint8_t>(size_t(std::max<int64_t>(bytes, 1)));
+      pack_sign_tiles(s.bits.data(), O, I, tiles.get());
+      const uint8_t* packed = bytes > 0 ? tiles.get() : nullptr;
+      const std::vector<SignSegment> rows_major = {{0, 1, s.bits.data(), scale.data(), true},
+                                                   {1, 3, s.bits.data(), scale.data(), false}};
+      std::vector<SignSegment> with_tiles = rows_major;
+      for (SignSegment& segment : with_tiles) segment.tiles = packed;
+      std::vector<float> want = y0, got = y0;
+      sign_matmul_segments(want.data(), x.data(), rows_major, O, I);
+      sign_matmul_segments(got.data(), x.data(), with_tiles, O, I);
+      EXPECT_EQ(got, want);
+      want.assign(y0.begin(), y0.begin() + O), got = want;
+      matmul_sign_one_token(want.data(), x.data(), weight, rows_major[0], true);
+      matmul_sign_one_token(got.data(), x.data(), weight, with_tiles[0], true);
+      EXPECT_EQ(got, want);
+    });
+  }
+}
 
 }  // namespace
 }  // namespace bd

@@ -41,6 +41,7 @@ struct SignJob {
   const float* scale;  // null: 1
   bool per_row;
   size_t row0, rows;
+  const uint8_t* tiles;  // null, or the bits already transposed (pack_sign_tiles)
 };
 }  // namespace bd
 #endif
@@ -189,8 +190,12 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
     const size_t j = size_t(item) / blocks;
     const SignJob& job = jobs[j];
     const size_t row0 = (size_t(item) % blocks) * kTileRows, rows = std::min(kTileRows, O - row0);
-    uint8_t* tile = tiles.get() + size_t(omp_get_thread_num()) * tile_bytes;
-    TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, tile);
+    const uint8_t* tile = job.tiles ? job.tiles + (row0 / kTileRows) * tile_bytes : nullptr;
+    if (!tile) {
+      uint8_t* own = tiles.get() + size_t(omp_get_thread_num()) * tile_bytes;
+      TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, own);
+      tile = own;
+    }
     for (size_t n = 0; n < job.rows; ++n) {
       int64_t plus[kTileRows];
       LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus);
@@ -221,15 +226,19 @@ void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTok
 #pragma omp parallel for schedule(dynamic, per_take) if (O * I >= size_t(kMinParallelElements))
   for (int64_t b = 0; b < blocks; ++b) {
     const size_t row0 = size_t(b) * kTileRows, rows = std::min(kTileRows, O - row0);
-    uint8_t* tile = tiles.get() + size_t(omp_get_thread_num()) * tile_bytes;
     // The tile's rows of W, prefetched while its signs are transposed and looked up.
     const char* w_rows = reinterpret_cast<const char*>(w + row0 * I);
     LinePrefetcher prefetcher{w_rows, w_rows + rows * I * sizeof(WT)};
-    TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, tile, &prefetcher);
+    const uint8_t* tile = job.tiles ? job.tiles + size_t(b) * tile_bytes : nullptr;
+    if (!tile) {
+      uint8_t* own = tiles.get() + size_t(omp_get_thread_num()) * tile_bytes;
+      TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, own, &prefetcher);
+      tile = own;
+    }
     int64_t plus[kTileRows];
     LutPlusRows(tile, table.get(), chunks, plus, &prefetcher);
-
     for (size_t r = 0; r < rows; ++r) {
+
       float sum;
       DotRow<1>(w + (row0 + r) * I, in, I, &sum);
       float* o = out + row0 + r;
@@ -255,7 +264,27 @@ bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const Qu
       return false;
   }
 }
+
+size_t SignTilesBytes(size_t O, size_t I) {
+  return (O + kTileRows - 1) / kTileRows * LutChunks(I) * kTileChunkBytes;
+}
+
+// tiles = S[O, I] transposed tile by tile, as SignGemvQ would on each call. One thread: a
+// server's loader thread calls it beside the step loop's threads.
+void PackSignTiles(const uint8_t* bits, size_t O, size_t I, uint8_t* tiles) {
+  const size_t row_bytes = (I + 7) / 8, tile_bytes = LutChunks(I) * kTileChunkBytes;
+  for (size_t row0 = 0; row0 < O; row0 += kTileRows)
+    TransposeTile(bits + row0 * row_bytes, row_bytes, std::min(kTileRows, O - row0),
+                  tiles + row0 / kTileRows * tile_bytes);
+}
+
 #else
+// No lookup layout on this target: sign rows are read as stored.
+size_t SignTilesBytes(size_t, size_t) {
+  return 0;
+}
+void PackSignTiles(const uint8_t*, size_t, size_t, uint8_t*) {}
+
 // Without the table lookups there is nothing to overlap: the caller runs the two passes.
 bool GemvSigns(float*, const float*, const void*, DType, const QuantizedTokens&, const SignJob&,
                size_t, size_t, bool) {
@@ -318,6 +347,8 @@ HWY_AFTER_NAMESPACE();
 namespace bd {
 HWY_EXPORT(SignGemvQ);
 HWY_EXPORT(GemvSigns);
+HWY_EXPORT(SignTilesBytes);
+HWY_EXPORT(PackSignTiles);
 HWY_EXPORT(WidenSigns);
 
 namespace {
@@ -420,7 +451,7 @@ void sign_products(float* out, const float* x, std::span<const SignSegment> segm
       continue;
     }
     quantize_rows(x, s.row0, s.rows, I, q);
-    jobs.push_back(SignJob{s.bits, s.scale, s.per_row, size_t(s.row0), size_t(s.rows)});
+    jobs.push_back(SignJob{s.bits, s.scale, s.per_row, size_t(s.row0), size_t(s.rows), s.tiles});
   }
   if (jobs.empty()) return;
   HWY_DYNAMIC_DISPATCH(SignGemvQ)
@@ -444,7 +475,21 @@ void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment>
   sign_products(y, x, segments, O, I, /*accumulate=*/true);
 }
 
+int64_t sign_tiles_bytes(int64_t O, int64_t I) {
+  if (O < 0 || I < 0) fail("sign_tiles_bytes: negative size O=", O, " I=", I);
+  return int64_t(HWY_DYNAMIC_DISPATCH(SignTilesBytes)(size_t(O), size_t(I)));
+}
+
+void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles) {
+  check_sign_args("pack_sign_tiles", bits, 1, O, I);
+  if (sign_tiles_bytes(O, I) > 0 && !tiles) fail("pack_sign_tiles: no output");
+  if (reinterpret_cast<uintptr_t>(tiles) % 32 != 0)
+    fail("pack_sign_tiles: output not 32-byte aligned");
+  HWY_DYNAMIC_DISPATCH(PackSignTiles)(bits, size_t(O), size_t(I), tiles);
+}
+
 void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
+
                            const SignSegment& signs, bool accumulate) {
   check_matmul_args("matmul_sign_one_token", weight, 1);
   const int64_t O = weight.dim(0), I = weight.dim(1);
@@ -455,7 +500,7 @@ void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
   if (O > 0 && I > 0) {
     Quantized q = quantized_for(1, I);
     quantize_rows(x, 0, 1, I, q);
-    const SignJob job{signs.bits, signs.scale, signs.per_row, 0, 1};
+    const SignJob job{signs.bits, signs.scale, signs.per_row, 0, 1, signs.tiles};
     if (HWY_DYNAMIC_DISPATCH(GemvSigns)(y, x, weight.data, weight.dtype, q.view(), job, size_t(O),
                                         size_t(I), accumulate))
       return;

@@ -34,7 +34,21 @@ struct SignSegment {
   const uint8_t* bits = nullptr;  // [O, sign_row_bytes(I)]
   const float* scale = nullptr;   // [O] when per_row, else [1]
   bool per_row = false;
+  const uint8_t* tiles = nullptr;  // optional: the same bits from pack_sign_tiles
 };
+
+// The table-lookup kernel (AVX2) reads sign rows 16 at a time, transposed so that one 16-byte
+// lane holds 16 rows' bits of the same 8 columns; it transposes them on every call unless a
+// segment brings them so (`tiles`), e.g. an adapter kept resident by a server. Bytes of that
+// layout for S[O, I] (the size of the bits, rounded up to 16 rows and 256 columns), or 0 where
+// this CPU's kernel does not use it.
+int64_t sign_tiles_bytes(int64_t O, int64_t I);
+
+// tiles[sign_tiles_bytes(O, I)] (32-byte aligned) = bits[O, sign_row_bytes(I)] in that layout;
+// nothing where sign_tiles_bytes is 0. The layout depends on the CPU: pack on the machine that
+// multiplies. One thread.
+
+void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles);
 
 // sign_matmul for each segment: y[row0 : row0 + rows] += scale ⊙ (x[row0 : row0 + rows] · Sᵀ).
 // The few-token segments share one parallel pass (each thread streams a contiguous run of all

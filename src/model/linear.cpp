@@ -31,9 +31,10 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
                                 ? delta_of(linear, segments[0])
                                 : nullptr;
   if (only && only->sign.bits) {
-    matmul_sign_one_token(y, x, linear.weight,
-                          {0, 1, only->sign.bits, only->sign.scale, only->sign.per_row},
-                          accumulate);
+    matmul_sign_one_token(
+        y, x, linear.weight,
+        {0, 1, only->sign.bits, only->sign.scale, only->sign.per_row, only->sign.tiles},
+        accumulate);
     if (only->exact.data) matmul(y, x, only->exact, 1, /*accumulate=*/true);
     return;
   }
@@ -44,7 +45,9 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
     const LinearDelta* d = delta_of(linear, segment);
     if (!d) continue;
     if (d->sign.bits)
-      signs.push_back({segment.row0, segment.rows, d->sign.bits, d->sign.scale, d->sign.per_row});
+      signs.push_back({segment.row0, segment.rows, d->sign.bits, d->sign.scale, d->sign.per_row,
+                       d->sign.tiles});
+
     if (d->exact.data)
       matmul(y + segment.row0 * O, x + segment.row0 * I, d->exact, segment.rows,
              /*accumulate=*/true);

@@ -28,7 +28,9 @@ struct SignDelta {
   const uint8_t* bits = nullptr;  // [O, sign_row_bytes(I)]
   const float* scale = nullptr;   // [O] when per_row, else [1]
   bool per_row = false;
+  const uint8_t* tiles = nullptr;  // optional: bits in the lookup kernel's layout (sign_matmul.h)
 };
+
 
 // What an adapter changes in one linear layer: nothing, its signs and scales, or (a tensor the
 // adapter keeps exactly) W_effective = W + Δ with Δ [O, I] in F32, BF16 or F16.

@@ -10,6 +10,9 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
+#include "kernels/sign_matmul.h"
+
 #include "io/checkpoint.h"
 #include "model/llama.h"
 
@@ -36,20 +39,47 @@ void fsync_path(const std::string& path, int flags) {
   if (rc != 0) fail("cannot sync ", path);
 }
 
-// Reads one byte of every page of the adapter's tensors, so that their page faults (and disk
-// reads) happen here, on the loader thread, not inside the first step that uses the adapter,
-// where they would stall every sequence of the batch.
-void prefault(const AdapterFile& file) {
+// Reads one byte of every page of the adapter's tensors (with `signs`, the signs too), so that
+// their page faults (and disk reads) happen here, on the loader thread, not inside the first step
+// that uses the adapter, where they would stall every sequence of the batch.
+void prefault(const AdapterFile& file, bool signs) {
   constexpr size_t kPage = 4096;
   uint64_t sum = 0;
   auto touch = [&sum](const TensorView& view) {
     const volatile uint8_t* bytes = static_cast<const uint8_t*>(view.data);
     for (size_t i = 0; i < view.bytes(); i += kPage) sum += bytes[i];
   };
-  for (const AdapterMatrix& m : file.matrices()) touch(m.sign);
+  if (signs)
+    for (const AdapterMatrix& m : file.matrices()) touch(m.sign);
   for (const AdapterExact& e : file.exact()) touch(e.delta);
   static std::atomic<uint64_t> sink{0};  // keeps the reads
   sink += sum;
+}
+
+// Transposes the signs of every compressed linear into the lookup kernel's layout, where this
+// CPU's kernel has one: once here, on the loader thread (one thread: 121 MB of signs of the 1.1B
+// shape in tens of milliseconds), instead of in every step that uses the adapter. The mapped sign
+// pages are then given back: steps read the copy (the bits stay in the file, and in the page
+// cache, for prompt chunks long enough to go through SGEMM). False where there is no layout.
+bool pack_tiles(ServedAdapter& adapter) {
+  int64_t total = 0;
+  for (const AdapterMatrix& m : adapter.file->matrices()) total += sign_tiles_bytes(m.out, m.in);
+  if (total == 0) return false;
+  adapter.sign_tiles = hwy::AllocateAligned<uint8_t>(size_t(total));
+  if (!adapter.sign_tiles)
+    fail("adapter ", quote_bytes(adapter.name), ": cannot allocate ", total,
+         " bytes for its transposed signs");
+  uint8_t* next = adapter.sign_tiles.get();
+  for (const AdapterMatrix& m : adapter.file->matrices()) {
+    const uint8_t* bits = m.sign.as<uint8_t>();
+    pack_sign_tiles(bits, m.out, m.in, next);
+    for (LinearDelta& linear : adapter.delta.linears)
+      if (linear.sign.bits == bits) linear.sign.tiles = next;
+    MappedFile::drop_pages(bits, m.sign.bytes());
+    next += sign_tiles_bytes(m.out, m.in);
+  }
+  adapter.bytes += total;
+  return true;
 }
 
 }  // namespace
@@ -113,7 +143,8 @@ std::shared_ptr<const ServedAdapter> AdapterCache::load(const std::string& name)
   adapter->delta =
       make_llama_delta(weights_, base_.dir(), adapter->file->matrices(), adapter->file->exact());
   adapter->bytes = int64_t(fs::file_size(path));
-  prefault(*adapter->file);
+  prefault(*adapter->file, /*signs=*/!pack_tiles(*adapter));
+
   return adapter;
 }
 

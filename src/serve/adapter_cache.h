@@ -17,7 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include "hwy/aligned_allocator.h"
 #include "io/adapter.h"
+
 #include "model/llama_delta.h"
 
 namespace bd {
@@ -28,8 +30,11 @@ struct LlamaWeights;
 struct ServedAdapter {
   std::string name;
   std::unique_ptr<AdapterFile> file;
-  LlamaDelta delta;   // views into file
-  int64_t bytes = 0;  // the file's size: what the cache counts
+  LlamaDelta delta;  // views into file (and into sign_tiles)
+  // The signs of every compressed linear in the lookup kernel's layout, where this CPU's kernel
+  // has one (kernels/sign_matmul.h: pack_sign_tiles); null elsewhere.
+  hwy::AlignedFreeUniquePtr<uint8_t[]> sign_tiles;
+  int64_t bytes = 0;  // what the cache counts: the file's size plus sign_tiles' bytes
 };
 
 struct AdapterCacheOptions {
