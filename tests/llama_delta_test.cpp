@@ -154,7 +154,6 @@ TEST_P(FusedForward, MatchesTheDenselyAppliedModel) {
   std::printf("with S[9, 2] of layers.1.mlp.gate_proj flipped: inference moved %.2e\n",
               flipped_error);
   EXPECT_GT(flipped_error, 1.4e-5);
-
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoints, FusedForward,
@@ -193,7 +192,6 @@ TEST(LlamaDelta, ScaleOverridesAreReadAtEveryForward) {
       inference_logits(test::apply_in_memory(base, adapter).weights(), ids);
   // As MatchesTheDenselyAppliedModel's inference tolerance, with the scales 1.7x as large.
   EXPECT_LT(test::max_relative_error(inference_logits(weights, ids, &fused), want), 2.4e-4);
-
 }
 
 // y = x·(W + γ ⊙ S)ᵀ and dx = dy · (W + γ ⊙ S) for F32 and BF16 W, per-row and per-matrix γ;

@@ -16,10 +16,7 @@
 #include "kernels/gemv_row-inl.h"
 
 HWY_BEFORE_NAMESPACE();
-namespace bd::HWY_NAMESPACE {
-namespace hn = hwy::HWY_NAMESPACE;
-using DF = hn::ScalableTag<float>;
-using VF = hn::Vec<DF>;
+namespace bd::HWY_NAMESPACE {  // hn, DF and VF come from gemv_row-inl.h
 
 // Tokens multiplied per pass over a row (the row stays in L1 between passes).
 constexpr size_t kTokens = 4;

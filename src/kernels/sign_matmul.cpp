@@ -56,10 +56,7 @@ struct SignJob {
 #include "kernels/sign_lut-inl.h"
 
 HWY_BEFORE_NAMESPACE();
-namespace bd::HWY_NAMESPACE {
-namespace hn = hwy::HWY_NAMESPACE;
-using DF = hn::ScalableTag<float>;
-using VF = hn::Vec<DF>;
+namespace bd::HWY_NAMESPACE {  // hn, DF and VF come from gemv_row-inl.h
 using MF = hn::Mask<DF>;
 
 // Rows per unit of work for the thread pool in the few-token path.
@@ -238,7 +235,6 @@ void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTok
     int64_t plus[kTileRows];
     LutPlusRows(tile, table.get(), chunks, plus, &prefetcher);
     for (size_t r = 0; r < rows; ++r) {
-
       float sum;
       DotRow<1>(w + (row0 + r) * I, in, I, &sum);
       float* o = out + row0 + r;

@@ -31,7 +31,6 @@ struct SignDelta {
   const uint8_t* tiles = nullptr;  // optional: bits in the lookup kernel's layout (sign_matmul.h)
 };
 
-
 // What an adapter changes in one linear layer: nothing, its signs and scales, or (a tensor the
 // adapter keeps exactly) W_effective = W + Δ with Δ [O, I] in F32, BF16 or F16.
 struct LinearDelta {

@@ -39,7 +39,7 @@ struct ServedAdapter {
 
 struct AdapterCacheOptions {
   int64_t max_count = 10000;              // adapters resident at once
-  int64_t max_bytes = int64_t(16) << 30;  // their files' bytes
+  int64_t max_bytes = int64_t(16) << 30;  // their bytes (ServedAdapter::bytes)
   int64_t max_upload_bytes = int64_t(1) << 30;
 };
 
