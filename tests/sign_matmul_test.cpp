@@ -369,12 +369,13 @@ TEST(SignKernels, SegmentsMatchOneProductPerSegment) {
 // either side of the threads threshold, and refuses a segment that is not the one token.
 TEST(SignKernels, OneTokenPassMatchesMatmulThenSigns) {
   std::mt19937 rng(11);
-  for (const auto& [O, I] : {std::pair<int64_t, int64_t>{37, 1000},
-                             {70, 1000},
-                             {16, 256},
-                             {1, 3},
-                             {300, 9},
-                             {129, 2051}}) {
+  for (const auto& [rows, columns] : {std::pair<int64_t, int64_t>{37, 1000},
+                                      {70, 1000},
+                                      {16, 256},
+                                      {1, 3},
+                                      {300, 9},
+                                      {129, 2051}}) {
+    const int64_t O = rows, I = columns;  // lambdas cannot capture bindings
     const Signs s = random_signs(O, I, rng);
     const std::vector<float> scale = random_values(size_t(O), rng, 0.001f, 0.05f);
     const std::vector<float> w = random_values(size_t(O * I), rng);
@@ -413,8 +414,9 @@ TEST(SignKernels, OneTokenPassMatchesMatmulThenSigns) {
 // segment) and the one-token pass, on every target (those without the layout pack nothing).
 TEST(SignKernels, PackedTilesMatchTheRowMajorBits) {
   std::mt19937 rng(13);
-  for (const auto& [O, I] :
+  for (const auto& [rows, columns] :
        {std::pair<int64_t, int64_t>{70, 1000}, {16, 256}, {1, 3}, {129, 2051}}) {
+    const int64_t O = rows, I = columns;  // lambdas cannot capture bindings
     const Signs s = random_signs(O, I, rng);
     const std::vector<float> scale = random_values(size_t(O), rng, 0.001f, 0.05f);
     const std::vector<float> w = random_values(size_t(O * I), rng);
