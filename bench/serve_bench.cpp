@@ -590,7 +590,6 @@ int run(int argc, char** argv) {
       // signs where this CPU's kernel has them).
       const EngineRun r = engine_throughput(checkpoint, weights, *tokenizer, folder, 16, 96, 16,
                                             64 * served[0]->bytes);
-
       std::printf("%10d  %8lld  %6lld  %5.1f  %5lld  %9lld\n", count, (long long)r.requests,
                   (long long)r.tokens, r.tokens_per_s, (long long)r.loads, (long long)r.evictions);
       scaling.push_back({{"registered", count},

@@ -40,14 +40,12 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
   }
   matmul(y, x, linear.weight, rows, accumulate);
   std::vector<SignSegment> signs;
-
   for (const RowSegment& segment : segments) {
     const LinearDelta* d = delta_of(linear, segment);
     if (!d) continue;
     if (d->sign.bits)
       signs.push_back({segment.row0, segment.rows, d->sign.bits, d->sign.scale, d->sign.per_row,
                        d->sign.tiles});
-
     if (d->exact.data)
       matmul(y + segment.row0 * O, x + segment.row0 * I, d->exact, segment.rows,
              /*accumulate=*/true);

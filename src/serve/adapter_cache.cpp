@@ -11,9 +11,8 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
-#include "kernels/sign_matmul.h"
-
 #include "io/checkpoint.h"
+#include "kernels/sign_matmul.h"
 #include "model/llama.h"
 
 namespace bd {
@@ -57,10 +56,10 @@ void prefault(const AdapterFile& file, bool signs) {
 }
 
 // Transposes the signs of every compressed linear into the lookup kernel's layout, where this
-// CPU's kernel has one: once here, on the loader thread (one thread: 121 MB of signs of the 1.1B
-// shape in tens of milliseconds), instead of in every step that uses the adapter. The mapped sign
-// pages are then given back: steps read the copy (the bits stay in the file, and in the page
-// cache, for prompt chunks long enough to go through SGEMM). False where there is no layout.
+// CPU's kernel has one: once here, on the loader thread (one thread), instead of in every step
+// that uses the adapter. The mapped sign pages are then given back: steps read the copy (the bits
+// stay in the file, and in the page cache, for prompt chunks long enough to go through SGEMM).
+// False where there is no layout.
 bool pack_tiles(ServedAdapter& adapter) {
   int64_t total = 0;
   for (const AdapterMatrix& m : adapter.file->matrices()) total += sign_tiles_bytes(m.out, m.in);
@@ -144,7 +143,6 @@ std::shared_ptr<const ServedAdapter> AdapterCache::load(const std::string& name)
       make_llama_delta(weights_, base_.dir(), adapter->file->matrices(), adapter->file->exact());
   adapter->bytes = int64_t(fs::file_size(path));
   prefault(*adapter->file, /*signs=*/!pack_tiles(*adapter));
-
   return adapter;
 }
 

@@ -19,7 +19,6 @@
 
 #include "hwy/aligned_allocator.h"
 #include "io/adapter.h"
-
 #include "model/llama_delta.h"
 
 namespace bd {
