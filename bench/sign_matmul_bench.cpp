@@ -9,6 +9,7 @@
 // the measured read bandwidth; Gweights: O·I·T weight-token products per second.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -16,6 +17,7 @@
 
 #include "core/dtype.h"
 #include "core/threads.h"
+#include "hwy/aligned_allocator.h"
 #include "kernels/matmul.h"
 #include "kernels/membw.h"
 #include "kernels/sign_matmul.h"
@@ -61,6 +63,38 @@ void BM_Sign(benchmark::State& state) {
   state.SetLabel("sign");
 }
 
+// Args: O, I, users, tokens per user. A served decode step's sign products: `users` segments of
+// `tokens` rows each, every user with their own signs, packed ahead where this CPU's kernel uses
+// the transposed layout (as the server's adapter cache keeps them). Gweights counts O·I per row.
+void BM_SignSegments(benchmark::State& state) {
+  const int64_t O = state.range(0), I = state.range(1), users = state.range(2);
+  const int64_t tokens = state.range(3), rows = users * tokens;
+  const size_t one = size_t(O * bd::sign_row_bytes(I));
+  size_t count;
+  const std::vector<uint8_t> bits = random_copies(one, &count);
+  const int64_t tile_bytes = bd::sign_tiles_bytes(O, I);
+  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(std::max<int64_t>(tile_bytes, 1)) * count);
+  if (tile_bytes > 0)
+    for (size_t c = 0; c < count; ++c)
+      bd::pack_sign_tiles(bits.data() + c * one, O, I, tiles.get() + c * size_t(tile_bytes));
+  std::vector<float> x(size_t(rows * I), 0.5f), y(size_t(rows * O)), scale(size_t(O), 0.01f);
+  std::vector<bd::SignSegment> segments(static_cast<size_t>(users));
+  size_t next = 0;
+  for (auto _ : state) {
+    for (int64_t u = 0; u < users; ++u) {
+      const size_t copy = (next + size_t(u)) % count;
+      segments[size_t(u)] = {
+          u * tokens,   tokens, bits.data() + copy * one,
+          scale.data(), true,   tile_bytes > 0 ? tiles.get() + copy * size_t(tile_bytes) : nullptr};
+    }
+    bd::sign_matmul_segments(y.data(), x.data(), segments, O, I);
+    next = (next + size_t(users)) % count;
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(one) * double(users), double(O * I * rows));
+  state.SetLabel("segments");
+}
+
 // Args: O, I, T. y = x · Wᵀ with W in BF16: the base product the overlay rides on.
 void BM_DenseBF16(benchmark::State& state) {
   const int64_t O = state.range(0), I = state.range(1), T = state.range(2);
@@ -101,6 +135,17 @@ BENCHMARK(BM_Sign)->Name("decode/sign")->Apply([](auto* b) {
 BENCHMARK(BM_DenseBF16)->Name("decode/bf16")->Apply([](auto* b) {
                                               Shapes(b, 1);
                                             }) -> UseRealTime() -> Unit(benchmark::kMicrosecond);
+
+// 16 users of one token each (16 adapters in a decode batch), and 5 users of 3 (the same rows
+// shared among 5 adapters): the bytes of signs per row differ threefold, the lookups do not.
+BENCHMARK(BM_SignSegments)
+    ->Name("batch/sign")
+    ->Args({5632, 2048, 16, 1})
+    ->Args({5632, 2048, 5, 3})
+    ->Args({2048, 5632, 16, 1})
+    ->Args({2048, 5632, 5, 3})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 // Where the quantized GEMV stops beating widened SGEMM as tokens grow (kSignGemvMaxTokens).
 void Tokens(benchmark::internal::Benchmark* b) {

@@ -313,6 +313,103 @@ TEST(LinearDelta, ForwardAndBackwardAreTheDenseProducts) {
   }
 }
 
+// One call over a served step's rows: rows without an adapter, long segments (the base and
+// their signs in one merged product), short ones (the base product of the other rows, gathered,
+// then table lookups) and an exact delta, with and without accumulation: each row within its
+// bound of the float64 product with its own adapter (two F32 products as above, plus for the
+// lookup rows x's 14-bit quantization, γ·I·step/2), and one flipped sign of each adapter leaves
+// the bound on its rows only.
+TEST(LinearDelta, SegmentsOfEveryLengthInOneCall) {
+  const int64_t O = 13, I = 21, rows = 26;
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<float> magnitude(0.5f, 1.0f);
+  std::vector<float> W(size_t(O * I)), x(size_t(rows * I)), y0(size_t(rows * O)), exact(W.size());
+  for (std::vector<float>* v : {&W, &y0, &exact})
+    for (float& value : *v) value = normal(rng);
+  for (float& value : x) value = magnitude(rng) * (rng() & 1 ? 1.0f : -1.0f);
+  struct User {
+    std::vector<uint8_t> bits;
+    std::vector<float> scale;
+    bool per_row;
+  };
+  std::vector<User> users;
+  for (int u = 0; u < 3; ++u) {
+    std::vector<float> delta(W.size());
+    for (float& value : delta) value = normal(rng);
+    std::vector<float> scale(u % 2 ? size_t(O) : 1);
+    for (float& g : scale) g = 0.1f + 0.05f * std::fabs(normal(rng));
+    users.push_back({test::pack_signs(delta.data(), O, I), scale, u % 2 == 1});
+  }
+  // Rows: 0-1 base, 2-11 user 0 (merged), 12-14 user 1 (lookups), 15 base, 16-24 user 0 again
+  // (merged), 25 user 2 (lookups, plus an exact delta).
+  const std::vector<std::pair<int64_t, int>> runs = {{2, -1}, {10, 0}, {3, 1},
+                                                     {1, -1}, {9, 0},  {1, 2}};
+  std::vector<int> user_of_row;
+  for (const auto& run : runs) user_of_row.insert(user_of_row.end(), size_t(run.first), run.second);
+  const Linear linear("test.weight", TensorView{DType::F32, {O, I}, W.data()}, /*slot=*/0);
+  const double u = std::ldexp(1.0, -24);
+  auto higham = [&](int64_t n) { return double(n + 1) * u / (1 - double(n + 1) * u); };
+
+  for (const bool accumulate : {false, true}) {
+    SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
+    auto run = [&](const std::vector<User>& with) {
+      std::vector<LlamaDelta> deltas(with.size());
+      for (size_t k = 0; k < with.size(); ++k)
+        deltas[k].linears = {LinearDelta{
+            .sign = SignDelta{with[k].bits.data(), with[k].scale.data(), with[k].per_row},
+            .exact = k == 2 ? TensorView{DType::F32, {O, I}, exact.data()} : TensorView{}}};
+      std::vector<RowSegment> segments;
+      int64_t row = 0;
+      for (const auto& [count, user] : runs) {
+        if (user >= 0) segments.push_back({row, count, &deltas[size_t(user)]});
+        row += count;
+      }
+      std::vector<float> y = y0;
+      linear_forward(y.data(), x.data(), linear, rows, segments, accumulate);
+      return y;
+    };
+    std::vector<double> want(size_t(rows * O)), bound(want.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      const int user = user_of_row[size_t(r)];
+      double max_x = 0;
+      for (int64_t i = 0; i < I; ++i)
+        max_x = std::max(max_x, double(std::fabs(x[size_t(r * I + i)])));
+      const bool lookups = user == 1 || user == 2;
+      for (int64_t o = 0; o < O; ++o) {
+        double sum = accumulate ? y0[size_t(r * O + o)] : 0.0, size = std::fabs(sum);
+        const double gamma =
+            user < 0 ? 0.0 : users[size_t(user)].scale[users[size_t(user)].per_row ? size_t(o) : 0];
+        for (int64_t i = 0; i < I; ++i) {
+          double w = W[size_t(o * I + i)];
+          if (user >= 0) w += gamma * test::unpacked_sign(users[size_t(user)].bits, I, o, i);
+          if (user == 2) w += exact[size_t(o * I + i)];
+          sum += x[size_t(r * I + i)] * w;
+          size += std::fabs(x[size_t(r * I + i)]) *
+                  (std::fabs(W[size_t(o * I + i)]) + gamma +
+                   (user == 2 ? std::fabs(exact[size_t(o * I + i)]) : 0.0));
+        }
+        want[size_t(r * O + o)] = sum;
+        bound[size_t(r * O + o)] =
+            3 * higham(I) * size + (lookups ? gamma * double(I) * max_x / 8191 / 2 : 0.0);
+      }
+    }
+    auto within = [&](int64_t i) { return bound[size_t(i)]; };
+    const std::vector<float> y = run(users);
+    EXPECT_TRUE(test::all_within(y.data(), want.data(), rows * O, within));
+    for (size_t k = 0; k < users.size(); ++k) {
+      std::vector<User> flipped = users;
+      flipped[k].bits[0] ^= 1;  // S[0, 0]: row 0 of every one of the user's rows moves by 2γ|x|
+      const std::vector<float> moved = run(flipped);
+      for (int64_t r = 0; r < rows; ++r) {
+        const bool own = user_of_row[size_t(r)] == int(k);
+        const double off = std::fabs(moved[size_t(r * O)] - want[size_t(r * O)]);
+        EXPECT_EQ(off > bound[size_t(r * O)], own) << "user " << k << " row " << r;
+      }
+    }
+  }
+}
+
 TEST(LlamaDelta, RejectsAdaptersThatDoNotFit) {
   const LlamaConfig config = small_config(true);
   const LlamaParams base = test::random_llama_params(config, 31, 0.3f, 0.1f);

@@ -409,6 +409,69 @@ TEST(SignKernels, OneTokenPassMatchesMatmulThenSigns) {
   }
 }
 
+// The merged product x·(W + γ ⊙ S)ᵀ (long segments: one SGEMM on widened rows with ±γ added) on
+// a grid where every F32 sum is exact: x = k/64 with |x| in [0.5, 1], W = j/128 with |j| ≤ 128
+// (exact in BF16 and F16), γ a power of two per row, so products have 15 significant bits and
+// sums of 100 of them stay below 2^7 on a 2^-13 grid. Any order of summation then gives the
+// float64 result exactly, and one flipped sign moves an output by 2γ|x| ≥ 2^-7. Rows of W span
+// two of the widened blocks (4 MiB of F32 each); every target, dtype, scale kind, accumulation.
+TEST(SignKernels, MergedProductIsExactOnAGrid) {
+  const int64_t T = 9, O = 10500, I = 100;
+  std::mt19937 rng(17);
+  std::uniform_int_distribution<int> x_step(32, 64), w_step(-128, 128), power(5, 7);
+  std::vector<float> x(size_t(T * I)), w(size_t(O * I)), y0(size_t(T * O));
+  std::vector<float> row_scale(static_cast<size_t>(O));
+  for (float& v : x) v = float(x_step(rng) * (rng() & 1 ? 1 : -1)) / 64;
+  for (float& v : w) v = float(w_step(rng)) / 128;
+  for (float& v : y0) v = float(w_step(rng)) / 64;
+  for (float& g : row_scale) g = std::ldexp(1.0f, -power(rng));
+  const float matrix_scale = 1.0f / 32;
+  const Signs s = random_signs(O, I, rng);
+  Signs flipped = s;
+  flipped.bits[size_t(O / 2 * sign_row_bytes(I))] ^= 1;
+  for (const DType dtype : {DType::F32, DType::BF16, DType::F16}) {
+    std::vector<uint8_t> stored(w.size() * dtype_size(dtype));
+    from_f32(dtype, w.data(), stored.data(), w.size());
+    const TensorView weight{dtype, {O, I}, stored.data()};
+    for (const bool per_row : {false, true}) {
+      const float* scale = per_row ? row_scale.data() : &matrix_scale;
+      for (const bool accumulate : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " per_row=" << per_row
+                                          << " accumulate=" << accumulate);
+        std::vector<float> want(y0.size());
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t o = 0; o < O; ++o) {
+            double sum = accumulate ? double(y0[size_t(t * O + o)]) : 0.0;
+            for (int64_t i = 0; i < I; ++i)
+              sum += double(x[size_t(t * I + i)]) *
+                     (double(w[size_t(o * I + i)]) +
+                      double(scale[per_row ? o : 0]) * s.dense[size_t(o * I + i)]);
+            want[size_t(t * O + o)] = float(sum);
+          }
+        test::for_each_target([&] {
+          std::vector<float> got = y0, got_flipped = y0;
+          matmul_merged_signs(got.data(), x.data(), weight, {0, T, s.bits.data(), scale, per_row},
+                              accumulate);
+          EXPECT_EQ(got, want);
+          matmul_merged_signs(got_flipped.data(), x.data(), weight,
+                              {0, T, flipped.bits.data(), scale, per_row}, accumulate);
+          EXPECT_NE(got_flipped, want);
+        });
+      }
+    }
+  }
+  // Rows past the first: the segment's rows of x and y, the others untouched.
+  const TensorView weight{DType::F32, {O, I}, w.data()};
+  std::vector<float> whole = y0, part = y0;
+  matmul_merged_signs(whole.data(), x.data(), weight, {0, T, s.bits.data(), &matrix_scale, false},
+                      true);
+  matmul_merged_signs(part.data(), x.data(), weight, {3, 4, s.bits.data(), &matrix_scale, false},
+                      true);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t o = 0; o < O; o += 997)
+      EXPECT_EQ(part[size_t(t * O + o)], (t >= 3 && t < 7 ? whole : y0)[size_t(t * O + o)]);
+}
+
 // Signs packed ahead (pack_sign_tiles, as the server's adapter cache does) give the same bits of
 // output as signs transposed on every call, through the segments (one and several tokens per
 // segment) and the one-token pass, on every target (those without the layout pack nothing).

@@ -123,7 +123,6 @@ void TransposeTile(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t ro
       // The same line two tiles ahead (usually in this thread's static share): one ahead left
       // the reads waiting on DRAM.
       if (k % 2 == 0) hwy::Prefetch(from + 32 * row_bytes);
-
       if (whole) {
         v[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from));
       } else if (r >= rows) {
@@ -149,7 +148,6 @@ void TransposeTile(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t ro
     }
 #pragma GCC unroll 16
     for (size_t c = 0; c < 16; ++c)
-
       _mm256_store_si256(reinterpret_cast<__m256i*>(tile + (k * 16 + c) * 32), v[c]);
   }
 }
@@ -169,7 +167,6 @@ void LutPlusRows(const uint8_t* HWY_RESTRICT tile, const uint8_t* HWY_RESTRICT t
     const size_t end = std::min(steps, first + kStepsPerFlush);
     for (size_t s = first; s < end; ++s) {
       if (prefetcher) prefetcher->One();
-
       const __m256i index = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + 32 * s));
       const __m256i low_nibbles = _mm256_and_si256(index, nibble);
       const __m256i high_nibbles = _mm256_and_si256(_mm256_srli_epi16(index, 4), nibble);

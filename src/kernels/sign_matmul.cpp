@@ -206,7 +206,6 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
 // rows are prefetched into L2 (4 lines per chunk transposed, 1 per lookup step: 10 KiB of the
 // 64 KiB of a BF16 tile with rows of 2048), then its W rows are streamed (DotRow). On its own the
 // GEMV waits on
-
 // DRAM and the lookups on the vector units; this way the lookups run while W streams in. Threads
 // take a few tiles at a time (dynamic: a preempted thread holds up little).
 template <typename WT>
@@ -288,7 +287,6 @@ bool GemvSigns(float*, const float*, const void*, DType, const QuantizedTokens&,
 }
 
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
-
 // rows t (StoreProducts). One parallel pass over all jobs' blocks of kRowBlock sign rows
 // (static: each thread streams a contiguous run of them); a block's bits (8 KiB for rows of
 // 2048) stay in L1 while each of the job's tokens passes.
@@ -311,9 +309,11 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
 }
 #endif
 
-// dst[rows, I] = factor[row] · S[row0 + rows, I] as floats (±factor), for the SGEMM path.
-void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_row, size_t row0,
-                size_t rows, size_t I) {
+// dst[rows, I] = factor[row] · S[row0 + rows, I] as floats (±factor), plus W[row0 + rows, I]
+// widened to F32 when w is given (W + factor ⊙ S, the merged rows): for the SGEMM path.
+template <typename WT>
+void WidenSignsTyped(float* dst, const WT* w, const uint8_t* bits, const float* scale, bool per_row,
+                     size_t row0, size_t rows, size_t I) {
   const DF df;
   const size_t N = hn::Lanes(df);
   const size_t row_bytes = (I + 7) / 8;
@@ -324,10 +324,41 @@ void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_ro
     const float factor = scale ? scale[per_row ? row : 0] : 1.0f;
     const VF plus = hn::Set(df, factor), minus = hn::Set(df, -factor);
     float* d = dst + size_t(r) * I;
+    const WT* w_row = w ? w + row * I : nullptr;
     size_t i = 0;
-    for (; i + N <= I; i += N)
-      hn::StoreU(hn::IfThenElse(LoadSignMask(df, row_bits, i), plus, minus), df, d + i);
-    for (; i < I; ++i) d[i] = SignBit(row_bits, i) ? factor : -factor;
+    for (; i + N <= I; i += N) {
+      const VF sign = hn::IfThenElse(LoadSignMask(df, row_bits, i), plus, minus);
+      hn::StoreU(w_row ? hn::Add(LoadF32(df, w_row + i), sign) : sign, df, d + i);
+    }
+    for (; i < I; ++i) {
+      const float sign = SignBit(row_bits, i) ? factor : -factor;
+      d[i] = w_row ? ScalarF32(w_row + i) + sign : sign;
+    }
+  }
+}
+
+void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_row, size_t row0,
+                size_t rows, size_t I) {
+  WidenSignsTyped<float>(dst, nullptr, bits, scale, per_row, row0, rows, I);
+}
+
+// WidenSigns with W's rows added (W of dtype F32, BF16 or F16; false for any other).
+bool WidenMerged(float* dst, const void* w, DType dtype, const uint8_t* bits, const float* scale,
+                 bool per_row, size_t row0, size_t rows, size_t I) {
+  switch (dtype) {
+    case DType::F32:
+      WidenSignsTyped(dst, static_cast<const float*>(w), bits, scale, per_row, row0, rows, I);
+      return true;
+    case DType::BF16:
+      WidenSignsTyped(dst, static_cast<const hwy::bfloat16_t*>(w), bits, scale, per_row, row0, rows,
+                      I);
+      return true;
+    case DType::F16:
+      WidenSignsTyped(dst, static_cast<const hwy::float16_t*>(w), bits, scale, per_row, row0, rows,
+                      I);
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -346,6 +377,7 @@ HWY_EXPORT(GemvSigns);
 HWY_EXPORT(SignTilesBytes);
 HWY_EXPORT(PackSignTiles);
 HWY_EXPORT(WidenSigns);
+HWY_EXPORT(WidenMerged);
 
 namespace {
 
@@ -415,7 +447,6 @@ void quantize_rows(const float* x, int64_t row0, int64_t rows, int64_t I, Quanti
     for (int64_t i = 0; finite && i < I; ++i) {
       const auto q = int16_t(
           std::clamp(std::lrint(xt[i] * inverse), -long(kSignQuantMax), long(kSignQuantMax)));
-
       const size_t at = size_t(t * I + i);
       out.q[at] = q;
       out.hi[at] = int8_t(q >> 8);
@@ -485,7 +516,6 @@ void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles) 
 }
 
 void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
-
                            const SignSegment& signs, bool accumulate) {
   check_matmul_args("matmul_sign_one_token", weight, 1);
   const int64_t O = weight.dim(0), I = weight.dim(1);
@@ -503,6 +533,30 @@ void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
   }
   matmul(y, x, weight, 1, accumulate);
   sign_products(y, x, {&signs, 1}, O, I, /*accumulate=*/true);
+}
+
+void matmul_merged_signs(float* y, const float* x, const TensorView& weight,
+                         const SignSegment& signs, bool accumulate) {
+  check_matmul_args("matmul_merged_signs", weight, signs.rows);
+  const int64_t O = weight.dim(0), I = weight.dim(1);
+  check_segments("matmul_merged_signs", {&signs, 1}, /*need_scale=*/true, O, I);
+  if (signs.rows == 0 || O == 0) return;
+  float* out = y + signs.row0 * O;
+  if (I == 0) {  // empty sums (SGEMM rejects a zero leading dimension)
+    if (!accumulate) std::fill(out, out + signs.rows * O, 0.0f);
+    return;
+  }
+  const int64_t rows_per_block = block_rows(O, I);
+  auto block = hwy::AllocateAligned<float>(size_t(rows_per_block * I));
+  for (int64_t row0 = 0; row0 < O; row0 += rows_per_block) {
+    const int64_t rows = std::min(rows_per_block, O - row0);
+    if (!HWY_DYNAMIC_DISPATCH(WidenMerged)(block.get(), weight.data, weight.dtype, signs.bits,
+                                           signs.scale, signs.per_row, size_t(row0), size_t(rows),
+                                           size_t(I)))
+      fail("matmul_merged_signs: weights of dtype ", dtype_name(weight.dtype));
+    sgemm("matmul_merged_signs", CblasNoTrans, CblasTrans, signs.rows, rows, I, 1.0f,
+          x + signs.row0 * I, I, block.get(), I, accumulate ? 1.0f : 0.0f, out + row0, O);
+  }
 }
 
 void sign_matmul(float* y, const float* x, const uint8_t* bits, const float* scale, bool per_row,

@@ -47,7 +47,6 @@ int64_t sign_tiles_bytes(int64_t O, int64_t I);
 // tiles[sign_tiles_bytes(O, I)] (32-byte aligned) = bits[O, sign_row_bytes(I)] in that layout;
 // nothing where sign_tiles_bytes is 0. The layout depends on the CPU: pack on the machine that
 // multiplies. One thread.
-
 void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles);
 
 // sign_matmul for each segment: y[row0 : row0 + rows] += scale ⊙ (x[row0 : row0 + rows] · Sᵀ).
@@ -62,6 +61,13 @@ void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment>
 // lookups of a block run while its rows of W stream in from DRAM: decode of a single sequence.
 void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
                            const SignSegment& signs, bool accumulate);
+
+// y[row0 : row0 + rows, O] (+)= x[row0 : row0 + rows, I] · (W + scale ⊙ S)ᵀ: a segment of many
+// rows (a prompt, a training batch) with the base and its signs in one product, through SGEMM on
+// blocks of W's rows widened to F32 with ±scale added (about the cost of the base product alone,
+// where base then signs would widen and multiply twice).
+void matmul_merged_signs(float* y, const float* x, const TensorView& weight,
+                         const SignSegment& signs, bool accumulate);
 
 // sx[T, O] = x[T, I] · Sᵀ, unscaled (for the scale gradient dL/dγ = Σ_t dY ⊙ (S·x)).
 void sign_project(float* sx, const float* x, const uint8_t* bits, int64_t T, int64_t O, int64_t I);

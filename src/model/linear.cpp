@@ -1,5 +1,7 @@
 #include "model/linear.h"
 
+#include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -21,6 +23,41 @@ const LinearDelta* delta_of(const Linear& linear, const RowSegment& segment) {
   return d.empty() ? nullptr : &d;
 }
 
+// y[rows, O] (+)= x[rows, I] · Wᵀ for the rows outside `skip` (segments in row order): one
+// product over all of them, gathered into a buffer when they are not one run of rows.
+void base_forward(float* y, const float* x, const TensorView& weight, int64_t rows,
+                  const std::vector<SignSegment>& skip, bool accumulate) {
+  const int64_t O = weight.dim(0), I = weight.dim(1);
+  std::vector<std::pair<int64_t, int64_t>> runs;  // [first, end) of rows to multiply
+  int64_t row = 0;
+  for (const SignSegment& s : skip) {
+    if (s.row0 < row || s.row0 + s.rows > rows) fail("linear_forward: overlapping segments");
+    if (s.row0 > row) runs.emplace_back(row, s.row0);
+    row = s.row0 + s.rows;
+  }
+  if (row < rows) runs.emplace_back(row, rows);
+  if (runs.size() == 1) {
+    const auto [first, end] = runs[0];
+    matmul(y + first * O, x + first * I, weight, end - first, accumulate);
+    return;
+  }
+  if (runs.empty()) return;
+  int64_t count = 0;
+  for (const auto& run : runs) count += run.second - run.first;
+  std::vector<float> x_rows(size_t(count * I)), y_rows(size_t(count * O));
+  int64_t at = 0;
+  for (const auto& run : runs)
+    for (int64_t r = run.first; r < run.second; ++r, ++at) {
+      std::copy_n(x + r * I, I, x_rows.data() + at * I);
+      if (accumulate) std::copy_n(y + r * O, O, y_rows.data() + at * O);
+    }
+  matmul(y_rows.data(), x_rows.data(), weight, count, accumulate);
+  at = 0;
+  for (const auto& run : runs)
+    for (int64_t r = run.first; r < run.second; ++r, ++at)
+      std::copy_n(y_rows.data() + at * O, O, y + r * O);
+}
+
 }  // namespace
 
 void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows, Segments segments,
@@ -38,19 +75,26 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
     if (only->exact.data) matmul(y, x, only->exact, 1, /*accumulate=*/true);
     return;
   }
-  matmul(y, x, linear.weight, rows, accumulate);
-  std::vector<SignSegment> signs;
+  // Segments of many rows (prompts, training batches) take the base and their signs in one
+  // product; the few-token ones share the base product of the other rows, then the lookups.
+  std::vector<SignSegment> merged, few;
   for (const RowSegment& segment : segments) {
     const LinearDelta* d = delta_of(linear, segment);
-    if (!d) continue;
-    if (d->sign.bits)
-      signs.push_back({segment.row0, segment.rows, d->sign.bits, d->sign.scale, d->sign.per_row,
-                       d->sign.tiles});
-    if (d->exact.data)
+    if (!d || !d->sign.bits) continue;
+    const SignSegment signs{segment.row0,  segment.rows,    d->sign.bits,
+                            d->sign.scale, d->sign.per_row, d->sign.tiles};
+    (segment.rows > kSignGemvMaxTokens ? merged : few).push_back(signs);
+  }
+  base_forward(y, x, linear.weight, rows, merged, accumulate);
+  for (const SignSegment& signs : merged)
+    matmul_merged_signs(y, x, linear.weight, signs, accumulate);
+  sign_matmul_segments(y, x, few, O, I);
+  for (const RowSegment& segment : segments) {
+    const LinearDelta* d = delta_of(linear, segment);
+    if (d && d->exact.data)
       matmul(y + segment.row0 * O, x + segment.row0 * I, d->exact, segment.rows,
              /*accumulate=*/true);
   }
-  sign_matmul_segments(y, x, signs, O, I);
 }
 
 void linear_backward(float* dx, float* dW, const float* dy, const float* x, const Linear& linear,

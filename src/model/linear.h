@@ -1,6 +1,8 @@
 // The linear layers of the model. Every matrix product with a weight matrix goes through
-// linear_forward / linear_backward: one product with the base weight over all rows, then each
-// row segment's adapter delta (model/llama_delta.h) on its own rows, never merged into W.
+// linear_forward / linear_backward. An adapter's delta (model/llama_delta.h) is never merged into
+// the stored W: a segment of few rows (decode) gets its signs by table lookup on top of one base
+// product shared by all such rows; a segment of many rows (a prompt, a training batch) is
+// multiplied by W + γ·S widened block by block into a scratch buffer (one SGEMM instead of two).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -25,7 +27,8 @@ struct Linear {
 
 // y[rows, O] (+)= x[rows, I] · W ᵀ, then for every segment with a delta, on its rows:
 // y += γ ⊙ (S·x) (packed signs) or x·Δᵀ (exact delta). `accumulate` adds to y (a residual
-// stream) instead of overwriting it. Segments list only rows that have a delta.
+// stream) instead of overwriting it. Segments list only rows that have a delta, in row order,
+// without overlaps.
 void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows,
                     Segments segments = {}, bool accumulate = false);
 

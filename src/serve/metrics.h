@@ -20,6 +20,9 @@ class Histogram {
   void observe(double value);
   // Appends the _bucket, _sum and _count lines of `name`.
   void render(std::string& out, const std::string& name, const std::string& help) const;
+  int64_t count() const { return count_; }
+  double sum() const { return sum_; }
+
 
  private:
   const std::array<double, 12>& bounds_;
