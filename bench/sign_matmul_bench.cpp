@@ -121,6 +121,37 @@ void BM_DenseBF16(benchmark::State& state) {
   state.SetLabel("bf16");
 }
 
+// Args: O, I, T. y = x · (W + γ ⊙ S)ᵀ for one segment of T rows (a prompt chunk): BF16 W and
+// the signs merged block by block (matmul_merged_signs). Gweights counts O·I·T.
+void BM_Merged(benchmark::State& state) {
+  const int64_t O = state.range(0), I = state.range(1), T = state.range(2);
+  const size_t one_w = size_t(O * I) * 2, one_s = size_t(O * bd::sign_row_bytes(I));
+  size_t count_w, count_s;
+  random_copies(one_w, &count_w);  // for the count: the values are set below
+  const std::vector<uint8_t> bits = random_copies(one_s, &count_s);
+  std::vector<uint8_t> bf16(one_w);
+  {  // uniform values in [-1, 1) (no NaN, no subnormals), then the same for every copy
+    std::vector<float> values(size_t(O * I));
+    std::mt19937 rng(2);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    for (float& v : values) v = uniform(rng);
+    bd::from_f32(bd::DType::BF16, values.data(), bf16.data(), values.size());
+  }
+  std::vector<uint8_t> w_copies(one_w * count_w);
+  for (size_t c = 0; c < count_w; ++c) std::memcpy(w_copies.data() + c * one_w, bf16.data(), one_w);
+  std::vector<float> x(size_t(T * I), 0.5f), y(size_t(T * O)), scale(size_t(O), 0.01f);
+  size_t next = 0;
+  for (auto _ : state) {
+    const bd::TensorView w{bd::DType::BF16, {O, I}, w_copies.data() + (next % count_w) * one_w};
+    const bd::SignSegment signs{0, T, bits.data() + (next % count_s) * one_s, scale.data(), true};
+    bd::matmul_merged_signs(y.data(), x.data(), w, signs, false);
+    ++next;
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(one_w + one_s), double(O * I * T));
+  state.SetLabel("merged");
+}
+
 // The matrices of a 1.1B Llama (hidden 2048, intermediate 5632, 4 of 32 heads for K/V) and of a
 // 7B one (4096, 11008).
 void Shapes(benchmark::internal::Benchmark* b, int64_t T) {
@@ -135,6 +166,17 @@ BENCHMARK(BM_Sign)->Name("decode/sign")->Apply([](auto* b) {
 BENCHMARK(BM_DenseBF16)->Name("decode/bf16")->Apply([](auto* b) {
                                               Shapes(b, 1);
                                             }) -> UseRealTime() -> Unit(benchmark::kMicrosecond);
+
+// A prompt chunk of T rows with one adapter, base and signs merged, against the base alone
+// (tokens/bf16): what the adapter adds to a prefill.
+BENCHMARK(BM_Merged)
+    ->Name("prompt/merged")
+    ->Args({5632, 2048, 9})
+    ->Args({5632, 2048, 22})
+    ->Args({5632, 2048, 64})
+    ->Args({5632, 2048, 256})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 // 16 users of one token each (16 adapters in a decode batch), and 5 users of 3 (the same rows
 // shared among 5 adapters): the bytes of signs per row differ threefold, the lookups do not.

@@ -21,7 +21,7 @@ inline int64_t sign_row_bytes(int64_t in) {
 // below what rounding the merged weights to BF16 moves). 14 bits, so that sums of 4 of them fit
 // the 16-bit table entries of the AVX2 kernel. Larger counts widen S to ±scale floats for SGEMM
 // (exact products).
-inline constexpr int64_t kSignGemvMaxTokens = 8;
+inline constexpr int64_t kSignGemvMaxTokens = 24;
 inline constexpr int kSignQuantMax = 8191;
 
 // y[T, O] += scale ⊙ (x[T, I] · Sᵀ); scale is [O] when per_row, else [1].

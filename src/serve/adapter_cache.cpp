@@ -1,6 +1,7 @@
 #include "serve/adapter_cache.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,20 +56,56 @@ void prefault(const AdapterFile& file, bool signs) {
   sink += sum;
 }
 
+}  // namespace
+
+SignPagesPool::~SignPagesPool() {
+  for (const auto& [pages, bytes] : spare_) ::munmap(pages, bytes);
+}
+
+uint8_t* SignPagesPool::take(size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto it = spare_.begin(); it != spare_.end(); ++it)
+    if (it->second == bytes) {
+      uint8_t* pages = it->first;
+      spare_.erase(it);
+      return pages;
+    }
+  return nullptr;
+}
+
+bool SignPagesPool::keep(uint8_t* pages, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (spare_.size() >= kMaxSpare) return false;
+  spare_.emplace_back(pages, bytes);
+  return true;
+}
+
+void SignPagesDeleter::operator()(uint8_t* pages) const {
+  if (!pool || !pool->keep(pages, bytes)) ::munmap(pages, bytes);
+}
+
 // Transposes the signs of every compressed linear into the lookup kernel's layout, where this
 // CPU's kernel has one: once here, on the loader thread (one thread), instead of in every step
-// that uses the adapter. The mapped sign pages are then given back: steps read the copy (the bits
-// stay in the file, and in the page cache, for prompt chunks long enough to go through SGEMM).
-// False where there is no layout.
-bool pack_tiles(ServedAdapter& adapter) {
+// that uses the adapter, into pages an evicted adapter gave back when there are some. The mapped
+// sign pages are then given back: steps read the copy (the bits stay in the file, and in the
+// page cache, for prompt chunks long enough to go through SGEMM). False where there is no layout.
+bool AdapterCache::pack_tiles(ServedAdapter& adapter) const {
   int64_t total = 0;
   for (const AdapterMatrix& m : adapter.file->matrices()) total += sign_tiles_bytes(m.out, m.in);
   if (total == 0) return false;
-  adapter.sign_tiles = hwy::AllocateAligned<uint8_t>(size_t(total));
-  if (!adapter.sign_tiles)
-    fail("adapter ", quote_bytes(adapter.name), ": cannot allocate ", total,
-         " bytes for its transposed signs");
-  uint8_t* next = adapter.sign_tiles.get();
+  const size_t bytes = size_t(total);
+  uint8_t* pages = sign_pages_->take(bytes);
+  if (!pages) {
+    void* fresh =
+        ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (fresh == MAP_FAILED)
+      fail("adapter ", quote_bytes(adapter.name), ": cannot allocate ", total,
+           " bytes for its transposed signs");
+    pages = static_cast<uint8_t*>(fresh);
+  }
+  adapter.sign_tiles =
+      std::unique_ptr<uint8_t[], SignPagesDeleter>(pages, SignPagesDeleter{bytes, sign_pages_});
+  uint8_t* next = pages;
   for (const AdapterMatrix& m : adapter.file->matrices()) {
     const uint8_t* bits = m.sign.as<uint8_t>();
     pack_sign_tiles(bits, m.out, m.in, next);
@@ -80,8 +117,6 @@ bool pack_tiles(ServedAdapter& adapter) {
   adapter.bytes += total;
   return true;
 }
-
-}  // namespace
 
 bool valid_adapter_name(const std::string& name) {
   if (name.empty() || name.size() > 128 || name[0] == '.' || name == kBaseModelName) return false;
