@@ -5,13 +5,16 @@
 // hot replacement).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <future>
 
 #include "core/mapped_file.h"
 #include "delta_test_util.h"
+#include "hwy/aligned_allocator.h"
 #include "io/adapter.h"
 #include "io/checkpoint.h"
+#include "kernels/sign_matmul.h"
 #include "model/llama_params.h"
 #include "model/tokenizer.h"
 #include "serve/adapter_cache.h"
@@ -186,6 +189,32 @@ TEST_F(EngineTest, AdapterCacheEvictsLeastRecentlyUsedButNeverAnAdapterInUse) {
   for (const char* name : {"u0", "u1", "u2"}) small.load_now(name);
   EXPECT_EQ(small.stats().resident, 2);
   EXPECT_LE(small.stats().resident_bytes, 2 * bytes);
+}
+
+// A load after an eviction transposes its signs into the pages the evicted adapter gave back
+// (where this CPU's kernel keeps transposed signs), and they hold its own signs, not the old ones.
+TEST_F(EngineTest, AdapterCacheReusesTheTransposedSignsOfAnEvictedAdapter) {
+  AdapterCache cache(checkpoint_, weights_, dir(), AdapterCacheOptions{.max_count = 1});
+  const uint8_t* first = cache.load_now("u0")->sign_tiles.get();
+  cache.load_now("u1");  // evicts u0 after it loaded: u0's pages are kept for the next load
+  const std::shared_ptr<const ServedAdapter> third = cache.load_now("u2");
+  EXPECT_EQ(cache.stats().evictions, 2);
+  if (!first) {
+    EXPECT_EQ(third->sign_tiles, nullptr);  // no transposed layout on this CPU
+    return;
+  }
+  EXPECT_EQ(third->sign_tiles.get(), first);
+  for (const LinearDelta& linear : third->delta.linears) {
+    if (!linear.sign.bits) continue;
+    const AdapterMatrix* matrix = nullptr;
+    for (const AdapterMatrix& m : third->file->matrices())
+      if (m.sign.as<uint8_t>() == linear.sign.bits) matrix = &m;
+    ASSERT_NE(matrix, nullptr);
+    const int64_t bytes = sign_tiles_bytes(matrix->out, matrix->in);
+    auto want = hwy::AllocateAligned<uint8_t>(size_t(bytes));
+    pack_sign_tiles(linear.sign.bits, matrix->out, matrix->in, want.get());
+    ASSERT_TRUE(std::equal(want.get(), want.get() + bytes, linear.sign.tiles)) << matrix->name;
+  }
 }
 
 TEST_F(EngineTest, AdapterCacheLoadsOnItsOwnThreadReportsFailuresOnceAndReplacesHot) {
