@@ -12,11 +12,6 @@ namespace {
 
 constexpr size_t kMaxStopStrings = 4, kMaxStopBytes = 256;  // OpenAI's limits
 constexpr auto kDrainTime = std::chrono::seconds(5);        // stop(): running requests may finish
-// A step waits for adapters still loading for at most this fraction of the last step's time (and
-// at most kMaxGather): a sequence that misses a step joins a whole step later, while a load takes
-// tens of milliseconds and a step of a 1.1B model a second (docs/serving.md).
-constexpr double kGatherFraction = 0.25;
-constexpr auto kMaxGather = std::chrono::milliseconds(500);
 
 // Bytes at the end of `text` that start a UTF-8 character not complete yet (0 to 3).
 size_t incomplete_utf8_tail(const std::string& text) {
@@ -232,7 +227,6 @@ void Engine::loop() {
       }
     }
     admit();
-    if (drain_deadline == Clock::time_point{} && wait_for_loads()) continue;
     metrics_.running = int64_t(running_.size());
     metrics_.waiting = int64_t(waiting_.size());
     if (!running_.empty()) step();
@@ -302,30 +296,6 @@ void Engine::admit() {
     running_.push_back(std::move(*it));
     it = waiting_.erase(it);
   }
-}
-
-bool Engine::wait_for_loads() {
-  const bool loading =
-      std::any_of(waiting_.begin(), waiting_.end(),
-                  [](const std::unique_ptr<Sequence>& s) { return !s->adapter_ready; });
-  const bool room = int64_t(running_.size()) < options_.max_batch;
-  if (running_.empty() || !loading || !room) {  // nothing to run yet, or nothing to wait for
-    gather_deadline_ = {};
-    return false;
-  }
-  const auto now = Clock::now();
-  if (gather_deadline_ == Clock::time_point{}) {
-    const auto window = std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double>(kGatherFraction * last_step_seconds_));
-    gather_deadline_ = now + std::min<Clock::duration>(window, kMaxGather);
-  }
-  if (now >= gather_deadline_) {
-    gather_deadline_ = {};
-    return false;
-  }
-  std::unique_lock<std::mutex> lock(inbox_mutex_);
-  wake_.wait_until(lock, gather_deadline_, [&] { return woken_ || stopping_; });
-  return true;
 }
 
 void Engine::preempt(Sequence& victim) {
@@ -402,8 +372,7 @@ void Engine::step() {
     drop_cancelled();
     return;
   }
-  last_step_seconds_ = std::chrono::duration<double>(Clock::now() - start).count();
-  metrics_.step_seconds.observe(last_step_seconds_);
+  metrics_.step_seconds.observe(std::chrono::duration<double>(Clock::now() - start).count());
   metrics_.batch_size.observe(double(batch.size()));
   for (Sequence* s : batch)
     if (s->kv.pos == int64_t(s->tokens.size())) after_step(*s, s->logits.data());

@@ -109,7 +109,6 @@ class Engine {
   void take_inbox();
   void drop_cancelled();
   void admit();
-  bool wait_for_loads();  // true: waited for adapters being loaded, admit again before stepping
   bool grow(Sequence& sequence, int64_t positions);  // KV blocks, preempting others
   void preempt(Sequence& victim);
   void step();
@@ -134,10 +133,6 @@ class Engine {
   std::vector<std::unique_ptr<Sequence>> inbox_;
   bool stopping_ = false;
   bool woken_ = false;
-  // Gathering: when the step could start but sequences of the batch's free places wait for their
-  // adapters, the step waits for those loads until this deadline (none: not gathering).
-  std::chrono::steady_clock::time_point gather_deadline_{};
-  double last_step_seconds_ = 0;
   std::thread thread_;
 };
 
