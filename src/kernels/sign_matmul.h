@@ -20,11 +20,10 @@ inline int64_t sign_row_bytes(int64_t in) {
 // within about I·step / 2 of S·x (a relative 4e-5 of the delta term on the 1.1B shapes, far
 // below what rounding the merged weights to BF16 moves). 14 bits, so that sums of 4 of them fit
 // the 16-bit table entries of the AVX2 kernel. Larger counts widen S to ±scale floats for SGEMM
-// (exact products). 24: widening and SGEMM's packing cost a fixed ~0.5 ns per weight, which the
-// lookups (0.1 ns per weight and token on AVX2) only pass beyond ~100 tokens; linear_forward
-// merges W + γ·S for longer segments, which wins from about 24 (sign_matmul_bench tokens/sign,
-// prompt/merged; docs/benchmarks.md).
-inline constexpr int64_t kSignGemvMaxTokens = 24;
+// (exact products), as linear_forward's merged product for longer segments: training and
+// evaluation batches, which finite-difference and dense-model tests hold to F32 rounding. On
+// AVX2 the lookups would stay faster to far more tokens (docs/benchmarks.md, session 10).
+inline constexpr int64_t kSignGemvMaxTokens = 8;
 inline constexpr int kSignQuantMax = 8191;
 
 // y[T, O] += scale ⊙ (x[T, I] · Sᵀ); scale is [O] when per_row, else [1].
