@@ -72,6 +72,7 @@ struct Result {
   bool ok = false;
   double latency = 0, first_token = 0;
   int64_t tokens = 0;
+  std::string why;  // what failed, for the report
 };
 
 // One streaming completion; parses the SSE events as they arrive.
@@ -100,7 +101,10 @@ Result request(httplib::Client& client, const Options& o, const std::string& mod
         continue;
       }
       const json chunk = json::parse(payload, nullptr, false);
-      if (chunk.is_discarded() || chunk.contains("error")) return false;
+      if (chunk.is_discarded() || chunk.contains("error")) {
+        result.why = "bad event: " + payload.substr(0, 200);
+        return false;
+      }
       if (chunk.contains("usage") && chunk["usage"].is_object())
         result.tokens = chunk["usage"]["completion_tokens"];
       for (const json& choice : chunk.value("choices", json::array())) {
@@ -116,6 +120,10 @@ Result request(httplib::Client& client, const Options& o, const std::string& mod
   const bool sent = client.send(req, res, error);
   result.latency = std::chrono::duration<double>(Clock::now() - start).count();
   result.ok = sent && res.status == 200 && done && finished;
+  if (!result.ok && result.why.empty())
+    result.why = !sent ? "not sent: " + httplib::to_string(error)
+                       : "status " + std::to_string(res.status) + (done ? "" : ", no [DONE]") +
+                             (finished ? "" : ", no finish reason") + " " + res.body.substr(0, 200);
   return result;
 }
 
@@ -157,6 +165,7 @@ int run(int argc, char** argv) {
   std::vector<double> latency, first;
   for (const Result& r : results) {
     if (!r.ok) {
+      if (failures < 5) std::fprintf(stderr, "failed request: %s\n", r.why.c_str());
       ++failures;
       continue;
     }
