@@ -205,9 +205,8 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
 // job. Per tile of 16 rows: its signs are transposed and looked up while the first lines of its W
 // rows are prefetched into L2 (4 lines per chunk transposed, 1 per lookup step: 10 KiB of the
 // 64 KiB of a BF16 tile with rows of 2048), then its W rows are streamed (DotRow). On its own the
-// GEMV waits on
-// DRAM and the lookups on the vector units; this way the lookups run while W streams in. Threads
-// take a few tiles at a time (dynamic: a preempted thread holds up little).
+// GEMV waits on DRAM and the lookups on the vector units; this way the lookups run while W
+// streams in. Threads take a few tiles at a time (dynamic: a preempted thread holds up little).
 template <typename WT>
 void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTokens& x,
                     const SignJob& job, size_t O, size_t I, bool accumulate) {

@@ -19,10 +19,10 @@ inline int64_t sign_row_bytes(int64_t in) {
 // |q| ≤ kSignQuantMax (step = max|x| / kSignQuantMax) and S·q summed exactly, so each output is
 // within about I·step / 2 of S·x (a relative 4e-5 of the delta term on the 1.1B shapes, far
 // below what rounding the merged weights to BF16 moves). 14 bits, so that sums of 4 of them fit
-// the 16-bit table entries of the AVX2 kernel. Larger counts widen S to ±scale floats for SGEMM
-// (exact products), as linear_forward's merged product for longer segments: training and
-// evaluation batches, which finite-difference and dense-model tests hold to F32 rounding. On
-// AVX2 the lookups would stay faster to far more tokens (docs/benchmarks.md, session 10).
+// the 16-bit table entries of the AVX2 kernel. Larger counts (training and evaluation batches,
+// which finite-difference and dense-model tests hold to F32 rounding) widen S to ±scale floats
+// for SGEMM, exact products; linear_forward merges W + γ·S for them instead. On AVX2 the lookups
+// would stay faster far beyond 8 tokens, but they quantize x (docs/benchmarks.md, session 10).
 inline constexpr int64_t kSignGemvMaxTokens = 8;
 inline constexpr int kSignQuantMax = 8191;
 
