@@ -336,14 +336,13 @@ void WidenSignsTyped(float* dst, const WT* w, const uint8_t* bits, const float* 
   }
 }
 
-void WidenSigns(float* dst, const uint8_t* bits, const float* scale, bool per_row, size_t row0,
-                size_t rows, size_t I) {
-  WidenSignsTyped<float>(dst, nullptr, bits, scale, per_row, row0, rows, I);
-}
-
-// WidenSigns with W's rows added (W of dtype F32, BF16 or F16; false for any other).
-bool WidenMerged(float* dst, const void* w, DType dtype, const uint8_t* bits, const float* scale,
-                 bool per_row, size_t row0, size_t rows, size_t I) {
+// WidenSignsTyped for W of dtype F32, BF16 or F16, or no W (null w); false for another dtype.
+bool WidenSigns(float* dst, const void* w, DType dtype, const uint8_t* bits, const float* scale,
+                bool per_row, size_t row0, size_t rows, size_t I) {
+  if (!w) {
+    WidenSignsTyped<float>(dst, nullptr, bits, scale, per_row, row0, rows, I);
+    return true;
+  }
   switch (dtype) {
     case DType::F32:
       WidenSignsTyped(dst, static_cast<const float*>(w), bits, scale, per_row, row0, rows, I);
@@ -376,7 +375,6 @@ HWY_EXPORT(GemvSigns);
 HWY_EXPORT(SignTilesBytes);
 HWY_EXPORT(PackSignTiles);
 HWY_EXPORT(WidenSigns);
-HWY_EXPORT(WidenMerged);
 
 namespace {
 
@@ -394,15 +392,20 @@ int64_t block_rows(int64_t O, int64_t I) {
 }
 
 // out[T, O] = x[T, I] · (factor ⊙ S)ᵀ + beta · out, through SGEMM on widened row blocks.
-void sign_sgemm(float* out, const float* x, const uint8_t* bits, const float* scale, bool per_row,
-                int64_t T, int64_t O, int64_t I, float beta) {
+// out[T, O] = x[T, I] · (W + factor ⊙ S)ᵀ + beta · out (no W: x · (factor ⊙ S)ᵀ), through SGEMM
+// on widened row blocks.
+void sign_sgemm(const char* caller, float* out, const float* x, const TensorView* weight,
+                const uint8_t* bits, const float* scale, bool per_row, int64_t T, int64_t O,
+                int64_t I, float beta) {
   const int64_t rows_per_block = block_rows(O, I);
   auto block = hwy::AllocateAligned<float>(size_t(rows_per_block * I));
   for (int64_t row0 = 0; row0 < O; row0 += rows_per_block) {
     const int64_t rows = std::min(rows_per_block, O - row0);
-    HWY_DYNAMIC_DISPATCH(WidenSigns)
-    (block.get(), bits, scale, per_row, size_t(row0), size_t(rows), size_t(I));
-    sgemm("sign_matmul", CblasNoTrans, CblasTrans, T, rows, I, 1.0f, x, I, block.get(), I, beta,
+    if (!HWY_DYNAMIC_DISPATCH(WidenSigns)(block.get(), weight ? weight->data : nullptr,
+                                          weight ? weight->dtype : DType::F32, bits, scale, per_row,
+                                          size_t(row0), size_t(rows), size_t(I)))
+      fail(caller, ": weights of dtype ", dtype_name(weight->dtype));
+    sgemm(caller, CblasNoTrans, CblasTrans, T, rows, I, 1.0f, x, I, block.get(), I, beta,
           out + row0, O);
   }
 }
@@ -472,8 +475,8 @@ void sign_products(float* out, const float* x, std::span<const SignSegment> segm
   for (const SignSegment& s : segments) {
     if (s.rows == 0) continue;
     if (s.rows > kSignGemvMaxTokens) {
-      sign_sgemm(out + s.row0 * O, x + s.row0 * I, s.bits, s.scale, s.per_row, s.rows, O, I,
-                 accumulate ? 1.0f : 0.0f);
+      sign_sgemm("sign_matmul", out + s.row0 * O, x + s.row0 * I, nullptr, s.bits, s.scale,
+                 s.per_row, s.rows, O, I, accumulate ? 1.0f : 0.0f);
       continue;
     }
     quantize_rows(x, s.row0, s.rows, I, q);
@@ -545,17 +548,8 @@ void matmul_merged_signs(float* y, const float* x, const TensorView& weight,
     if (!accumulate) std::fill(out, out + signs.rows * O, 0.0f);
     return;
   }
-  const int64_t rows_per_block = block_rows(O, I);
-  auto block = hwy::AllocateAligned<float>(size_t(rows_per_block * I));
-  for (int64_t row0 = 0; row0 < O; row0 += rows_per_block) {
-    const int64_t rows = std::min(rows_per_block, O - row0);
-    if (!HWY_DYNAMIC_DISPATCH(WidenMerged)(block.get(), weight.data, weight.dtype, signs.bits,
-                                           signs.scale, signs.per_row, size_t(row0), size_t(rows),
-                                           size_t(I)))
-      fail("matmul_merged_signs: weights of dtype ", dtype_name(weight.dtype));
-    sgemm("matmul_merged_signs", CblasNoTrans, CblasTrans, signs.rows, rows, I, 1.0f,
-          x + signs.row0 * I, I, block.get(), I, accumulate ? 1.0f : 0.0f, out + row0, O);
-  }
+  sign_sgemm("matmul_merged_signs", out, x + signs.row0 * I, &weight, signs.bits, signs.scale,
+             signs.per_row, signs.rows, O, I, accumulate ? 1.0f : 0.0f);
 }
 
 void sign_matmul(float* y, const float* x, const uint8_t* bits, const float* scale, bool per_row,
@@ -583,7 +577,7 @@ void sign_matmul_backward_x(float* dx, const float* dy, const uint8_t* bits, con
   for (int64_t row0 = 0; row0 < O; row0 += rows_per_block) {
     const int64_t rows = std::min(rows_per_block, O - row0);
     HWY_DYNAMIC_DISPATCH(WidenSigns)
-    (block.get(), bits, scale, per_row, size_t(row0), size_t(rows), size_t(I));
+    (block.get(), nullptr, DType::F32, bits, scale, per_row, size_t(row0), size_t(rows), size_t(I));
     sgemm("sign_matmul_backward_x", CblasNoTrans, CblasNoTrans, T, I, rows, 1.0f, dy + row0, O,
           block.get(), I, 1.0f, dx, I);
   }

@@ -26,9 +26,9 @@ class Checkpoint;
 struct LlamaWeights;
 
 // Memory of adapters' transposed signs that evicted adapters gave back, kept for the next loads
-// (a load then neither faults nor zeroes 30,000 fresh pages for a 1.1B model's 121 MB: about half
-// of its time). Holds at most kMaxSpare allocations; shared by the cache and the deleters of its
-// adapters, which may outlive it.
+// (a load then neither faults nor zeroes 30,000 fresh pages for a 1.1B model's 121 MB: 35 ms
+// instead of ~100 ms per load in a probe, docs/serving.md). Holds at most kMaxSpare allocations;
+// shared by the cache and the deleters of its adapters, which may outlive it.
 class SignPagesPool {
  public:
   static constexpr size_t kMaxSpare = 2;
