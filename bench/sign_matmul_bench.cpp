@@ -63,9 +63,10 @@ void BM_Sign(benchmark::State& state) {
   state.SetLabel("sign");
 }
 
-// Args: O, I, users, tokens per user. A served decode step's sign products: `users` segments of
+// Args: O, I, users, tokens per user. A served step's sign products: `users` segments of
 // `tokens` rows each, every user with their own signs, packed ahead where this CPU's kernel uses
-// the transposed layout (as the server's adapter cache keeps them). Gweights counts O·I per row.
+// the transposed layout (as the server's adapter cache keeps them), all by table lookups (up to
+// kGenerateLookupMaxTokens rows, as the server runs them). Gweights counts O·I per row.
 void BM_SignSegments(benchmark::State& state) {
   const int64_t O = state.range(0), I = state.range(1), users = state.range(2);
   const int64_t tokens = state.range(3), rows = users * tokens;
@@ -85,7 +86,8 @@ void BM_SignSegments(benchmark::State& state) {
       const size_t copy = (next + size_t(u)) % count;
       segments[size_t(u)] = {
           u * tokens,   tokens, bits.data() + copy * one,
-          scale.data(), true,   tile_bytes > 0 ? tiles.get() + copy * size_t(tile_bytes) : nullptr};
+          scale.data(), true,   tile_bytes > 0 ? tiles.get() + copy * size_t(tile_bytes) : nullptr,
+          tokens};
     }
     bd::sign_matmul_segments(y.data(), x.data(), segments, O, I);
     next = (next + size_t(users)) % count;
@@ -172,7 +174,9 @@ BENCHMARK(BM_DenseBF16)->Name("decode/bf16")->Apply([](auto* b) {
 BENCHMARK(BM_Merged)
     ->Name("prompt/merged")
     ->Args({5632, 2048, 9})
+    ->Args({5632, 2048, 16})
     ->Args({5632, 2048, 22})
+    ->Args({5632, 2048, 32})
     ->Args({5632, 2048, 64})
     ->Args({5632, 2048, 256})
     ->UseRealTime()
@@ -189,9 +193,22 @@ BENCHMARK(BM_SignSegments)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
+// One user's prompt chunk of T rows by lookups, as generation runs chunks of up to
+// kGenerateLookupMaxTokens rows: against prompt/merged less tokens/bf16 (the base product that
+// the chunk's rows share with the rest of the step), where the lookups stop paying.
+BENCHMARK(BM_SignSegments)
+    ->Name("prompt/lookups")
+    ->Args({5632, 2048, 1, 9})
+    ->Args({5632, 2048, 1, 16})
+    ->Args({5632, 2048, 1, 22})
+    ->Args({5632, 2048, 1, 32})
+    ->Args({5632, 2048, 1, 64})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
 // Where the quantized GEMV stops beating widened SGEMM as tokens grow (kSignGemvMaxTokens).
 void Tokens(benchmark::internal::Benchmark* b) {
-  for (int64_t T : {1, 2, 4, 8, 9, 16, 64, 256}) b->Args({5632, 2048, T});
+  for (int64_t T : {1, 2, 4, 8, 9, 16, 22, 32, 64, 256}) b->Args({5632, 2048, T});
 }
 BENCHMARK(BM_Sign)
     ->Name("tokens/sign")

@@ -320,7 +320,7 @@ TEST(LinearDelta, ForwardAndBackwardAreTheDenseProducts) {
 // lookup rows x's 14-bit quantization, γ·I·step/2), and one flipped sign of each adapter leaves
 // the bound on its rows only.
 TEST(LinearDelta, SegmentsOfEveryLengthInOneCall) {
-  const int64_t O = 13, I = 21, rows = 26;
+  const int64_t O = 13, I = 21, rows = 35;
   std::mt19937 rng(8);
   std::normal_distribution<float> normal;
   std::uniform_real_distribution<float> magnitude(0.5f, 1.0f);
@@ -341,9 +341,11 @@ TEST(LinearDelta, SegmentsOfEveryLengthInOneCall) {
     for (float& g : scale) g = 0.1f + 0.05f * std::fabs(normal(rng));
     users.push_back({test::pack_signs(delta.data(), O, I), scale, u % 2 == 1});
   }
-  // Rows: 0-1 base, 2-11 user 0 (merged), 12-14 user 1 (lookups), 15 base, 16-24 user 0 again
-  // (merged), 25 user 2 (lookups, plus an exact delta).
-  const std::vector<std::pair<int64_t, int>> runs = {{2, -1}, {10, 0}, {3, 1},
+  // Rows: 0-1 base, 2-11 user 0 (merged), 12-23 user 1 (lookups: its segment takes the
+  // generation bound), 24 base, 25-33 user 0 again (merged), 34 user 2 (lookups, plus an exact
+  // delta).
+  static_assert(kSignGemvMaxTokens < 12 && 12 <= kGenerateLookupMaxTokens);
+  const std::vector<std::pair<int64_t, int>> runs = {{2, -1}, {10, 0}, {12, 1},
                                                      {1, -1}, {9, 0},  {1, 2}};
   std::vector<int> user_of_row;
   for (const auto& run : runs) user_of_row.insert(user_of_row.end(), size_t(run.first), run.second);
@@ -353,7 +355,7 @@ TEST(LinearDelta, SegmentsOfEveryLengthInOneCall) {
 
   for (const bool accumulate : {false, true}) {
     SCOPED_TRACE(accumulate ? "accumulate" : "overwrite");
-    auto run = [&](const std::vector<User>& with) {
+    auto run = [&](const std::vector<User>& with, int64_t user1_lookup_rows) {
       std::vector<LlamaDelta> deltas(with.size());
       for (size_t k = 0; k < with.size(); ++k)
         deltas[k].linears = {LinearDelta{
@@ -362,14 +364,16 @@ TEST(LinearDelta, SegmentsOfEveryLengthInOneCall) {
       std::vector<RowSegment> segments;
       int64_t row = 0;
       for (const auto& [count, user] : runs) {
-        if (user >= 0) segments.push_back({row, count, &deltas[size_t(user)]});
+        if (user >= 0)
+          segments.push_back({row, count, &deltas[size_t(user)],
+                              user == 1 ? user1_lookup_rows : kSignGemvMaxTokens});
         row += count;
       }
       std::vector<float> y = y0;
       linear_forward(y.data(), x.data(), linear, rows, segments, accumulate);
       return y;
     };
-    std::vector<double> want(size_t(rows * O)), bound(want.size());
+    std::vector<double> want(size_t(rows * O)), bound(want.size()), f32_bound(want.size());
     for (int64_t r = 0; r < rows; ++r) {
       const int user = user_of_row[size_t(r)];
       double max_x = 0;
@@ -390,17 +394,27 @@ TEST(LinearDelta, SegmentsOfEveryLengthInOneCall) {
                    (user == 2 ? std::fabs(exact[size_t(o * I + i)]) : 0.0));
         }
         want[size_t(r * O + o)] = sum;
+        f32_bound[size_t(r * O + o)] = 3 * higham(I) * size;
         bound[size_t(r * O + o)] =
             3 * higham(I) * size + (lookups ? gamma * double(I) * max_x / 8191 / 2 : 0.0);
       }
     }
     auto within = [&](int64_t i) { return bound[size_t(i)]; };
-    const std::vector<float> y = run(users);
+    const std::vector<float> y = run(users, kGenerateLookupMaxTokens);
     EXPECT_TRUE(test::all_within(y.data(), want.data(), rows * O, within));
+    // User 1's rows took the quantized lookups (some miss F32 rounding), and with the default
+    // bound the same 12 rows are merged, exact to F32 rounding.
+    int64_t quantized = 0;
+    for (int64_t i = 12 * O; i < 24 * O; ++i)
+      quantized += std::fabs(y[size_t(i)] - want[size_t(i)]) > f32_bound[size_t(i)];
+    EXPECT_GT(quantized, 0);
+    const std::vector<float> exact_rows = run(users, kSignGemvMaxTokens);
+    for (int64_t i = 12 * O; i < 24 * O; ++i)
+      EXPECT_NEAR(exact_rows[size_t(i)], want[size_t(i)], f32_bound[size_t(i)]) << i;
     for (size_t k = 0; k < users.size(); ++k) {
       std::vector<User> flipped = users;
       flipped[k].bits[0] ^= 1;  // S[0, 0]: row 0 of every one of the user's rows moves by 2γ|x|
-      const std::vector<float> moved = run(flipped);
+      const std::vector<float> moved = run(flipped, kGenerateLookupMaxTokens);
       for (int64_t r = 0; r < rows; ++r) {
         const bool own = user_of_row[size_t(r)] == int(k);
         const double off = std::fabs(moved[size_t(r * O)] - want[size_t(r * O)]);

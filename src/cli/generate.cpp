@@ -76,8 +76,9 @@ int run_generate(int argc, char** argv) {
   std::vector<float> logits(static_cast<size_t>(vocab));
   auto start = std::chrono::steady_clock::now();
   const LlamaDelta* delta = model.delta_or_null();
+  // Prompts take the lookups as the server's steps do (same answers through both).
   forward(weights, cache, prompt_ids.data(), int64_t(prompt_ids.size()), logits.data(), false,
-          delta);
+          delta, kGenerateLookupMaxTokens);
   auto first_token = std::chrono::steady_clock::now();
 
   std::vector<int32_t> generated;
@@ -94,7 +95,8 @@ int run_generate(int argc, char** argv) {
         printed_bytes = text.size();
       }
     }
-    if (i + 1 < max_new) forward(weights, cache, &token, 1, logits.data(), false, delta);
+    if (i + 1 < max_new)
+      forward(weights, cache, &token, 1, logits.data(), false, delta, kGenerateLookupMaxTokens);
   }
   auto end = std::chrono::steady_clock::now();
   const double decode_seconds = std::chrono::duration<double>(end - first_token).count();

@@ -474,7 +474,7 @@ void sign_products(float* out, const float* x, std::span<const SignSegment> segm
   std::vector<SignJob> jobs;
   for (const SignSegment& s : segments) {
     if (s.rows == 0) continue;
-    if (s.rows > kSignGemvMaxTokens) {
+    if (s.rows > s.lookup_max_rows) {
       sign_sgemm("sign_matmul", out + s.row0 * O, x + s.row0 * I, nullptr, s.bits, s.scale,
                  s.per_row, s.rows, O, I, accumulate ? 1.0f : 0.0f);
       continue;

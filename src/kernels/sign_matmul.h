@@ -23,7 +23,13 @@ inline int64_t sign_row_bytes(int64_t in) {
 // which finite-difference and dense-model tests hold to F32 rounding) widen S to ±scale floats
 // for SGEMM, exact products; linear_forward merges W + γ·S for them instead. On AVX2 the lookups
 // would stay faster far beyond 8 tokens, but they quantize x (docs/benchmarks.md, session 10).
+// That is the default bound of a segment (SignSegment::lookup_max_rows); generation raises it.
 inline constexpr int64_t kSignGemvMaxTokens = 8;
+// The bound for generation (the server's steps, bitdelta generate): prompt chunks up to this
+// many rows per adapter take the lookups as decode tokens do. Per row they cost a fraction of
+// widening W + γ·S once more for the segment (docs/benchmarks.md, session 11), and generation
+// already runs every decode token through them, so nothing it answers rests on exact sums.
+inline constexpr int64_t kGenerateLookupMaxTokens = 24;
 inline constexpr int kSignQuantMax = 8191;
 
 // y[T, O] += scale ⊙ (x[T, I] · Sᵀ); scale is [O] when per_row, else [1].
@@ -36,7 +42,8 @@ struct SignSegment {
   const uint8_t* bits = nullptr;  // [O, sign_row_bytes(I)]
   const float* scale = nullptr;   // [O] when per_row, else [1]
   bool per_row = false;
-  const uint8_t* tiles = nullptr;  // optional: the same bits from pack_sign_tiles
+  const uint8_t* tiles = nullptr;                // optional: the same bits from pack_sign_tiles
+  int64_t lookup_max_rows = kSignGemvMaxTokens;  // up to this many rows: the quantized lookups
 };
 
 // The table-lookup kernel (AVX2) reads sign rows 16 at a time, transposed so that one 16-byte
@@ -52,8 +59,9 @@ int64_t sign_tiles_bytes(int64_t O, int64_t I);
 void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles);
 
 // sign_matmul for each segment: y[row0 : row0 + rows] += scale ⊙ (x[row0 : row0 + rows] · Sᵀ).
-// The few-token segments share one parallel pass (each thread streams a contiguous run of all
-// of their sign rows); longer ones go through SGEMM one after another.
+// The segments of at most lookup_max_rows rows share one parallel pass of lookups (each thread
+// streams a contiguous run of all of their sign rows); longer ones go through SGEMM one after
+// another.
 void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment> segments,
                           int64_t O, int64_t I);
 

@@ -81,9 +81,9 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
   for (const RowSegment& segment : segments) {
     const LinearDelta* d = delta_of(linear, segment);
     if (!d || !d->sign.bits) continue;
-    const SignSegment signs{segment.row0,  segment.rows,    d->sign.bits,
-                            d->sign.scale, d->sign.per_row, d->sign.tiles};
-    (segment.rows > kSignGemvMaxTokens ? merged : few).push_back(signs);
+    const SignSegment signs{segment.row0,    segment.rows,  d->sign.bits,           d->sign.scale,
+                            d->sign.per_row, d->sign.tiles, segment.lookup_max_rows};
+    (segment.rows > segment.lookup_max_rows ? merged : few).push_back(signs);
   }
   base_forward(y, x, linear.weight, rows, merged, accumulate);
   for (const SignSegment& signs : merged)

@@ -76,6 +76,9 @@ struct StepSequence {
   const LlamaDelta* delta = nullptr;  // its adapter; nullptr: the base alone
   float* logits = nullptr;            // [V] of the last token, or [n, V] when all_logits
   bool all_logits = false;
+  // Rows of one adapter up to which its signs take the quantized lookups: kSignGemvMaxTokens
+  // (evaluation, held to the dense model's F32 sums), or kGenerateLookupMaxTokens (generation).
+  int64_t lookup_max_rows = kSignGemvMaxTokens;
 };
 
 // Inference, one step for many sequences (continuous batching): their rows are concatenated in
@@ -93,9 +96,10 @@ void forward_step(const LlamaWeights& weights, KVBlockPool& pool,
 
 // One sequence: runs n new tokens at positions cache.pos() .. cache.pos()+n-1 through
 // forward_step, with `delta` (nullptr: the base). Writes logits[V] of the last token, or
-// logits[n, V] of all n when all_logits.
+// logits[n, V] of all n when all_logits. lookup_max_rows as in StepSequence.
 void forward(const LlamaWeights& weights, KVCache& cache, const int32_t* tokens, int64_t n,
-             float* logits, bool all_logits = false, const LlamaDelta* delta = nullptr);
+             float* logits, bool all_logits = false, const LlamaDelta* delta = nullptr,
+             int64_t lookup_max_rows = kSignGemvMaxTokens);
 
 // Activations of a training forward over B sequences of T tokens, in one allocation (llm.c
 // style): everything the backward pass reads, and its scratch. rows = B·T, sequence-major.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/sign_matmul.h"
 
 namespace bd {
 
@@ -59,10 +60,13 @@ inline int64_t final_norm_slot(int64_t layers) {
   return 2 * layers;
 }
 
-// Rows [row0, row0 + rows) of a batch, all run with `delta` (nullptr: the base alone).
+// Rows [row0, row0 + rows) of a batch, all run with `delta` (nullptr: the base alone). Up to
+// lookup_max_rows rows, its signs take the quantized table lookups (kernels/sign_matmul.h); more
+// rows multiply by W + γ·S exactly.
 struct RowSegment {
   int64_t row0 = 0, rows = 0;
   const LlamaDelta* delta = nullptr;
+  int64_t lookup_max_rows = kSignGemvMaxTokens;
 };
 using Segments = std::span<const RowSegment>;
 

@@ -73,8 +73,8 @@ void check_step(const LlamaWeights& weights, const KVBlockPool& pool,
   }
 }
 
-// Runs of adjacent sequences with the same adapter, over the rows [first .. first + count) of
-// each sequence that `rows_of` selects.
+// Runs of adjacent sequences with the same adapter and lookup bound, over the rows
+// [first .. first + count) of each sequence that `rows_of` selects.
 template <typename RowsOf>
 void build_segments(std::span<const StepSequence> sequences, RowsOf rows_of,
                     std::vector<RowSegment>& segments) {
@@ -84,10 +84,11 @@ void build_segments(std::span<const StepSequence> sequences, RowsOf rows_of,
     const int64_t n = rows_of(s);
     if (s.delta) {
       if (!segments.empty() && segments.back().delta == s.delta &&
+          segments.back().lookup_max_rows == s.lookup_max_rows &&
           segments.back().row0 + segments.back().rows == row)
         segments.back().rows += n;
       else
-        segments.push_back(RowSegment{row, n, s.delta});
+        segments.push_back(RowSegment{row, n, s.delta, s.lookup_max_rows});
     }
     row += n;
   }
@@ -194,7 +195,7 @@ void forward_step(const LlamaWeights& weights, KVBlockPool& pool,
 }
 
 void forward(const LlamaWeights& weights, KVCache& cache, const int32_t* tokens, int64_t n,
-             float* logits, bool all_logits, const LlamaDelta* delta) {
+             float* logits, bool all_logits, const LlamaDelta* delta, int64_t lookup_max_rows) {
   if (n <= 0) fail("forward: needs at least one token, got ", n);
   if (cache.pos() + n > cache.max_seq())
     fail("forward: ", n, " tokens at position ", cache.pos(), " exceed the context of ",
@@ -204,7 +205,8 @@ void forward(const LlamaWeights& weights, KVCache& cache, const int32_t* tokens,
                               .kv = &cache.sequence(),
                               .delta = delta,
                               .logits = logits,
-                              .all_logits = all_logits};
+                              .all_logits = all_logits,
+                              .lookup_max_rows = lookup_max_rows};
   forward_step(weights, cache.pool(), {&sequence, 1}, cache.scratch());
 }
 

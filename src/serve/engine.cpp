@@ -360,7 +360,8 @@ void Engine::step() {
                                 .n = s->step_tokens,
                                 .kv = &s->kv,
                                 .delta = s->delta(),
-                                .logits = s->logits.data()});
+                                .logits = s->logits.data(),
+                                .lookup_max_rows = kGenerateLookupMaxTokens});
   const auto start = Clock::now();
   try {
     forward_step(weights_, pool_, step, scratch_);
