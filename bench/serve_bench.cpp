@@ -17,8 +17,11 @@
 //      and of the per-round fused/base ratios), and merge-on-switch (the user's dense weights
 //      materialised whenever the batch changes user, then one token); tokens/s against the
 //      roofline max((base bytes + N × adapter bytes) ÷ bandwidth, N × 2 × params ÷ FLOP rate);
-//   3. resident adapters: engine throughput with 16 requests in flight cycling through 5, then
-//      2,000 registered adapters (the cache bounded to 64 adapters' bytes, so it evicts);
+//   3. resident adapters: engine throughput with batches of 16 cycling through 5, then 2,000
+//      registered adapters (the cache bounded to 64 adapters' bytes, so it evicts), with 16
+//      requests in flight (each client waits for its answer: a cold adapter's load leaves its
+//      slot empty) and with 24 (8 queued, as in a server with more clients than slots: the queue
+//      loads its adapters while it waits);
 //   4. switching: AdapterCache::get of a resident adapter (p50, p99) and the decode step time
 //      alternating two adapters against staying on one;
 //   5. cold load of an adapter evicted from the page cache (the cache reads every page in), against
@@ -42,6 +45,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/atomic_file.h"
@@ -333,14 +337,14 @@ struct EngineRun {
 };
 
 EngineRun engine_throughput(const Checkpoint& checkpoint, const LlamaWeights& weights,
-                            const Tokenizer& tokenizer, const std::string& folder, int in_flight,
-                            int requests, int64_t max_tokens, int64_t cache_bytes) {
+                            const Tokenizer& tokenizer, const std::string& folder, int batch,
+                            int in_flight, int requests, int64_t max_tokens, int64_t cache_bytes) {
   AdapterCache adapters(checkpoint, weights, folder,
                         AdapterCacheOptions{.max_count = 10000, .max_bytes = cache_bytes});
   const std::vector<std::string> names = adapters.list();
   Metrics metrics;
   Engine engine(weights, tokenizer, adapters, metrics,
-                EngineOptions{.max_batch = in_flight, .kv_blocks = 4096});
+                EngineOptions{.max_batch = batch, .kv_blocks = 4096});
   engine.start();
   std::atomic<int> next{0};
   std::atomic<int64_t> tokens{0};
@@ -591,20 +595,24 @@ int run(int argc, char** argv) {
   served.clear();
   if (o.scaling) {
     std::printf(
-        "\nregistered  requests  tokens  tok/s  loads  evictions  steps  mean batch  in steps\n");
+        "\nin flight  registered  requests  tokens  tok/s  loads  evictions  steps  mean batch  "
+        "in steps\n");
     json scaling = json::array();
-    for (int count : {5, 2000}) {
-      std::cerr << "engine with " << count << " registered adapters ...\n";
+    const std::pair<int, int> runs[] = {{16, 5}, {16, 2000}, {24, 5}, {24, 2000}};
+    for (const auto& [in_flight, count] : runs) {
+      std::cerr << "engine, " << in_flight << " requests in flight, " << count
+                << " registered adapters ...\n";
       const std::string folder = registration_folder(o.dir, count);
       // Room for 64 adapters at what the cache counts for one (its file, plus its transposed
       // signs where this CPU's kernel has them).
-      const EngineRun r = engine_throughput(checkpoint, weights, *tokenizer, folder, 16, 96, 16,
-                                            64 * served_bytes);
-      std::printf("%10d  %8lld  %6lld  %5.1f  %5lld  %9lld  %5lld  %10.1f  %7.0f%%\n", count,
-                  (long long)r.requests, (long long)r.tokens, r.tokens_per_s, (long long)r.loads,
-                  (long long)r.evictions, (long long)r.steps, r.mean_batch,
+      const EngineRun r = engine_throughput(checkpoint, weights, *tokenizer, folder, 16, in_flight,
+                                            96, 16, 64 * served_bytes);
+      std::printf("%9d  %10d  %8lld  %6lld  %5.1f  %5lld  %9lld  %5lld  %10.1f  %7.0f%%\n",
+                  in_flight, count, (long long)r.requests, (long long)r.tokens, r.tokens_per_s,
+                  (long long)r.loads, (long long)r.evictions, (long long)r.steps, r.mean_batch,
                   100 * r.step_seconds / r.seconds);
-      scaling.push_back({{"registered", count},
+      scaling.push_back({{"in_flight", in_flight},
+                         {"registered", count},
                          {"tokens_per_s", r.tokens_per_s},
                          {"tokens", r.tokens},
                          {"loads", r.loads},

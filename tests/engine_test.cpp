@@ -162,6 +162,36 @@ TEST_F(EngineTest, RefusesBadRequestsAtSubmission) {
   EXPECT_EQ(status_of(request("u0", "x", 4)), 0);
 }
 
+// With the batch full, the head of the queue asks for its adapter, and so does the sequence
+// behind it once the head is ready (it used to wait for a free slot before asking).
+TEST_F(EngineTest, QueuedRequestsLoadTheirAdaptersWhileTheBatchIsFull) {
+  AdapterCache adapters(checkpoint_, weights_, dir());
+  Metrics metrics;
+  Engine engine(weights_, *tokenizer_, adapters, metrics, EngineOptions{.max_batch = 2});
+  engine.start();
+  // Two sequences of u0 fill the batch and finish in the same step.
+  const std::shared_ptr<Generation> running = engine.submit(request("u0", "The computer", 200));
+  const std::shared_ptr<Generation> beside = engine.submit(request("u0", "The computer", 200));
+  Generation::Update update = running->next();
+  // Reads the running sequence's tokens until `loads` adapters have loaded or it has finished.
+  auto loaded_while_running = [&](int64_t loads) {
+    while (adapters.stats().loads < loads && !update.finished) update = running->next();
+    return adapters.stats().loads >= loads && !update.finished;
+  };
+  ASSERT_TRUE(loaded_while_running(1));
+  const std::shared_ptr<Generation> head = engine.submit(request("u1", "Why", 3));
+  ASSERT_TRUE(loaded_while_running(2));
+  const std::shared_ptr<Generation> behind = engine.submit(request("u2", "Why", 3));
+  EXPECT_TRUE(loaded_while_running(3));
+  while (!update.finished) update = running->next();
+  for (const auto& generation : {beside, head, behind}) {
+    const Generation::Update result = collect(*generation);
+    EXPECT_TRUE(result.error.empty()) << result.error;
+    EXPECT_EQ(result.completion_tokens, generation == beside ? 200 : 3);
+  }
+  EXPECT_EQ(update.completion_tokens, 200);
+}
+
 TEST_F(EngineTest, AdapterCacheEvictsLeastRecentlyUsedButNeverAnAdapterInUse) {
   // An adapter's cost to the cache (the users' adapters are the same size).
   const int64_t bytes = AdapterCache(checkpoint_, weights_, dir()).load_now("u0")->bytes;

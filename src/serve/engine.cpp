@@ -263,10 +263,15 @@ void Engine::drop_cancelled() {
 
 // Waiting sequences join in order once their adapter is loaded, while the batch has room and the
 // free KV blocks cover their prompts (a sequence whose adapter is still loading is passed over,
-// so one cold user never holds up the others).
+// so one cold user never holds up the others). The first max_batch waiting sequences ask for
+// their adapters even when the batch is full: a queued request's adapter loads while it waits,
+// and its sequence takes the next free slot instead of leaving it empty for a load.
 void Engine::admit() {
   int64_t free_blocks = pool_.free_blocks();
-  for (auto it = waiting_.begin(); it != waiting_.end();) {
+  bool room = true;
+  int64_t looked_at = 0;
+  for (auto it = waiting_.begin(); it != waiting_.end() && looked_at < options_.max_batch;
+       ++looked_at) {
     Sequence& s = **it;
     if (!s.adapter_ready) {
       if (s.request.model == kBaseModelName) {
@@ -291,7 +296,11 @@ void Engine::admit() {
       }
     }
     const int64_t needed = pool_.blocks_for(int64_t(s.tokens.size()) + 1);
-    if (int64_t(running_.size()) >= options_.max_batch || needed > free_blocks) break;
+    room = room && int64_t(running_.size()) < options_.max_batch && needed <= free_blocks;
+    if (!room) {  // in order: nothing behind it joins either, but its adapter is asked for
+      ++it;
+      continue;
+    }
     free_blocks -= needed;
     running_.push_back(std::move(*it));
     it = waiting_.erase(it);
