@@ -97,6 +97,28 @@ void BM_SignSegments(benchmark::State& state) {
   state.SetLabel("segments");
 }
 
+// Args: O, I. pack_sign_tiles of one matrix (the transposed layout of the AVX2 lookups), from
+// signs and into tiles that are both out of cache: what a server's adapter load costs per matrix
+// beyond reading its file. GBps counts the sign bytes.
+void BM_PackTiles(benchmark::State& state) {
+  const int64_t O = state.range(0), I = state.range(1);
+  const int64_t tile_bytes = bd::sign_tiles_bytes(O, I);
+  if (tile_bytes == 0) return state.SkipWithError("no transposed layout on this CPU");
+  const size_t one = size_t(O * bd::sign_row_bytes(I));
+  size_t count;
+  const std::vector<uint8_t> bits = random_copies(one, &count);
+  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(tile_bytes) * count);
+  std::memset(tiles.get(), 0, size_t(tile_bytes) * count);  // fault the pages in first
+  size_t next = 0;
+  for (auto _ : state) {
+    bd::pack_sign_tiles(bits.data() + next * one, O, I, tiles.get() + next * size_t(tile_bytes));
+    next = (next + 1) % count;
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, double(one), double(O * I));
+  state.SetLabel("pack");
+}
+
 // Args: O, I, T. y = x · Wᵀ with W in BF16: the base product the overlay rides on.
 void BM_DenseBF16(benchmark::State& state) {
   const int64_t O = state.range(0), I = state.range(1), T = state.range(2);
@@ -190,6 +212,13 @@ BENCHMARK(BM_SignSegments)
     ->Args({5632, 2048, 5, 3})
     ->Args({2048, 5632, 16, 1})
     ->Args({2048, 5632, 5, 3})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+BENCHMARK(BM_PackTiles)
+    ->Name("load/pack")
+    ->Args({5632, 2048})
+    ->Args({2048, 5632})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -107,6 +107,10 @@ struct LinePrefetcher {
 // missing rows, and the bytes past a row's end, are zero (no bit set). Per chunk, four rounds of
 // interleaving register i with register i + 8 turn 16 rows of 16 bytes into 16 columns of 16 rows
 // (each round rotates the 8-bit address row·16 + byte by one bit), in both lanes at once.
+// kStream: the tile is written around the caches (non-temporal stores; the caller fences), for
+// packing a whole adapter that the loader thread will not read again: on a shared L3 the steps'
+// data stays put, and the writes need no reads for ownership.
+template <bool kStream = false>
 void TransposeTile(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows,
                    uint8_t* HWY_RESTRICT tile, LinePrefetcher* prefetcher = nullptr) {
   const size_t chunks = (row_bytes + 31) / 32;
@@ -147,8 +151,13 @@ void TransposeTile(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t ro
       for (size_t i = 0; i < 16; ++i) v[i] = next[i];
     }
 #pragma GCC unroll 16
-    for (size_t c = 0; c < 16; ++c)
-      _mm256_store_si256(reinterpret_cast<__m256i*>(tile + (k * 16 + c) * 32), v[c]);
+    for (size_t c = 0; c < 16; ++c) {
+      __m256i* to = reinterpret_cast<__m256i*>(tile + (k * 16 + c) * 32);
+      if constexpr (kStream)
+        _mm256_stream_si256(to, v[c]);
+      else
+        _mm256_store_si256(to, v[c]);
+    }
   }
 }
 

@@ -263,13 +263,15 @@ size_t SignTilesBytes(size_t O, size_t I) {
   return (O + kTileRows - 1) / kTileRows * LutChunks(I) * kTileChunkBytes;
 }
 
-// tiles = S[O, I] transposed tile by tile, as SignGemvQ would on each call. One thread: a
-// server's loader thread calls it beside the step loop's threads.
+// tiles = S[O, I] transposed tile by tile, as SignGemvQ would on each call, streamed past the
+// caches. One thread: a server's loader thread calls it beside the step loop's threads.
 void PackSignTiles(const uint8_t* bits, size_t O, size_t I, uint8_t* tiles) {
   const size_t row_bytes = (I + 7) / 8, tile_bytes = LutChunks(I) * kTileChunkBytes;
   for (size_t row0 = 0; row0 < O; row0 += kTileRows)
-    TransposeTile(bits + row0 * row_bytes, row_bytes, std::min(kTileRows, O - row0),
-                  tiles + row0 / kTileRows * tile_bytes);
+    TransposeTile</*kStream=*/true>(bits + row0 * row_bytes, row_bytes,
+                                    std::min(kTileRows, O - row0),
+                                    tiles + row0 / kTileRows * tile_bytes);
+  _mm_sfence();  // the streamed tiles are visible before whatever hands them to other threads
 }
 
 #else
