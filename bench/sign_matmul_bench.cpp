@@ -65,8 +65,9 @@ void BM_Sign(benchmark::State& state) {
 
 // Args: O, I, users, tokens per user. A served step's sign products: `users` segments of
 // `tokens` rows each, every user with their own signs, packed ahead where this CPU's kernel uses
-// the transposed layout (as the server's adapter cache keeps them), all by table lookups (up to
-// kGenerateLookupMaxTokens rows, as the server runs them). Gweights counts O·I per row.
+// the transposed layout (as the server's adapter cache keeps them), all by table lookups at any
+// row count (the server takes them up to kGenerateLookupMaxTokens rows). Gweights counts O·I per
+// row.
 void BM_SignSegments(benchmark::State& state) {
   const int64_t O = state.range(0), I = state.range(1), users = state.range(2);
   const int64_t tokens = state.range(3), rows = users * tokens;

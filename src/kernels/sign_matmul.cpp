@@ -393,7 +393,6 @@ int64_t block_rows(int64_t O, int64_t I) {
   return std::clamp<int64_t>(int64_t(kBlockBytes / (4 * size_t(I))), 1, O);
 }
 
-// out[T, O] = x[T, I] · (factor ⊙ S)ᵀ + beta · out, through SGEMM on widened row blocks.
 // out[T, O] = x[T, I] · (W + factor ⊙ S)ᵀ + beta · out (no W: x · (factor ⊙ S)ᵀ), through SGEMM
 // on widened row blocks.
 void sign_sgemm(const char* caller, float* out, const float* x, const TensorView* weight,
