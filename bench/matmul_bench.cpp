@@ -10,12 +10,15 @@
 
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/threads.h"
+#include "hwy/aligned_allocator.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_gemv.h"
+#include "kernels/matmul_panels.h"
 #include "kernels/membw.h"
 
 namespace {
@@ -24,7 +27,7 @@ double g_read_bandwidth = 0;  // bytes/s, measured once at start
 
 constexpr size_t kMinBytes = size_t(512) << 20;
 
-enum Path : int64_t { kAuto, kGemv, kSgemm };
+enum Path : int64_t { kAuto, kGemv, kSgemm, kPanels };
 constexpr bd::DType kDTypes[] = {bd::DType::F32, bd::DType::BF16, bd::DType::F16};
 
 // Copies of one random O × I matrix in `dtype`, together at least kMinBytes.
@@ -55,12 +58,20 @@ void BM_Matmul(benchmark::State& state) {
   const bd::DType dtype = kDTypes[state.range(3)];
   const auto path = Path(state.range(4));
   const Copies copies = make_copies(dtype, O, I);
+  std::vector<hwy::AlignedFreeUniquePtr<uint32_t[]>> panels;  // kPanels: each copy re-laid
+  if (path == kPanels) {
+    for (const bd::TensorView& w : copies.views) {
+      panels.push_back(hwy::AllocateAligned<uint32_t>(size_t(bd::panel_bytes(O, I)) / 4));
+      bd::pack_panels(w, panels.back().get());
+    }
+  }
   std::vector<float> in(size_t(T * I), 0.5f), out(size_t(T * O));
   size_t next = 0;
   for (auto _ : state) {
     const bd::TensorView& w = copies.views[next];
-    next = (next + 1) % copies.views.size();
-    if (path == kGemv) {
+    if (path == kPanels) {
+      bd::matmul_panels(out.data(), in.data(), panels[next].get(), O, I, T, false);
+    } else if (path == kGemv) {
       bd::gemv(out.data(), in.data(), w, T, false);
     } else if (path == kSgemm) {
       bd::matmul_sgemm(out.data(), in.data(), w, T);
@@ -68,6 +79,7 @@ void BM_Matmul(benchmark::State& state) {
       bd::matmul(out.data(), in.data(), w, T);
     }
     benchmark::DoNotOptimize(out.data());
+    next = (next + 1) % copies.views.size();
   }
   const double weight_bytes = double(O * I) * double(bd::dtype_size(dtype));
   const double calls = double(state.iterations());
@@ -75,9 +87,10 @@ void BM_Matmul(benchmark::State& state) {
   state.counters["W_GBps"] = Counter(weight_bytes * calls / 1e9, Counter::kIsRate);
   state.counters["of_bw"] = Counter(weight_bytes * calls / g_read_bandwidth, Counter::kIsRate);
   state.counters["GFLOPs"] = Counter(2.0 * double(T * O * I) * calls / 1e9, Counter::kIsRate);
-  state.SetLabel(std::string(bd::dtype_name(dtype)) + (path == kGemv    ? " gemv"
-                                                       : path == kSgemm ? " sgemm"
-                                                                        : " matmul"));
+  state.SetLabel(std::string(bd::dtype_name(dtype)) + (path == kGemv     ? " gemv"
+                                                       : path == kSgemm  ? " sgemm"
+                                                       : path == kPanels ? " panels"
+                                                                         : " matmul"));
 }
 
 // The matrices of a 1.1B Llama (hidden 2048, intermediate 5632, 4 of 32 heads for K/V, vocab
@@ -110,6 +123,17 @@ BENCHMARK(BM_Matmul)
     ->Apply(Crossover)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
+
+// BF16 panels (kernels/matmul_panels.h, serving on AVX2) against the GEMV's streaming and tiles
+// at the token counts of batched decode and short prompt chunks, on both MLP shapes.
+void Panels(benchmark::internal::Benchmark* b) {
+  for (const auto& shape : {std::pair<int64_t, int64_t>{5632, 2048}, {2048, 5632}}) {
+    for (int64_t T : {1, 2, 4, 8, 16, 24, 32, 64}) {
+      for (int64_t path : {kGemv, kPanels}) b->Args({shape.first, shape.second, T, 1, path});
+    }
+  }
+}
+BENCHMARK(BM_Matmul)->Name("panels")->Apply(Panels)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // Prefill-sized products: widened-block SGEMM against SGEMM on F32 weights.
 void Prefill(benchmark::internal::Benchmark* b) {

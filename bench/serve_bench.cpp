@@ -49,12 +49,15 @@
 #include <vector>
 
 #include "core/atomic_file.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "hwy/aligned_allocator.h"
 #include "io/adapter.h"
 #include "io/checkpoint.h"
 #include "kernels/blas.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_panels.h"
 #include "kernels/membw.h"
 #include "kernels/sign_matmul.h"
 #include "kernels/sign_pack.h"
@@ -217,15 +220,26 @@ void ensure_adapters(const std::string& dir, const Checkpoint& base) {
 // ---- limits ----
 
 struct GemmRates {
-  double sgemm = 0, tiled = 0;  // FLOP/s
-  double best() const { return std::max(sgemm, tiled); }
+  double sgemm = 0, tiled = 0, panels = 0;  // FLOP/s (panels: 0 where not preferred)
+  double best() const { return std::max({sgemm, tiled, panels}); }
 };
 
 GemmRates measure_gemm_flops() {
   const int64_t n = 2048, tokens = 256;
   std::vector<float> a(size_t(n * n), 0.5f), b(a.size(), 0.25f), c(a.size());
+  // Our panel product on the same matrix in BF16, where the server uses it.
+  std::vector<uint16_t> b16(b.size());
+  from_f32(DType::BF16, b.data(), b16.data(), b.size());
+  const TensorView b16_view{DType::BF16, {n, n}, b16.data()};
+  const auto panels = hwy::AllocateAligned<uint32_t>(size_t(panel_bytes(n, n)) / 4);
+  pack_panels(b16_view, panels.get());
   GemmRates rates;
   for (int r = 0; r < 3; ++r) {
+    if (panels_preferred()) {
+      const auto start = Clock::now();
+      matmul_panels(c.data(), a.data(), panels.get(), n, n, tokens, false);
+      rates.panels = std::max(rates.panels, 2.0 * double(n * n * tokens) / seconds_since(start));
+    }
     auto start = Clock::now();
     sgemm("serve_bench", CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
           c.data(), n);
@@ -292,6 +306,7 @@ double merge_round_seconds(const LlamaWeights& base, const std::vector<const Ada
   for (Linear* m : linears) {
     base_data.push_back(m->weight.data);
     m->weight.data = dense.data() + offset;
+    m->panels = nullptr;  // the base's, not the merged weights
     offset += m->weight.numel();
   }
   auto merge = [&](const AdapterFile& adapter) {
@@ -432,7 +447,8 @@ int run(int argc, char** argv) {
   const Checkpoint checkpoint(o.dir);
   write_tokenizer(o.dir, checkpoint.config().vocab_size);
   ensure_adapters(o.dir, checkpoint);
-  const LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  attach_panels(weights);  // as bitdelta serve does
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(o.dir);
 
   // The users' adapters as the server holds them: loaded by its adapter cache (which also
@@ -457,11 +473,12 @@ int run(int argc, char** argv) {
   out["read_bandwidth_GBps"] = bandwidth / 1e9;
   out["sgemm_GFLOPs"] = gemm.sgemm / 1e9;
   out["tiled_matmul_GFLOPs"] = gemm.tiled / 1e9;
+  out["panels_GFLOPs"] = gemm.panels / 1e9;
   std::printf(
       "threads %d; read bandwidth %.1f GB/s; GEMM %.1f GFLOP/s (OpenBLAS SGEMM %.1f, our tiles "
-      "%.1f); base %.2f GB/token, adapter %.1f MB\n",
-      threads, bandwidth / 1e9, flops / 1e9, gemm.sgemm / 1e9, gemm.tiled / 1e9, base_bytes / 1e9,
-      adapter_bytes / 1e6);
+      "%.1f, our panels %.1f); base %.2f GB/token, adapter %.1f MB\n",
+      threads, bandwidth / 1e9, flops / 1e9, gemm.sgemm / 1e9, gemm.tiled / 1e9, gemm.panels / 1e9,
+      base_bytes / 1e9, adapter_bytes / 1e6);
 
   // 2. Decode.
   std::printf(

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "kernels/matmul_gemv.h"
+#include "kernels/matmul_panels.h"
 #include "kernels/parallel.h"
 #include "simd_targets.h"
 
@@ -117,6 +118,52 @@ TEST(Matmul, GemvMatchesForLargeRows) {
   test::for_each_target([&] {
     for (DType dtype : kFloatTypes) check_shape(dtype, 1, 300, 2051, rng);
   });
+}
+
+// The panel product (kernels/matmul_panels.h) against the same reference: strips with fewer
+// than 16 rows, columns that do not fill the 16-column packing, every leftover token count, on
+// every target; then a matrix large enough for both threads.
+void check_panels(int64_t T, int64_t O, int64_t I, std::mt19937& rng) {
+  SCOPED_TRACE(testing::Message() << "panels T=" << T << " O=" << O << " I=" << I);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  const Weight w = random_weight(DType::BF16, O, I, rng);
+  std::vector<uint32_t> panels(size_t(panel_bytes(O, I)) / 4 + 8);
+  uint32_t* aligned = panels.data();
+  while (reinterpret_cast<uintptr_t>(aligned) % 32 != 0) ++aligned;
+  pack_panels(w.view, aligned);
+  std::vector<float> in(size_t(T * I)), start(size_t(T * O));
+  for (float& v : in) v = uniform(rng);
+  for (float& v : start) v = uniform(rng);
+  std::vector<float> out(start.size(), std::numeric_limits<float>::quiet_NaN());
+  matmul_panels(out.data(), in.data(), aligned, O, I, T, /*accumulate=*/false);
+  expect_matches_reference(out, in, w, T, nullptr);
+  out = start;
+  matmul_panels(out.data(), in.data(), aligned, O, I, T, /*accumulate=*/true);
+  expect_matches_reference(out, in, w, T, &start);
+}
+
+TEST(MatmulPanels, OddShapesEveryTarget) {
+  std::mt19937 rng(4321);
+  test::for_each_target([&] {
+    for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 13}) {
+      for (int64_t O : {1, 5, 16, 17, 37}) {
+        for (int64_t I : {1, 7, 16, 33, 100}) check_panels(T, O, I, rng);
+      }
+    }
+  });
+}
+
+TEST(MatmulPanels, ThreadedStrips) {
+  static_assert(300 * 2051 >= kMatmulParallelElements);
+  std::mt19937 rng(8);
+  test::for_each_target([&] { check_panels(9, 300, 2051, rng); });
+}
+
+TEST(MatmulPanels, RejectsOtherDtypes) {
+  std::mt19937 rng(3);
+  const Weight w = random_weight(DType::F32, 4, 4, rng);
+  std::vector<uint32_t> panels(64);
+  EXPECT_THROW(pack_panels(w.view, panels.data()), Error);
 }
 
 TEST(Matmul, EmptyShapes) {

@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <thread>
@@ -89,7 +90,14 @@ int run_serve(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const Checkpoint checkpoint(model_dir_or_default(args));
-  const LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  const auto packing = std::chrono::steady_clock::now();
+  const int64_t panel_bytes = attach_panels(weights);
+  if (panel_bytes > 0)
+    std::fprintf(stderr,
+                 "bitdelta serve: %.0f MiB of weights re-laid for batched steps in %.1f s\n",
+                 double(panel_bytes) / (1 << 20),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - packing).count());
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(checkpoint.dir());
   std::unique_ptr<ApiKeys> keys;
   if (args.has("--api-keys")) keys = std::make_unique<ApiKeys>(args.get("--api-keys"));

@@ -8,6 +8,7 @@
 #include "kernels/blas.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_dx.h"
+#include "kernels/matmul_panels.h"
 #include "kernels/sign_matmul.h"
 
 namespace bd {
@@ -23,11 +24,22 @@ const LinearDelta* delta_of(const Linear& linear, const RowSegment& segment) {
   return d.empty() ? nullptr : &d;
 }
 
+// y[T, O] (+)= x[T, I] · Wᵀ: from the panels where the linear has them and T is in their range
+// (bench/matmul_bench's `panels`: ahead of the streaming GEMV from kPanelMinTokens tokens),
+// else bd::matmul.
+void base_product(float* y, const float* x, const Linear& linear, int64_t T, bool accumulate) {
+  if (linear.panels && T >= kPanelMinTokens && T <= kGemvMaxTokens) {
+    matmul_panels(y, x, linear.panels, linear.out_features(), linear.in_features(), T, accumulate);
+  } else {
+    matmul(y, x, linear.weight, T, accumulate);
+  }
+}
+
 // y[rows, O] (+)= x[rows, I] · Wᵀ for the rows outside `skip` (segments in row order): one
 // product over all of them, gathered into a buffer when they are not one run of rows.
-void base_forward(float* y, const float* x, const TensorView& weight, int64_t rows,
+void base_forward(float* y, const float* x, const Linear& linear, int64_t rows,
                   const std::vector<SignSegment>& skip, bool accumulate) {
-  const int64_t O = weight.dim(0), I = weight.dim(1);
+  const int64_t O = linear.out_features(), I = linear.in_features();
   std::vector<std::pair<int64_t, int64_t>> runs;  // [first, end) of rows to multiply
   int64_t row = 0;
   for (const SignSegment& s : skip) {
@@ -38,7 +50,7 @@ void base_forward(float* y, const float* x, const TensorView& weight, int64_t ro
   if (row < rows) runs.emplace_back(row, rows);
   if (runs.size() == 1) {
     const auto [first, end] = runs[0];
-    matmul(y + first * O, x + first * I, weight, end - first, accumulate);
+    base_product(y + first * O, x + first * I, linear, end - first, accumulate);
     return;
   }
   if (runs.empty()) return;
@@ -51,7 +63,7 @@ void base_forward(float* y, const float* x, const TensorView& weight, int64_t ro
       std::copy_n(x + r * I, I, x_rows.data() + at * I);
       if (accumulate) std::copy_n(y + r * O, O, y_rows.data() + at * O);
     }
-  matmul(y_rows.data(), x_rows.data(), weight, count, accumulate);
+  base_product(y_rows.data(), x_rows.data(), linear, count, accumulate);
   at = 0;
   for (const auto& run : runs)
     for (int64_t r = run.first; r < run.second; ++r, ++at)
@@ -85,7 +97,7 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
                             d->sign.per_row, d->sign.tiles, segment.lookup_max_rows};
     (segment.rows > segment.lookup_max_rows ? merged : few).push_back(signs);
   }
-  base_forward(y, x, linear.weight, rows, merged, accumulate);
+  base_forward(y, x, linear, rows, merged, accumulate);
   for (const SignSegment& signs : merged)
     matmul_merged_signs(y, x, linear.weight, signs, accumulate);
   sign_matmul_segments(y, x, few, O, I);

@@ -44,7 +44,15 @@ struct LlamaWeights {
   std::vector<double> rope_inv_freq;  // [D/2], rope_scaling applied
   // F32 copies of norm weights stored as BF16/F16 (norm views point here); shared by copies.
   std::shared_ptr<const std::vector<float>> widened_norms;
+  // The panels of the linears (attach_panels), one mapping for all; shared by copies.
+  std::shared_ptr<const void> panel_storage;
 };
+
+// Re-lays every BF16 linear (and the head) into panels for batched products where this CPU
+// prefers them (kernels/matmul_panels.h: a server's steps of several tokens), packing on the
+// threads into one anonymous mapping, and points each Linear's `panels` at its part. Returns the
+// bytes added: 0 where panels are not preferred or no linear is BF16.
+int64_t attach_panels(LlamaWeights& weights);
 
 // One tensor of the model: HF name and shape.
 struct TensorSpec {
