@@ -10,38 +10,12 @@
 #define HWY_TARGET_INCLUDE "kernels/matmul_panels.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/panel_strip-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace bd::HWY_NAMESPACE {
 
-constexpr size_t kStripRows = size_t(kPanelRows);
-constexpr size_t kTokensPerPass = 6;  // 12 accumulators + 2 widened vectors + 1 broadcast
-
-#undef BD_PANELS_AVX2
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
-#define BD_PANELS_AVX2 1
-// The 8 × 8 transpose of 32-bit elements: v[k] becomes the vector of element k of the eight.
-HWY_INLINE void Transpose8x8(__m256 v[8]) {
-  __m256 t[8], s[8];
-#pragma GCC unroll 4
-  for (size_t j = 0; j < 8; j += 2) {
-    t[j] = _mm256_unpacklo_ps(v[j], v[j + 1]);
-    t[j + 1] = _mm256_unpackhi_ps(v[j], v[j + 1]);
-  }
-#pragma GCC unroll 2
-  for (size_t j = 0; j < 8; j += 4) {
-    s[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
-    s[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xEE);
-    s[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
-    s[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xEE);
-  }
-#pragma GCC unroll 4
-  for (size_t c = 0; c < 4; ++c) {
-    v[c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x20);
-    v[4 + c] = _mm256_permute2f128_ps(s[c], s[4 + c], 0x31);
-  }
-}
-
+#if BD_PANELS_AVX2
 // Columns [i, i + 16) of a whole strip (16 rows of w, I apart) into panel[8i ..): the 16-bit
 // interleave of rows j and 8 + j gives, per 128-bit lane, the 32-bit values of columns 0–3 | 8–11
 // (low) and 4–7 | 12–15 (high); an 8 × 8 transpose of the eight row pairs' vectors then puts each
@@ -67,9 +41,7 @@ HWY_INLINE void PackColumns16(const uint16_t* HWY_RESTRICT w, size_t I, size_t i
     _mm256_store_ps(to + 8 * (12 + c), high[4 + c]);
   }
 }
-#else
-#define BD_PANELS_AVX2 0
-#endif
+#endif  // BD_PANELS_AVX2
 
 // One strip: `rows` ≤ 16 rows of W (I apart) into its panel (8·I uint32).
 void PackStrip(const uint16_t* HWY_RESTRICT w, size_t I, size_t rows,
@@ -94,56 +66,6 @@ void PackPanels(const uint16_t* w, size_t O, size_t I, uint32_t* panels) {
   for (int64_t s = 0; s < strips; ++s) {
     const size_t row0 = size_t(s) * kStripRows;
     PackStrip(w + row0 * I, I, std::min(kStripRows, O - row0), panels + size_t(s) * 8 * I);
-  }
-}
-
-// out[t, row0 + r] (+)= W[row0 + r, :] · in[t, :] for r < rows (≤ 16), t < kT, from the strip's
-// panel. `next` (or null): the following strip's panel, prefetched a line every second column
-// so that it arrives while this one computes.
-template <size_t kT>
-HWY_INLINE void StripTokens(const uint32_t* HWY_RESTRICT panel, const float* HWY_RESTRICT in,
-                            size_t I, size_t O, size_t row0, size_t rows, float* out,
-                            bool accumulate, const char* next) {
-  float sums[kT][kStripRows];
-#if BD_PANELS_AVX2
-  const __m256i high_half = _mm256_set1_epi32(int32_t(0xFFFF0000u));
-  __m256 acc[kT][2];  // unrolled loops over tokens keep these in registers
-#pragma GCC unroll 6
-  for (size_t t = 0; t < kT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
-  for (size_t i = 0; i < I; ++i) {
-    if (next && i % 2 == 0) __builtin_prefetch(next + 32 * i, 0, 2);
-    const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 8 * i));
-    const __m256 low_rows = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-    const __m256 high_rows = _mm256_castsi256_ps(_mm256_and_si256(w, high_half));
-#pragma GCC unroll 6
-    for (size_t t = 0; t < kT; ++t) {
-      const __m256 x = _mm256_broadcast_ss(in + t * I + i);
-      acc[t][0] = _mm256_fmadd_ps(low_rows, x, acc[t][0]);
-      acc[t][1] = _mm256_fmadd_ps(high_rows, x, acc[t][1]);
-    }
-  }
-#pragma GCC unroll 6
-  for (size_t t = 0; t < kT; ++t) {
-    _mm256_storeu_ps(sums[t], acc[t][0]);
-    _mm256_storeu_ps(sums[t] + 8, acc[t][1]);
-  }
-#else
-  (void)next;
-  for (size_t t = 0; t < kT; ++t) std::fill_n(sums[t], kStripRows, 0.0f);
-  for (size_t i = 0; i < I; ++i) {
-    for (size_t j = 0; j < 8; ++j) {
-      const uint32_t pair = panel[8 * i + j];
-      const float low = bf16_to_f32(uint16_t(pair)), high = bf16_to_f32(uint16_t(pair >> 16));
-      for (size_t t = 0; t < kT; ++t) {
-        sums[t][j] += low * in[t * I + i];
-        sums[t][8 + j] += high * in[t * I + i];
-      }
-    }
-  }
-#endif
-  for (size_t t = 0; t < kT; ++t) {
-    float* o = out + t * O + row0;
-    for (size_t r = 0; r < rows; ++r) o[r] = accumulate ? o[r] + sums[t][r] : sums[t][r];
   }
 }
 

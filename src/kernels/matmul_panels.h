@@ -20,9 +20,6 @@
 namespace bd {
 
 inline constexpr int64_t kPanelRows = 16;
-// Products of fewer tokens keep the streaming GEMV over the mapped weights (bench/matmul_bench's
-// `panels`: memory-bound there, no faster from panels).
-inline constexpr int64_t kPanelMinTokens = 2;
 
 // Bytes of the panels of an [O, I] matrix.
 int64_t panel_bytes(int64_t O, int64_t I);

@@ -52,6 +52,7 @@ struct SignJob {
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kernels/gemv_row-inl.h"
+#include "kernels/panel_strip-inl.h"
 #include "kernels/sign_bits-inl.h"
 #include "kernels/sign_lut-inl.h"
 
@@ -193,9 +194,16 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
       TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, own);
       tile = own;
     }
+    // The job's next tile (resident tiles lie in block order), a line per lookup step of the
+    // first token: it arrives from DRAM while this one is looked up.
+    const char* next = job.tiles && row0 + kTileRows < O
+                           ? reinterpret_cast<const char*>(tile + tile_bytes)
+                           : nullptr;
+    LinePrefetcher prefetcher{next, next ? next + tile_bytes : nullptr};
     for (size_t n = 0; n < job.rows; ++n) {
       int64_t plus[kTileRows];
-      LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus);
+      LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus,
+                  n == 0 ? &prefetcher : nullptr);
       StoreProducts(out, x, job, job.row0 + n, row0, rows, plus, O, accumulate);
     }
   }
@@ -208,8 +216,9 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
 // GEMV waits on DRAM and the lookups on the vector units; this way the lookups run while W
 // streams in. Threads take a few tiles at a time (dynamic: a preempted thread holds up little).
 template <typename WT>
-void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTokens& x,
-                    const SignJob& job, size_t O, size_t I, bool accumulate) {
+void GemvSignsTyped(float* out, const float* in, const WT* w, const uint32_t* panels,
+                    const QuantizedTokens& x, const SignJob& job, size_t O, size_t I,
+                    bool accumulate) {
   const size_t row_bytes = (I + 7) / 8, chunks = LutChunks(I);
   const size_t tile_bytes = chunks * kTileChunkBytes;
   auto table = hwy::AllocateAligned<uint8_t>(chunks * kTableChunkBytes);
@@ -221,9 +230,12 @@ void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTok
 #pragma omp parallel for schedule(dynamic, per_take) if (O * I >= size_t(kMinParallelElements))
   for (int64_t b = 0; b < blocks; ++b) {
     const size_t row0 = size_t(b) * kTileRows, rows = std::min(kTileRows, O - row0);
-    // The tile's rows of W, prefetched while its signs are transposed and looked up.
-    const char* w_rows = reinterpret_cast<const char*>(w + row0 * I);
-    LinePrefetcher prefetcher{w_rows, w_rows + rows * I * sizeof(WT)};
+    // The tile's rows of W (or their panel: the same 16 rows), prefetched while its signs are
+    // transposed and looked up.
+    const uint32_t* panel = panels ? panels + size_t(b) * 8 * I : nullptr;
+    const char* w_rows =
+        panel ? reinterpret_cast<const char*>(panel) : reinterpret_cast<const char*>(w + row0 * I);
+    LinePrefetcher prefetcher{w_rows, w_rows + (panel ? 32 * I : rows * I * sizeof(WT))};
     const uint8_t* tile = job.tiles ? job.tiles + size_t(b) * tile_bytes : nullptr;
     if (!tile) {
       uint8_t* own = tiles.get() + size_t(omp_get_thread_num()) * tile_bytes;
@@ -232,27 +244,33 @@ void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTok
     }
     int64_t plus[kTileRows];
     LutPlusRows(tile, table.get(), chunks, plus, &prefetcher);
-    for (size_t r = 0; r < rows; ++r) {
-      float sum;
-      DotRow<1>(w + (row0 + r) * I, in, I, &sum);
-      float* o = out + row0 + r;
-      *o = accumulate ? *o + sum : sum;  // as the GEMV alone, then StoreProducts adds
+    if (panel) {  // as matmul_panels alone, then StoreProducts adds
+      StripTokens<1>(panel, in, I, O, row0, rows, out, accumulate, nullptr);
+    } else {
+      for (size_t r = 0; r < rows; ++r) {
+        float sum;
+        DotRow<1>(w + (row0 + r) * I, in, I, &sum);
+        float* o = out + row0 + r;
+        *o = accumulate ? *o + sum : sum;  // as the GEMV alone, then StoreProducts adds
+      }
     }
     StoreProducts(out, x, job, 0, row0, rows, plus, O, /*accumulate=*/true);
   }
 }
 
-bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const QuantizedTokens& x,
-               const SignJob& job, size_t O, size_t I, bool accumulate) {
+bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const uint32_t* panels,
+               const QuantizedTokens& x, const SignJob& job, size_t O, size_t I, bool accumulate) {
   switch (dtype) {
     case DType::F32:
-      GemvSignsTyped(out, in, static_cast<const float*>(w), x, job, O, I, accumulate);
+      GemvSignsTyped(out, in, static_cast<const float*>(w), nullptr, x, job, O, I, accumulate);
       return true;
     case DType::BF16:
-      GemvSignsTyped(out, in, static_cast<const hwy::bfloat16_t*>(w), x, job, O, I, accumulate);
+      GemvSignsTyped(out, in, static_cast<const hwy::bfloat16_t*>(w), panels, x, job, O, I,
+                     accumulate);
       return true;
     case DType::F16:
-      GemvSignsTyped(out, in, static_cast<const hwy::float16_t*>(w), x, job, O, I, accumulate);
+      GemvSignsTyped(out, in, static_cast<const hwy::float16_t*>(w), nullptr, x, job, O, I,
+                     accumulate);
       return true;
     default:
       return false;
@@ -282,8 +300,8 @@ size_t SignTilesBytes(size_t, size_t) {
 void PackSignTiles(const uint8_t*, size_t, size_t, uint8_t*) {}
 
 // Without the table lookups there is nothing to overlap: the caller runs the two passes.
-bool GemvSigns(float*, const float*, const void*, DType, const QuantizedTokens&, const SignJob&,
-               size_t, size_t, bool) {
+bool GemvSigns(float*, const float*, const void*, DType, const uint32_t*, const QuantizedTokens&,
+               const SignJob&, size_t, size_t, bool) {
   return false;
 }
 
@@ -311,8 +329,9 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
 #endif
 
 // dst[rows, I] = factor[row] · S[row0 + rows, I] as floats (±factor), plus W[row0 + rows, I]
-// widened to F32 when w is given (W + factor ⊙ S, the merged rows): for the SGEMM path.
-template <typename WT>
+// widened to F32 when w is given (W + factor ⊙ S, the merged rows), or plus dst itself with
+// kAddToDst (W already widened there from panels): for the SGEMM path.
+template <typename WT, bool kAddToDst = false>
 void WidenSignsTyped(float* dst, const WT* w, const uint8_t* bits, const float* scale, bool per_row,
                      size_t row0, size_t rows, size_t I) {
   const DF df;
@@ -329,18 +348,36 @@ void WidenSignsTyped(float* dst, const WT* w, const uint8_t* bits, const float* 
     size_t i = 0;
     for (; i + N <= I; i += N) {
       const VF sign = hn::IfThenElse(LoadSignMask(df, row_bits, i), plus, minus);
-      hn::StoreU(w_row ? hn::Add(LoadF32(df, w_row + i), sign) : sign, df, d + i);
+      if constexpr (kAddToDst)
+        hn::StoreU(hn::Add(hn::LoadU(df, d + i), sign), df, d + i);
+      else
+        hn::StoreU(w_row ? hn::Add(LoadF32(df, w_row + i), sign) : sign, df, d + i);
     }
     for (; i < I; ++i) {
       const float sign = SignBit(row_bits, i) ? factor : -factor;
-      d[i] = w_row ? ScalarF32(w_row + i) + sign : sign;
+      if constexpr (kAddToDst)
+        d[i] += sign;
+      else
+        d[i] = w_row ? ScalarF32(w_row + i) + sign : sign;
     }
   }
 }
 
-// WidenSignsTyped for W of dtype F32, BF16 or F16, or no W (null w); false for another dtype.
-bool WidenSigns(float* dst, const void* w, DType dtype, const uint8_t* bits, const float* scale,
-                bool per_row, size_t row0, size_t rows, size_t I) {
+// WidenSignsTyped for W of dtype F32, BF16 or F16, or W's panels (row0 a multiple of 16), or
+// no W (null w and panels); false for another dtype.
+bool WidenSigns(float* dst, const void* w, DType dtype, const uint32_t* panels, const uint8_t* bits,
+                const float* scale, bool per_row, size_t row0, size_t rows, size_t I) {
+  if (panels) {
+    const int64_t strips = int64_t((rows + kStripRows - 1) / kStripRows);
+#pragma omp parallel for schedule(static) if (rows * I >= size_t(kMinParallelElements))
+    for (int64_t s = 0; s < strips; ++s) {
+      const size_t first = size_t(s) * kStripRows;
+      WidenStrip(panels + (row0 + first) / kStripRows * 8 * I, I,
+                 std::min(kStripRows, rows - first), dst + first * I);
+    }
+    WidenSignsTyped<float, /*kAddToDst=*/true>(dst, nullptr, bits, scale, per_row, row0, rows, I);
+    return true;
+  }
   if (!w) {
     WidenSignsTyped<float>(dst, nullptr, bits, scale, per_row, row0, rows, I);
     return true;
@@ -370,6 +407,7 @@ HWY_AFTER_NAMESPACE();
 #include "kernels/blas.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_gemv.h"
+#include "kernels/matmul_panels.h"
 
 namespace bd {
 HWY_EXPORT(SignGemvQ);
@@ -389,22 +427,24 @@ void check_sign_args(const char* caller, const uint8_t* bits, int64_t T, int64_t
   if (!bits && O > 0 && I > 0) fail(caller, ": no sign bits");
 }
 
-int64_t block_rows(int64_t O, int64_t I) {
-  return std::clamp<int64_t>(int64_t(kBlockBytes / (4 * size_t(I))), 1, O);
+// Rows per widened block; whole strips of 16 when W comes from panels.
+int64_t block_rows(int64_t O, int64_t I, bool panels = false) {
+  const int64_t rows = std::clamp<int64_t>(int64_t(kBlockBytes / (4 * size_t(I))), 1, O);
+  return panels ? std::max<int64_t>(kPanelRows, rows / kPanelRows * kPanelRows) : rows;
 }
 
 // out[T, O] = x[T, I] · (W + factor ⊙ S)ᵀ + beta · out (no W: x · (factor ⊙ S)ᵀ), through SGEMM
 // on widened row blocks.
 void sign_sgemm(const char* caller, float* out, const float* x, const TensorView* weight,
-                const uint8_t* bits, const float* scale, bool per_row, int64_t T, int64_t O,
-                int64_t I, float beta) {
-  const int64_t rows_per_block = block_rows(O, I);
+                const uint32_t* panels, const uint8_t* bits, const float* scale, bool per_row,
+                int64_t T, int64_t O, int64_t I, float beta) {
+  const int64_t rows_per_block = block_rows(O, I, panels != nullptr);
   auto block = hwy::AllocateAligned<float>(size_t(rows_per_block * I));
   for (int64_t row0 = 0; row0 < O; row0 += rows_per_block) {
     const int64_t rows = std::min(rows_per_block, O - row0);
     if (!HWY_DYNAMIC_DISPATCH(WidenSigns)(block.get(), weight ? weight->data : nullptr,
-                                          weight ? weight->dtype : DType::F32, bits, scale, per_row,
-                                          size_t(row0), size_t(rows), size_t(I)))
+                                          weight ? weight->dtype : DType::F32, panels, bits, scale,
+                                          per_row, size_t(row0), size_t(rows), size_t(I)))
       fail(caller, ": weights of dtype ", dtype_name(weight->dtype));
     sgemm(caller, CblasNoTrans, CblasTrans, T, rows, I, 1.0f, x, I, block.get(), I, beta,
           out + row0, O);
@@ -476,7 +516,7 @@ void sign_products(float* out, const float* x, std::span<const SignSegment> segm
   for (const SignSegment& s : segments) {
     if (s.rows == 0) continue;
     if (s.rows > s.lookup_max_rows) {
-      sign_sgemm("sign_matmul", out + s.row0 * O, x + s.row0 * I, nullptr, s.bits, s.scale,
+      sign_sgemm("sign_matmul", out + s.row0 * O, x + s.row0 * I, nullptr, nullptr, s.bits, s.scale,
                  s.per_row, s.rows, O, I, accumulate ? 1.0f : 0.0f);
       continue;
     }
@@ -519,7 +559,7 @@ void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles) 
 }
 
 void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
-                           const SignSegment& signs, bool accumulate) {
+                           const SignSegment& signs, bool accumulate, const uint32_t* panels) {
   check_matmul_args("matmul_sign_one_token", weight, 1);
   const int64_t O = weight.dim(0), I = weight.dim(1);
   check_segments("matmul_sign_one_token", {&signs, 1}, /*need_scale=*/true, O, I);
@@ -530,16 +570,19 @@ void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
     Quantized q = quantized_for(1, I);
     quantize_rows(x, 0, 1, I, q);
     const SignJob job{signs.bits, signs.scale, signs.per_row, 0, 1, signs.tiles};
-    if (HWY_DYNAMIC_DISPATCH(GemvSigns)(y, x, weight.data, weight.dtype, q.view(), job, size_t(O),
-                                        size_t(I), accumulate))
+    if (HWY_DYNAMIC_DISPATCH(GemvSigns)(y, x, weight.data, weight.dtype, panels, q.view(), job,
+                                        size_t(O), size_t(I), accumulate))
       return;
   }
-  matmul(y, x, weight, 1, accumulate);
+  if (panels)
+    matmul_panels(y, x, panels, O, I, 1, accumulate);
+  else
+    matmul(y, x, weight, 1, accumulate);
   sign_products(y, x, {&signs, 1}, O, I, /*accumulate=*/true);
 }
 
 void matmul_merged_signs(float* y, const float* x, const TensorView& weight,
-                         const SignSegment& signs, bool accumulate) {
+                         const SignSegment& signs, bool accumulate, const uint32_t* panels) {
   check_matmul_args("matmul_merged_signs", weight, signs.rows);
   const int64_t O = weight.dim(0), I = weight.dim(1);
   check_segments("matmul_merged_signs", {&signs, 1}, /*need_scale=*/true, O, I);
@@ -549,8 +592,8 @@ void matmul_merged_signs(float* y, const float* x, const TensorView& weight,
     if (!accumulate) std::fill(out, out + signs.rows * O, 0.0f);
     return;
   }
-  sign_sgemm("matmul_merged_signs", out, x + signs.row0 * I, &weight, signs.bits, signs.scale,
-             signs.per_row, signs.rows, O, I, accumulate ? 1.0f : 0.0f);
+  sign_sgemm("matmul_merged_signs", out, x + signs.row0 * I, &weight, panels, signs.bits,
+             signs.scale, signs.per_row, signs.rows, O, I, accumulate ? 1.0f : 0.0f);
 }
 
 void sign_matmul(float* y, const float* x, const uint8_t* bits, const float* scale, bool per_row,
@@ -578,7 +621,8 @@ void sign_matmul_backward_x(float* dx, const float* dy, const uint8_t* bits, con
   for (int64_t row0 = 0; row0 < O; row0 += rows_per_block) {
     const int64_t rows = std::min(rows_per_block, O - row0);
     HWY_DYNAMIC_DISPATCH(WidenSigns)
-    (block.get(), nullptr, DType::F32, bits, scale, per_row, size_t(row0), size_t(rows), size_t(I));
+    (block.get(), nullptr, DType::F32, nullptr, bits, scale, per_row, size_t(row0), size_t(rows),
+     size_t(I));
     sgemm("sign_matmul_backward_x", CblasNoTrans, CblasNoTrans, T, I, rows, 1.0f, dy + row0, O,
           block.get(), I, 1.0f, dx, I);
   }

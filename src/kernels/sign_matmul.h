@@ -69,15 +69,19 @@ void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment>
 // product (signs.row0 = 0, rows = 1), the result of matmul then sign_matmul_segments. On the
 // targets with the table-lookup kernel (AVX2) in one pass over blocks of rows, so that the
 // lookups of a block run while its rows of W stream in from DRAM: decode of a single sequence.
+// `panels` (optional): W's panels (kernels/matmul_panels.h), read instead of `weight`.
 void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
-                           const SignSegment& signs, bool accumulate);
+                           const SignSegment& signs, bool accumulate,
+                           const uint32_t* panels = nullptr);
 
 // y[row0 : row0 + rows, O] (+)= x[row0 : row0 + rows, I] · (W + scale ⊙ S)ᵀ: a segment of many
 // rows (a prompt, a training batch) with the base and its signs in one product, through SGEMM on
 // blocks of W's rows widened to F32 with ±scale added (about the cost of the base product alone,
 // where base then signs would widen and multiply twice).
+// `panels` (optional): W's panels, widened instead of `weight`.
 void matmul_merged_signs(float* y, const float* x, const TensorView& weight,
-                         const SignSegment& signs, bool accumulate);
+                         const SignSegment& signs, bool accumulate,
+                         const uint32_t* panels = nullptr);
 
 // sx[T, O] = x[T, I] · Sᵀ, unscaled (for the scale gradient dL/dγ = Σ_t dY ⊙ (S·x)).
 void sign_project(float* sx, const float* x, const uint8_t* bits, int64_t T, int64_t O, int64_t I);

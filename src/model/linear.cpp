@@ -24,11 +24,11 @@ const LinearDelta* delta_of(const Linear& linear, const RowSegment& segment) {
   return d.empty() ? nullptr : &d;
 }
 
-// y[T, O] (+)= x[T, I] · Wᵀ: from the panels where the linear has them and T is in their range
-// (bench/matmul_bench's `panels`: ahead of the streaming GEMV from kPanelMinTokens tokens),
+// y[T, O] (+)= x[T, I] · Wᵀ: from the panels where the linear has them (bench/matmul_bench's
+// `panels`: as fast as the streaming GEMV for one token, ahead of it and of the tiles from 2),
 // else bd::matmul.
 void base_product(float* y, const float* x, const Linear& linear, int64_t T, bool accumulate) {
-  if (linear.panels && T >= kPanelMinTokens && T <= kGemvMaxTokens) {
+  if (linear.panels) {
     matmul_panels(y, x, linear.panels, linear.out_features(), linear.in_features(), T, accumulate);
   } else {
     matmul(y, x, linear.weight, T, accumulate);
@@ -82,8 +82,8 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
   if (only && only->sign.bits) {
     matmul_sign_one_token(
         y, x, linear.weight,
-        {0, 1, only->sign.bits, only->sign.scale, only->sign.per_row, only->sign.tiles},
-        accumulate);
+        {0, 1, only->sign.bits, only->sign.scale, only->sign.per_row, only->sign.tiles}, accumulate,
+        linear.panels);
     if (only->exact.data) matmul(y, x, only->exact, 1, /*accumulate=*/true);
     return;
   }
@@ -99,7 +99,7 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
   }
   base_forward(y, x, linear, rows, merged, accumulate);
   for (const SignSegment& signs : merged)
-    matmul_merged_signs(y, x, linear.weight, signs, accumulate);
+    matmul_merged_signs(y, x, linear.weight, signs, accumulate, linear.panels);
   sign_matmul_segments(y, x, few, O, I);
   for (const RowSegment& segment : segments) {
     const LinearDelta* d = delta_of(linear, segment);

@@ -21,8 +21,8 @@ struct Linear {
   std::string name;   // checkpoint tensor name, e.g. "model.layers.0.mlp.up_proj.weight"
   TensorView weight;  // [O, I] (HF layout), F32, BF16 or F16
   int64_t slot = -1;  // index of this layer's LinearDelta in a LlamaDelta (-1: none may apply)
-  // W re-laid for batched products (kernels/matmul_panels.h; a server's BF16 linears on AVX2),
-  // or null: rows of several tokens then multiply these instead of `weight`.
+  // W re-laid into panels (kernels/matmul_panels.h; a server's BF16 linears on AVX2), or null:
+  // every forward product then reads these instead of `weight` (the backward still reads W).
   const uint32_t* panels = nullptr;
   int64_t out_features() const { return weight.dim(0); }
   int64_t in_features() const { return weight.dim(1); }

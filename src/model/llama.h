@@ -48,10 +48,11 @@ struct LlamaWeights {
   std::shared_ptr<const void> panel_storage;
 };
 
-// Re-lays every BF16 linear (and the head) into panels for batched products where this CPU
-// prefers them (kernels/matmul_panels.h: a server's steps of several tokens), packing on the
-// threads into one anonymous mapping, and points each Linear's `panels` at its part. Returns the
-// bytes added: 0 where panels are not preferred or no linear is BF16.
+// Re-lays every BF16 linear (and the head) into panels where this CPU prefers them
+// (kernels/matmul_panels.h: a server's steps), packing on the threads into one anonymous
+// mapping, points each Linear's `panels` at its part (every product then reads those), and gives
+// the linears' pages of a mapped checkpoint back to the page cache. Returns the bytes of panels:
+// 0 where panels are not preferred or no linear is BF16.
 int64_t attach_panels(LlamaWeights& weights);
 
 // One tensor of the model: HF name and shape.

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "kernels/matmul_panels.h"
 #include "model/llama.h"
 
@@ -35,6 +36,10 @@ int64_t attach_panels(LlamaWeights& weights) {
     auto* panels = reinterpret_cast<uint32_t*>(next);
     pack_panels(linear->weight, panels);
     linear->panels = panels;
+    // Every product with this linear now reads the panels: the checkpoint's pages go back to
+    // the page cache (a no-op for memory that is not a mapped file; a path that still reads
+    // them, e.g. training, faults them in again).
+    MappedFile::drop_pages(linear->weight.data, linear->weight.bytes());
     next += panel_bytes(linear->out_features(), linear->in_features());
   }
   return total;
