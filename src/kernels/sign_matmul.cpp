@@ -194,16 +194,9 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
       TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, own);
       tile = own;
     }
-    // The job's next tile (resident tiles lie in block order), a line per lookup step of the
-    // first token: it arrives from DRAM while this one is looked up.
-    const char* next = job.tiles && row0 + kTileRows < O
-                           ? reinterpret_cast<const char*>(tile + tile_bytes)
-                           : nullptr;
-    LinePrefetcher prefetcher{next, next ? next + tile_bytes : nullptr};
     for (size_t n = 0; n < job.rows; ++n) {
       int64_t plus[kTileRows];
-      LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus,
-                  n == 0 ? &prefetcher : nullptr);
+      LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus);
       StoreProducts(out, x, job, job.row0 + n, row0, rows, plus, O, accumulate);
     }
   }
