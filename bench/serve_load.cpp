@@ -165,7 +165,8 @@ int run(int argc, char** argv) {
   std::vector<double> latency, first;
   for (const Result& r : results) {
     if (!r.ok) {
-      if (failures < 5) std::fprintf(stderr, "failed request: %s\n", r.why.c_str());
+      if (failures < 5)
+        std::fprintf(stderr, "failed request (after %.1f s): %s\n", r.latency, r.why.c_str());
       ++failures;
       continue;
     }
