@@ -1,5 +1,7 @@
 #include "serve/server.h"
 
+#include <sys/socket.h>
+
 #include <httplib.h>
 
 #include <chrono>
@@ -173,6 +175,11 @@ Server::Server(Engine& engine, AdapterCache& adapters, const Tokenizer& tokenize
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   http_->set_payload_max_length(
       size_t(std::max(options_.max_request_bytes, adapters_.options().max_upload_bytes)));
+  // The library's own options (address reuse), and the listening socket kept, for bind().
+  http_->set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listening_socket_ = sock;
+  });
   routes();
 }
 
@@ -187,6 +194,12 @@ void Server::bind() {
   if (port_ < 0)
     fail("cannot listen on ", options_.host, ":", options_.port,
          " (is the address valid and the port free?)");
+  // Debian's cpp-httplib (0.11, a shared library) listens with a backlog of 5: a burst of clients
+  // overflows it, the kernel answers with SYN cookies and resets some connections about a second
+  // in (the load test's 64 clients lost 10–13 requests so). Listening again raises the backlog
+  // (the kernel caps it at net.core.somaxconn).
+  if (listening_socket_ >= 0 && ::listen(listening_socket_, kListenBacklog) != 0)
+    fail("cannot listen on ", options_.host, ":", port_, " with a backlog of ", kListenBacklog);
 }
 
 void Server::listen() {

@@ -56,6 +56,8 @@ class Server {
   ServerOptions options_;
   std::unique_ptr<httplib::Server> http_;
   int port_ = -1;
+  int listening_socket_ = -1;  // set by the socket options callback, during bind()
+  static constexpr int kListenBacklog = 1024;
   std::atomic<uint64_t> next_id_{1};
 };
 
