@@ -174,9 +174,9 @@ TEST_P(ForwardStep, EverySequenceGetsItsOwnLogitsInAMixedBatch) {
   // The batch runs the base product as one SGEMM over all rows where a sequence alone may take
   // the GEMV: different summation orders, a few F32 ulps through two layers. Panels sum each
   // output in one chain of I multiply-adds where the GEMV and the tiles keep 8 partial sums: up
-  // to about I/8 times the rounding error per product, 1.1e-5 here (deterministic: the order
-  // does not depend on threads).
-  EXPECT_LT(worst, panels ? 3e-5 : 1e-5);
+  // to about I/8 times the rounding error per product, 1.1e-5 (GCC) to 3.7e-5 (clang) here,
+  // deterministic for a build; a misplaced weight gives errors of order 1 (checked).
+  EXPECT_LT(worst, panels ? 1e-4 : 1e-5);
   EXPECT_GT(base_distance, 1e-2);
 }
 
