@@ -94,8 +94,7 @@ int run_serve(int argc, char** argv) {
   const auto packing = std::chrono::steady_clock::now();
   const int64_t panel_bytes = attach_panels(weights);
   if (panel_bytes > 0)
-    std::fprintf(stderr,
-                 "bitdelta serve: %.0f MiB of weights re-laid for batched steps in %.1f s\n",
+    std::fprintf(stderr, "bitdelta serve: %.0f MiB of weights re-laid into panels in %.1f s\n",
                  double(panel_bytes) / (1 << 20),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - packing).count());
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(checkpoint.dir());

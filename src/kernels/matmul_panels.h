@@ -2,13 +2,14 @@
 //
 // Dot tiles over row-major W (kernels/matmul_gemv.h) widen each vector of W with two instructions
 // for only 3 rows × 4 tokens of multiply-adds on AVX2 (16 registers) and load each vector of x
-// once per 3 rows; on this project's Zen 3 machine they run at 44–50 GFLOP/s per core. An outer
-// product runs at 80–90: per column of a strip of 16 rows, one 32-byte load holds the 16 rows'
-// BF16 values (row j in the low half of 32-bit lane j, row 8 + j in the high half), a shift and
-// an AND widen them to two vectors of F32, and each of up to 6 tokens' x is broadcast once for 16
-// outputs: 2 widening instructions per 12 multiply-adds. The layout must be built once (packing
-// a strip per call costs as much as it saves at 16 tokens), so a server keeps a panel copy of
-// its BF16 linears next to the mapped checkpoint (docs/serving.md: memory).
+// once per 3 rows; on this project's Zen 3 machine they run at 44–60 GFLOP/s per core. An outer
+// product ran at 77–92 (16–64 tokens, docs/benchmarks.md): per column of a strip of 16 rows, one
+// 32-byte load holds the 16 rows' BF16 values (row j in the low half of 32-bit lane j, row 8 + j in
+// the high half), a shift and an AND widen them to two vectors of F32, and each of up to 6 tokens'
+// x is broadcast once for 16 outputs: 2 widening instructions per 12 multiply-adds. The layout must
+// be built once (packing a strip per call costs as much as it saves at 16 tokens), so a server
+// re-lays its BF16 linears once (attach_panels in model/llama.h) and every forward product reads
+// the panels instead.
 //
 // Layout of a matrix W[O, I]: strips s = 0 .. ⌈O/16⌉ − 1, each I columns of 8 uint32:
 // panels[(s·I + i)·8 + j] = bf16(W[16s + j, i]) | bf16(W[16s + 8 + j, i]) << 16 (rows past O: 0).
