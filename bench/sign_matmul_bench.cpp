@@ -19,6 +19,7 @@
 #include "core/threads.h"
 #include "hwy/aligned_allocator.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_panels.h"
 #include "kernels/membw.h"
 #include "kernels/sign_matmul.h"
 
@@ -96,6 +97,58 @@ void BM_SignSegments(benchmark::State& state) {
   }
   set_counters(state, double(one) * double(users), double(O * I * rows));
   state.SetLabel("segments");
+}
+
+// Args: O, I, users, path. A served decode step of one linear: `users` tokens, each with their
+// own adapter's signs (packed ahead), over W's BF16 panels as a server keeps them. Path 0: the
+// base product then the lookups (matmul_panels, sign_matmul_segments); 1: the base product
+// alone. GBps counts the panels' and the signs' bytes; Gweights O·I per token.
+void BM_PanelsSigns(benchmark::State& state) {
+  const int64_t O = state.range(0), I = state.range(1), users = state.range(2);
+  const int64_t path = state.range(3);
+  if (!bd::panels_preferred()) return state.SkipWithError("no panels on this CPU");
+  const int64_t tile_bytes = bd::sign_tiles_bytes(O, I);
+  const size_t one_s = size_t(O * bd::sign_row_bytes(I)), one_p = size_t(bd::panel_bytes(O, I));
+  size_t count_s, count_p;
+  const std::vector<uint8_t> bits = random_copies(one_s, &count_s);
+  random_copies(one_p, &count_p);  // for the count: the values are set below
+  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(tile_bytes) * count_s);
+  for (size_t c = 0; c < count_s; ++c)
+    bd::pack_sign_tiles(bits.data() + c * one_s, O, I, tiles.get() + c * size_t(tile_bytes));
+  auto panels = hwy::AllocateAligned<uint32_t>(one_p / 4 * count_p);
+  {  // uniform values in [-1, 1) (no NaN, no subnormals), the same in every copy
+    std::vector<float> values(size_t(O * I));
+    std::mt19937 rng(2);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    for (float& v : values) v = uniform(rng);
+    std::vector<uint16_t> bf16(values.size());
+    bd::from_f32(bd::DType::BF16, values.data(), bf16.data(), values.size());
+    bd::pack_panels({bd::DType::BF16, {O, I}, bf16.data()}, panels.get());
+    for (size_t c = 1; c < count_p; ++c)
+      std::memcpy(panels.get() + c * one_p / 4, panels.get(), one_p);
+  }
+  std::vector<float> x(size_t(users * I), 0.5f), y(size_t(users * O)), scale(size_t(O), 0.01f);
+  std::vector<bd::SignSegment> segments(static_cast<size_t>(users));
+  size_t next = 0;
+  for (auto _ : state) {
+    for (int64_t u = 0; u < users; ++u) {
+      const size_t copy = (next + size_t(u)) % count_s;
+      segments[size_t(u)] = {u,
+                             1,
+                             bits.data() + copy * one_s,
+                             scale.data(),
+                             true,
+                             tiles.get() + copy * size_t(tile_bytes)};
+    }
+    const uint32_t* panel = panels.get() + (next % count_p) * one_p / 4;
+    bd::matmul_panels(y.data(), x.data(), panel, O, I, users, false);
+    if (path == 0) bd::sign_matmul_segments(y.data(), x.data(), segments, O, I);
+    next += size_t(users);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(one_p) + (path == 1 ? 0.0 : double(one_s * size_t(users))),
+               double(O * I * users));
+  state.SetLabel(path == 0 ? "panels then signs" : "panels alone");
 }
 
 // Args: O, I. pack_sign_tiles of one matrix (the transposed layout of the AVX2 lookups), from
@@ -202,6 +255,13 @@ BENCHMARK(BM_Merged)
     ->Args({5632, 2048, 32})
     ->Args({5632, 2048, 64})
     ->Args({5632, 2048, 256})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+BENCHMARK(BM_PanelsSigns)
+    ->Name("step/panels")
+    ->ArgsProduct({{5632}, {2048}, {16}, {1, 0}})
+    ->ArgsProduct({{2048}, {5632}, {16}, {1, 0}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

@@ -20,16 +20,23 @@ AbiValue fixed(std::string text) {  // bytesN: right-padded
   return abi_word(word);
 }
 
+// `count` zeros, then `digits`.
+std::string zeros_then(size_t count, const char* digits) {
+  std::string text(count, '0');
+  text += digits;
+  return text;
+}
+
 std::string hex(const std::string& bytes) {
   return to_hex(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
 }
 
 TEST(Abi, WordsAreBigEndianAndLeftPadded) {
-  EXPECT_EQ(to_hex(abi_uint(0x0102030405060708u)), std::string(48, '0') + "0102030405060708");
-  EXPECT_EQ(to_hex(abi_bool(true)), std::string(63, '0') + "1");
+  EXPECT_EQ(to_hex(abi_uint(0x0102030405060708u)), zeros_then(48, "0102030405060708"));
+  EXPECT_EQ(to_hex(abi_bool(true)), zeros_then(63, "1"));
   const Address address = parse_address("0x2c7536E3605D9C16a7a3D7b1898e529396a65c23");
   EXPECT_EQ(to_hex(abi_address(address)),
-            std::string(24, '0') + "2c7536e3605d9c16a7a3d7b1898e529396a65c23");
+            zeros_then(24, "2c7536e3605d9c16a7a3d7b1898e529396a65c23"));
   EXPECT_EQ(abi_to_address(abi_address(address)), address);
   EXPECT_EQ(abi_to_uint64(abi_uint(77)), 77u);
 }
@@ -39,7 +46,7 @@ TEST(Abi, DocumentationExampleBaz) {
   EXPECT_EQ(hex(function_selector("baz(uint32,bool)")), "cdcd77c0");
   const AbiType args = parse_abi_type("(uint32,bool)");
   EXPECT_EQ(hex(abi_encode(args, abi_list({number(69), abi_word(abi_bool(true))}))),
-            std::string(62, '0') + "45" + std::string(63, '0') + "1");
+            zeros_then(62, "45") + zeros_then(63, "1"));
 }
 
 // sam(bytes,bool,uint256[]) with "dave", true, [1, 2, 3].

@@ -126,7 +126,7 @@ inline bool have_torch() {
 }
 
 inline std::string reference_script(const std::string& name) {
-  return std::string(BITDELTA_SOURCE_DIR) + "/tests/reference/" + name;
+  return BITDELTA_SOURCE_DIR "/tests/reference/" + name;
 }
 
 // Runs `/usr/bin/python3 tests/reference/<script> <arguments>` (arguments: a shell fragment).
