@@ -331,6 +331,63 @@ TEST(SignKernels, RejectsBadArguments) {
   const SignSegment negative{-1, 1, &bits, &in, false}, unscaled{0, 1, &bits, nullptr, false};
   EXPECT_THROW(sign_matmul_segments(&out, &in, {&negative, 1}, 1, 1), Error);
   EXPECT_THROW(sign_matmul_segments(&out, &in, {&unscaled, 1}, 1, 1), Error);
+  EXPECT_THROW(sign_matmul(&out, &in, &bits, &in, false, 1, 1, kMaxSignColumns + 1), Error);
+}
+
+// x is quantized the same way on every target: rounded to nearest with ties to even (lrint),
+// checked where every x / step is a tie or a quarter: max|x| = kSignQuantMax makes step 1, so
+// each output is exactly the integer Σ S·lrint(x).
+TEST(SignKernels, QuantizationRoundsTiesToEvenOnEveryTarget) {
+  const int64_t O = 21, I = 1003;  // a row that ends past a whole vector
+  std::mt19937 rng(23);
+  std::vector<float> x(static_cast<size_t>(I));
+  for (float& v : x) v = float(int(rng() % 201) - 100) + (rng() % 4 == 0 ? 0.25f : 0.5f);
+  x[7] = float(kSignQuantMax);
+  const Signs s = random_signs(O, I, rng);
+  std::vector<float> want(static_cast<size_t>(O));
+  for (int64_t o = 0; o < O; ++o) {
+    long sum = 0;
+    for (int64_t i = 0; i < I; ++i)
+      sum += long(s.dense[size_t(o * I + i)]) * std::lrint(x[size_t(i)]);
+    want[size_t(o)] = float(sum);
+  }
+  const float scale = 1.0f;
+  test::for_each_target([&] {
+    std::vector<float> y(size_t(O), 0.0f);
+    sign_matmul(y.data(), x.data(), s.bits.data(), &scale, false, 1, O, I);
+    EXPECT_EQ(y, want);
+  });
+}
+
+// The few-token kernels' integer sums at their extremes: every q at ±kSignQuantMax (x = ±1) over
+// rows of 40,000 columns (39 flushes of the lookups' 16-bit sums), all signs +1, all −1, and
+// mixed, on every target, against the exact sum in double.
+TEST(SignKernels, FewTokenSumsAreExactAtTheExtremes) {
+  const int64_t O = 19, I = 40000;
+  std::mt19937 rng(19);
+  std::vector<float> x(static_cast<size_t>(I));
+  for (float& v : x) v = rng() & 1 ? 1.0f : -1.0f;
+  std::vector<uint8_t> bits(size_t(O * sign_row_bytes(I)), 0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t i = 0; i < I; ++i) {
+      // Row 0: every sign +1; row 1: every sign −1; row 2: S = sign(x); the rest random.
+      const bool plus = o == 0 || (o == 2 && x[size_t(i)] > 0) || (o > 2 && (rng() & 1));
+      if (plus) bits[size_t(o * sign_row_bytes(I) + i / 8)] |= uint8_t(1 << (i % 8));
+    }
+  std::vector<double> want(size_t(O), 0.0);
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t i = 0; i < I; ++i) {
+      const bool plus = bits[size_t(o * sign_row_bytes(I) + i / 8)] >> (i % 8) & 1;
+      want[size_t(o)] += (plus ? 1.0 : -1.0) * x[size_t(i)];
+    }
+  const float scale = 1.0f;
+  test::for_each_target([&] {
+    std::vector<float> y(size_t(O), 0.0f);
+    sign_matmul(y.data(), x.data(), bits.data(), &scale, false, 1, O, I);
+    for (int64_t o = 0; o < O; ++o)
+      EXPECT_NEAR(y[size_t(o)], want[size_t(o)], 1e-6 * I) << "row " << o;
+  });
+  EXPECT_DOUBLE_EQ(want[2], double(I));
 }
 
 // A served batch: segments of different users' signs (few-token ones sharing one pass, a long

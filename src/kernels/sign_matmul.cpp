@@ -154,6 +154,67 @@ HWY_INLINE void StoreProducts(float* out, const QuantizedTokens& x, const SignJo
   }
 }
 
+// One token's row of QuantizedTokens from x[I]: step = max|x| / kSignQuantMax, q = x / step
+// rounded to nearest, ties to even (lrint's rounding, so every target gets the same q), its high
+// and low bytes and Σ q. Non-finite x gives all q = 0 and a NaN step (NaN outputs, as the F32 sums
+// would give).
+void QuantizeRow(const float* HWY_RESTRICT x, size_t I, int16_t* HWY_RESTRICT q,
+                 int8_t* HWY_RESTRICT hi, uint8_t* HWY_RESTRICT lo, float* step, int64_t* total) {
+  const DF df;
+  const hn::Rebind<int32_t, DF> di32;
+  const hn::Rebind<int16_t, DF> di16;
+  const hn::Rebind<int8_t, DF> di8;
+  const hn::Rebind<uint8_t, DF> du8;
+  const size_t N = hn::Lanes(df);
+  VF max_abs = hn::Zero(df);
+  auto finite = hn::FirstN(df, N);  // all true
+  size_t i = 0;
+  for (; i + N <= I; i += N) {
+    const VF v = hn::LoadU(df, x + i);
+    finite = hn::And(finite, hn::IsFinite(v));
+    max_abs = hn::Max(max_abs, hn::Abs(v));
+  }
+  float largest = hn::GetLane(hn::MaxOfLanes(df, max_abs));
+  bool all_finite = hn::AllTrue(df, finite);
+  for (size_t j = i; j < I; ++j) {
+    all_finite = all_finite && std::isfinite(x[j]);
+    largest = std::max(largest, std::fabs(x[j]));
+  }
+  constexpr float kMaxQ = float(kSignQuantMax);
+  *step = all_finite ? largest / kMaxQ : std::numeric_limits<float>::quiet_NaN();
+  const float inverse = all_finite && largest > 0 ? kMaxQ / largest : 0.0f;
+  const VF scale = hn::Set(df, inverse);
+  const auto low_byte = hn::Set(di16, int16_t{255});
+  const auto q_max = hn::Set(di32, kSignQuantMax), q_min = hn::Set(di32, -kSignQuantMax);
+  int64_t sum = 0;
+  auto block_sum = hn::Zero(di32);  // ≤ 2^12 values per lane between flushes: no overflow
+  i = 0;
+  for (size_t in_block = 0; i + N <= I; i += N) {
+    const auto rounded =
+        hn::Min(q_max, hn::Max(q_min, hn::NearestInt(hn::Mul(hn::LoadU(df, x + i), scale))));
+    block_sum = hn::Add(block_sum, rounded);
+    const auto q16 = hn::DemoteTo(di16, rounded);
+    hn::StoreU(q16, di16, q + i);
+    hn::StoreU(hn::DemoteTo(di8, hn::PromoteTo(di32, hn::ShiftRight<8>(q16))), di8, hi + i);
+    hn::StoreU(hn::DemoteTo(du8, hn::PromoteTo(di32, hn::And(q16, low_byte))), du8, lo + i);
+    if (++in_block == 4096) {
+      sum += hn::GetLane(hn::SumOfLanes(di32, block_sum));
+      block_sum = hn::Zero(di32);
+      in_block = 0;
+    }
+  }
+  sum += hn::GetLane(hn::SumOfLanes(di32, block_sum));
+  for (; i < I; ++i) {
+    const auto value =
+        int16_t(std::clamp(std::lrint(x[i] * inverse), -long(kSignQuantMax), long(kSignQuantMax)));
+    q[i] = value;
+    hi[i] = int8_t(value >> 8);
+    lo[i] = uint8_t(value & 255);
+    sum += value;
+  }
+  *total = sum;
+}
+
 size_t TotalWork(const SignJob* jobs, size_t job_count, size_t O, size_t I) {
   size_t work = 0;
   for (size_t j = 0; j < job_count; ++j) work += jobs[j].rows * O * I;
@@ -408,6 +469,7 @@ HWY_EXPORT(GemvSigns);
 HWY_EXPORT(SignTilesBytes);
 HWY_EXPORT(PackSignTiles);
 HWY_EXPORT(WidenSigns);
+HWY_EXPORT(QuantizeRow);
 
 namespace {
 
@@ -417,6 +479,8 @@ constexpr size_t kBlockBytes = size_t(4) << 20;
 
 void check_sign_args(const char* caller, const uint8_t* bits, int64_t T, int64_t O, int64_t I) {
   if (T < 0 || O < 0 || I < 0) fail(caller, ": negative size T=", T, " O=", O, " I=", I);
+  // The few-token kernels sum a row in 32-bit lanes (VNNI: 4·⌈I/64⌉ products of at most 255).
+  if (I > kMaxSignColumns) fail(caller, ": rows of ", I, " columns, more than ", kMaxSignColumns);
   if (!bits && O > 0 && I > 0) fail(caller, ": no sign bits");
 }
 
@@ -466,29 +530,18 @@ Quantized quantized_for(int64_t T, int64_t I) {
   return out;
 }
 
-void quantize_rows(const float* x, int64_t row0, int64_t rows, int64_t I, Quantized& out) {
-  constexpr float kMaxQ = float(kSignQuantMax);
-  for (int64_t t = row0; t < row0 + rows; ++t) {
-    const float* xt = x + t * I;
-    float max_abs = 0;
-    bool finite = true;
-    for (int64_t i = 0; i < I; ++i) {
-      const float magnitude = std::fabs(xt[i]);
-      finite = finite && std::isfinite(magnitude);
-      max_abs = std::max(max_abs, magnitude);
-    }
-    // Non-finite x gives NaN outputs (all q = 0, the step NaN), as the F32 sums would.
-    out.step[size_t(t)] = finite ? max_abs / kMaxQ : std::numeric_limits<float>::quiet_NaN();
-    const float inverse = finite && max_abs > 0 ? kMaxQ / max_abs : 0.0f;
-    for (int64_t i = 0; finite && i < I; ++i) {
-      const auto q = int16_t(
-          std::clamp(std::lrint(xt[i] * inverse), -long(kSignQuantMax), long(kSignQuantMax)));
-      const size_t at = size_t(t * I + i);
-      out.q[at] = q;
-      out.hi[at] = int8_t(q >> 8);
-      out.lo[at] = uint8_t(q & 255);
-      out.total[size_t(t)] += q;
-    }
+// Quantizes the rows of x that the jobs read (QuantizedTokens), the rows in parallel.
+void quantize_rows(const float* x, const std::vector<SignJob>& jobs, int64_t I, Quantized& out) {
+  std::vector<size_t> rows;
+  for (const SignJob& job : jobs)
+    for (size_t t = job.row0; t < job.row0 + job.rows; ++t) rows.push_back(t);
+#pragma omp parallel for schedule(static) if (rows.size() > 1 && \
+                                              int64_t(rows.size()) * I >= kMinParallelElements)
+  for (int64_t k = 0; k < int64_t(rows.size()); ++k) {
+    const size_t t = rows[size_t(k)], at = t * size_t(I);
+    HWY_DYNAMIC_DISPATCH(QuantizeRow)
+    (x + at, size_t(I), out.q.get() + at, out.hi.get() + at, out.lo.get() + at, &out.step[t],
+     &out.total[t]);
   }
 }
 
@@ -513,10 +566,10 @@ void sign_products(float* out, const float* x, std::span<const SignSegment> segm
                  s.per_row, s.rows, O, I, accumulate ? 1.0f : 0.0f);
       continue;
     }
-    quantize_rows(x, s.row0, s.rows, I, q);
     jobs.push_back(SignJob{s.bits, s.scale, s.per_row, size_t(s.row0), size_t(s.rows), s.tiles});
   }
   if (jobs.empty()) return;
+  quantize_rows(x, jobs, I, q);
   HWY_DYNAMIC_DISPATCH(SignGemvQ)
   (out, q.view(), jobs.data(), jobs.size(), size_t(O), size_t(I), accumulate);
 }
@@ -561,8 +614,8 @@ void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
          signs.rows, ")");
   if (O > 0 && I > 0) {
     Quantized q = quantized_for(1, I);
-    quantize_rows(x, 0, 1, I, q);
     const SignJob job{signs.bits, signs.scale, signs.per_row, 0, 1, signs.tiles};
+    quantize_rows(x, {job}, I, q);
     if (HWY_DYNAMIC_DISPATCH(GemvSigns)(y, x, weight.data, weight.dtype, panels, q.view(), job,
                                         size_t(O), size_t(I), accumulate))
       return;

@@ -31,6 +31,9 @@ inline constexpr int64_t kSignGemvMaxTokens = 8;
 // already runs every decode token through them, so nothing it answers rests on exact sums.
 inline constexpr int64_t kGenerateLookupMaxTokens = 24;
 inline constexpr int kSignQuantMax = 8191;
+// Columns of S at most (2^21: far beyond any model's width), so that the few-token kernels' 32-bit
+// row sums cannot overflow.
+inline constexpr int64_t kMaxSignColumns = int64_t(1) << 21;
 
 // y[T, O] += scale ⊙ (x[T, I] · Sᵀ); scale is [O] when per_row, else [1].
 void sign_matmul(float* y, const float* x, const uint8_t* bits, const float* scale, bool per_row,
