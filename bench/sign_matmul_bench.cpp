@@ -64,6 +64,23 @@ void BM_Sign(benchmark::State& state) {
   state.SetLabel("sign");
 }
 
+// One segment per user of `tokens` rows each, user u reading copy (next + u) % count of the
+// signs (`one` bytes each; their packed tiles too where the CPU's kernel uses them).
+void user_segments(std::vector<bd::SignSegment>& segments, int64_t tokens, const uint8_t* bits,
+                   size_t one, const uint8_t* tiles, int64_t tile_bytes, size_t count, size_t next,
+                   const float* scale) {
+  for (size_t u = 0; u < segments.size(); ++u) {
+    const size_t copy = (next + u) % count;
+    segments[u] = {int64_t(u) * tokens,
+                   tokens,
+                   bits + copy * one,
+                   scale,
+                   true,
+                   tile_bytes > 0 ? tiles + copy * size_t(tile_bytes) : nullptr,
+                   tokens};
+  }
+}
+
 // Args: O, I, users, tokens per user. A served step's sign products: `users` segments of
 // `tokens` rows each, every user with their own signs, packed ahead where this CPU's kernel uses
 // the transposed layout (as the server's adapter cache keeps them), all by table lookups at any
@@ -84,13 +101,8 @@ void BM_SignSegments(benchmark::State& state) {
   std::vector<bd::SignSegment> segments(static_cast<size_t>(users));
   size_t next = 0;
   for (auto _ : state) {
-    for (int64_t u = 0; u < users; ++u) {
-      const size_t copy = (next + size_t(u)) % count;
-      segments[size_t(u)] = {
-          u * tokens,   tokens, bits.data() + copy * one,
-          scale.data(), true,   tile_bytes > 0 ? tiles.get() + copy * size_t(tile_bytes) : nullptr,
-          tokens};
-    }
+    user_segments(segments, tokens, bits.data(), one, tiles.get(), tile_bytes, count, next,
+                  scale.data());
     bd::sign_matmul_segments(y.data(), x.data(), segments, O, I);
     next = (next + size_t(users)) % count;
     benchmark::DoNotOptimize(y.data());
@@ -131,15 +143,8 @@ void BM_PanelsSigns(benchmark::State& state) {
   std::vector<bd::SignSegment> segments(static_cast<size_t>(users));
   size_t next = 0;
   for (auto _ : state) {
-    for (int64_t u = 0; u < users; ++u) {
-      const size_t copy = (next + size_t(u)) % count_s;
-      segments[size_t(u)] = {u,
-                             1,
-                             bits.data() + copy * one_s,
-                             scale.data(),
-                             true,
-                             tiles.get() + copy * size_t(tile_bytes)};
-    }
+    user_segments(segments, 1, bits.data(), one_s, tiles.get(), tile_bytes, count_s, next,
+                  scale.data());
     const uint32_t* panel = panels.get() + (next % count_p) * one_p / 4;
     bd::matmul_panels(y.data(), x.data(), panel, O, I, users, false);
     if (path == 0) bd::sign_matmul_segments(y.data(), x.data(), segments, O, I);
