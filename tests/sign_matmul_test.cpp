@@ -359,6 +359,28 @@ TEST(SignKernels, QuantizationRoundsTiesToEvenOnEveryTarget) {
   });
 }
 
+// A token whose x holds inf or NaN gives NaN outputs through the few-token path, as F32 sums
+// would, on every target, and the other tokens of the call stay finite.
+TEST(SignKernels, NonFiniteTokensGiveNaNOutputs) {
+  const int64_t O = 18, I = 37;
+  std::mt19937 rng(29);
+  const Signs s = random_signs(O, I, rng);
+  const float scale = 0.5f;
+  for (const float bad :
+       {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    std::vector<float> x = random_values(size_t(2 * I), rng);
+    x[size_t(I + 3)] = bad;  // token 1 only
+    test::for_each_target([&] {
+      std::vector<float> y(size_t(2 * O), 0.0f);
+      sign_matmul(y.data(), x.data(), s.bits.data(), &scale, false, 2, O, I);
+      for (int64_t o = 0; o < O; ++o) {
+        EXPECT_TRUE(std::isfinite(y[size_t(o)])) << "row " << o;
+        EXPECT_TRUE(std::isnan(y[size_t(O + o)])) << "row " << o;
+      }
+    });
+  }
+}
+
 // The few-token kernels' integer sums at their extremes: every q at ±kSignQuantMax (x = ±1) over
 // rows of 40,000 columns (39 flushes of the lookups' 16-bit sums), all signs +1, all −1, and
 // mixed, on every target, against the exact sum in double.

@@ -180,9 +180,17 @@ void QuantizeRow(const float* HWY_RESTRICT x, size_t I, int16_t* HWY_RESTRICT q,
     all_finite = all_finite && std::isfinite(x[j]);
     largest = std::max(largest, std::fabs(x[j]));
   }
+  if (!all_finite) {  // NaN · 0 would round to an arbitrary integer: write the zeros outright
+    std::fill_n(q, I, int16_t{0});
+    std::fill_n(hi, I, int8_t{0});
+    std::fill_n(lo, I, uint8_t{0});
+    *step = std::numeric_limits<float>::quiet_NaN();
+    *total = 0;
+    return;
+  }
   constexpr float kMaxQ = float(kSignQuantMax);
-  *step = all_finite ? largest / kMaxQ : std::numeric_limits<float>::quiet_NaN();
-  const float inverse = all_finite && largest > 0 ? kMaxQ / largest : 0.0f;
+  *step = largest / kMaxQ;
+  const float inverse = largest > 0 ? kMaxQ / largest : 0.0f;
   const VF scale = hn::Set(df, inverse);
   const auto low_byte = hn::Set(di16, int16_t{255});
   const auto q_max = hn::Set(di32, kSignQuantMax), q_min = hn::Set(di32, -kSignQuantMax);
