@@ -1,7 +1,8 @@
 // The bit-sliced order statistics (kernels/sign_rank.h) against sorting the dequantised values,
 // on every SIMD target compiled: the median exactly (it picks a value), the trimmed mean to one
-// float rounding (the kernel sums by table lookups over groups of 8 contributions, the reference
-// in ascending order, both in double), disagreements and packing exactly.
+// float rounding (the kernel sums every value and subtracts the dropped ones, by groups of 8
+// contributions, the reference the kept ones in ascending order, both in double), disagreements
+// and packing exactly.
 #include "kernels/sign_rank.h"
 
 #include <gtest/gtest.h>
@@ -208,6 +209,36 @@ TEST(SignRank, PaddedRowsGiveTheSameResults) {
   view.padded = true;
   std::vector<float> out(100);
   EXPECT_THROW(sign_rank_median(view, out.data()), std::exception);
+}
+
+// Sums whose partial sums round (scales 5 to 22 binary orders of magnitude apart, weights 15)
+// come out bit-identical on every target: the AVX-512 masked adds and the other targets' table
+// lookups perform the same additions in the same order.
+TEST(SignRank, SumsRoundAlikeOnEveryTarget) {
+  for (const Shape& shape : {Shape{37, 1030}, Shape{100, 700}, Shape{9, 200}}) {
+    SCOPED_TRACE(testing::Message() << "n " << shape.n << " cols " << shape.cols);
+    Contributions c(shape.n, shape.cols, uint64_t(shape.n * 5 + shape.cols));
+    for (int64_t k = 0; k < shape.n; ++k)
+      c.gammas[size_t(k)] = std::ldexp(1.0f + float(k % 7) / 7.0f, int(100 - k * 200 / shape.n));
+    std::vector<double> weights;
+    for (int64_t k = 0; k < shape.n; ++k)
+      weights.push_back(std::ldexp(k % 3 ? 1.0 / 3 : -1.0, int(k % 8 * 15 - 50)));
+    std::vector<std::vector<float>> first;
+    test::for_each_target([&] {
+      std::vector<std::vector<float>> out;
+      for (int64_t cut : {int64_t(0), int64_t(1), shape.n / 5, (shape.n - 1) / 2}) {
+        out.emplace_back(size_t(shape.cols), NAN);
+        sign_rank_trimmed_mean(c.view(), cut, out.back().data());
+      }
+      out.emplace_back(size_t(shape.cols), NAN);
+      sign_rank_weighted_sum(c.view(), weights.data(), out.back().data());
+      if (first.empty()) first = out;
+      for (size_t r = 0; r < out.size(); ++r)
+        for (int64_t j = 0; j < shape.cols; ++j)
+          ASSERT_EQ(out[r][size_t(j)], first[r][size_t(j)])
+              << "result " << r << ", coordinate " << j;
+    });
+  }
 }
 
 TEST(SignRank, BadSizesAreRefused) {

@@ -6,8 +6,10 @@
 // ones in reverse contribution order; so the rank of a value is a count of signs seen so far.
 // The kernels keep those counts bit-sliced (one 64-bit plane per counter bit, 64 coordinates
 // per word, a SIMD vector of words at a time) and never form a value per contribution and
-// coordinate: the median is an index found by counting, and the trimmed mean adds up the γ of
-// the contributions that survive the trim, eight contributions' masks per table lookup.
+// coordinate: the median is an index found by counting, and the trimmed mean adds up every γ
+// under its sign and subtracts those of the dropped values, found by counters that stop as soon
+// as every coordinate of a vector has dropped its share (AVX-512: a masked add per 8
+// coordinates and contribution; other targets: a table lookup per 8 contributions).
 #pragma once
 #include <cstdint>
 
@@ -36,9 +38,11 @@ int64_t sign_rank_padded_stride(int64_t row_bytes);
 void sign_rank_median(const SignRankRows& rows, float* out);
 
 // out[j] = the mean of the values left after dropping the `cut` smallest and `cut` largest
-// (0 ≤ 2·cut < n; cut = 0 is the mean), summed in double: per group of 8 contributions a table
-// entry (the sum of the group's surviving ±γ, in contribution order), the groups in order. The
-// sums do not depend on the SIMD target or the thread.
+// (0 ≤ 2·cut < n; cut = 0 is the mean), in double: the sum of all n values less the sum of the
+// dropped ones (the first `cut` of each sign in contribution order, and where a sign has fewer,
+// the other's last ones), each summed by groups of 8 contributions (a group's ±γ added from its
+// last contribution to its first, the groups in order). The sums do not depend on the SIMD
+// target or the thread.
 void sign_rank_trimmed_mean(const SignRankRows& rows, int64_t cut, float* out);
 
 // out[j] = Σ_i weights[i] · s_ij (s = ±1 from the bits; `gammas` is not read, the rows need no
