@@ -53,8 +53,9 @@ struct Contributions {
 struct Shape {
   int64_t n, cols;
 };
-const Shape kShapes[] = {{1, 70},   {2, 64},   {3, 1},      {7, 129},   {15, 600}, {16, 65},
-                         {40, 513}, {99, 200}, {100, 1030}, {256, 130}, {301, 67}};
+const Shape kShapes[] = {{1, 70},   {2, 64},    {3, 1},    {7, 129},    {15, 600},
+                         {16, 65},  {40, 513},  {99, 200}, {100, 1030}, {127, 300},
+                         {128, 90}, {256, 130}, {301, 67}};
 
 TEST(SignRank, MedianIsTheMiddleOfTheSortedValues) {
   for (const Shape& shape : kShapes) {

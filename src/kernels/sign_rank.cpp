@@ -4,6 +4,7 @@
 #include "kernels/sign_rank.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <vector>
 
@@ -190,22 +191,64 @@ void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint
     }
 }
 
-// The rank-(r + s) values of word u's 64 coordinates: ±γ[index], the index gathered from its
-// bit planes (FindRanks' layout) one integer per coordinate.
+#if HWY_TARGET == HWY_AVX3_DL
+// Whether this CPU has GFNI (every CPU with the rest of AVX3_DL has it, but Highway 1.0 does not
+// require it for the target).
+bool HasGfni() {
+  static const bool has = __builtin_cpu_supports("gfni");
+  return has;
+}
+
+// PlaneIntegers for B ≤ 8 planes by GFNI, which transposes an 8 × 8 bit matrix per 64-bit lane
+// in one affine multiply by the identity: with qword k holding byte k of plane b as its byte
+// 7 − b, byte c of the product holds bit 8k + c of every plane, i.e. lane 8k + c's integer (a
+// gather, a byte permute and the multiply, instead of three operations per plane).
+__attribute__((target("gfni"))) void PlaneBytesGfni(const uint64_t* planes, size_t B, size_t N,
+                                                    size_t u, uint8_t* which) {
+  static constexpr auto kGroup = [] {
+    std::array<uint8_t, 64> order{};
+    for (int k = 0; k < 8; ++k)
+      for (int b = 0; b < 8; ++b) order[size_t(8 * k + 7 - b)] = uint8_t(8 * b + k);
+    return order;
+  }();
+  const __m512i offsets =
+      _mm512_mullo_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi64(int64_t(N)));
+  const __m512i rows = _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), __mmask8((1u << B) - 1),
+                                                   offsets, planes + u, 8);
+  const __m512i grouped = _mm512_permutexvar_epi8(_mm512_loadu_si512(kGroup.data()), rows);
+  _mm512_storeu_si512(
+      which, _mm512_gf2p8affine_epi64_epi8(_mm512_set1_epi64(0x8040201008040201), grouped, 0));
+}
+#endif
+
+// Bit-sliced integers to one integer per lane, for the 64 lanes of word u: which[c] =
+// Σ_b 2^b · (bit c of plane b), plane b at planes[b · N + u].
 template <size_t B, class T>
-void RankValues(const uint64_t* index, const uint64_t* negative, size_t N, size_t s, size_t u,
-                const float* gammas, float* out) {
+HWY_INLINE void PlaneIntegers(const uint64_t* planes, size_t N, size_t u, T* which) {
+#if HWY_TARGET == HWY_AVX3_DL
+  if constexpr (B <= 8 && sizeof(T) == 1) {
+    if (HasGfni()) return PlaneBytesGfni(planes, B, N, u, which);
+  }
+#endif
   const hn::ScalableTag<T> dt;
-  HWY_ALIGN T which[64 + hn::MaxLanes(hn::ScalableTag<T>())];
   for (size_t c = 0; c < 64; c += hn::Lanes(dt)) {
     auto value = hn::Zero(dt);
     for (size_t b = 0; b < B; ++b) {
-      const uint8_t* plane = reinterpret_cast<const uint8_t*>(index + (s * B + b) * N + u);
+      const uint8_t* plane = reinterpret_cast<const uint8_t*>(planes + b * N + u);
       value =
           hn::Or(value, hn::IfThenElseZero(LoadSignMask(dt, plane, c), hn::Set(dt, T(1u << b))));
     }
     hn::Store(value, dt, which + c);
   }
+}
+
+// The rank-(r + s) values of word u's 64 coordinates: ±γ[index], the index gathered from its
+// bit planes (FindRanks' layout) one integer per coordinate.
+template <size_t B, class T>
+void RankValues(const uint64_t* index, const uint64_t* negative, size_t N, size_t s, size_t u,
+                const float* gammas, float* out) {
+  HWY_ALIGN T which[64 + hn::MaxLanes(hn::ScalableTag<T>())];
+  PlaneIntegers<B, T>(index + s * B * N, N, u, which);
   const DF df;
   const hn::Rebind<int32_t, DF> di;
   const hn::Rebind<T, DF> dn;
@@ -247,6 +290,7 @@ void MedianOf(const SignRankRows& rows, float* out) {
 
 void SignRankMedian(const SignRankRows& rows, float* out) {
   if (rows.n < 16) return MedianOf<4, uint8_t>(rows, out);
+  if (rows.n < 128) return MedianOf<7, uint8_t>(rows, out);  // a plane fewer for 100 inputs
   if (rows.n < 256) return MedianOf<8, uint8_t>(rows, out);
   MedianOf<16, uint16_t>(rows, out);
 }
@@ -524,7 +568,6 @@ void CountValuesOf(const SignRankRows& rows, const float* value_of, float* out) 
   const DU du;
   const size_t N = hn::Lanes(du), n = size_t(rows.n);
   uint64_t planes[B * hn::MaxLanes(DU())];
-  const hn::ScalableTag<T> dt;
   const DF df;
   const hn::Rebind<int32_t, DF> di;
   const hn::Rebind<T, DF> dn;
@@ -538,15 +581,7 @@ void CountValuesOf(const SignRankRows& rows, const float* value_of, float* out) 
 #pragma GCC unroll 16
     for (size_t b = 0; b < B; ++b) hn::StoreU(positives[b], du, planes + b * N);
     for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
-      for (size_t c = 0; c < 64; c += hn::Lanes(dt)) {
-        auto value = hn::Zero(dt);
-        for (size_t b = 0; b < B; ++b) {
-          const uint8_t* plane = reinterpret_cast<const uint8_t*>(planes + b * N + u);
-          value = hn::Or(value,
-                         hn::IfThenElseZero(LoadSignMask(dt, plane, c), hn::Set(dt, T(1u << b))));
-        }
-        hn::Store(value, dt, count + c);
-      }
+      PlaneIntegers<B, T>(planes, N, u, count);
       for (size_t c = 0; c < 64; c += hn::Lanes(df))
         hn::Store(hn::GatherIndex(df, value_of, hn::PromoteTo(di, hn::LoadU(dn, count + c))), df,
                   values + c);
@@ -558,22 +593,45 @@ void CountValuesOf(const SignRankRows& rows, const float* value_of, float* out) 
 
 void SignRankCountValues(const SignRankRows& rows, const float* value_of, float* out) {
   if (rows.n < 16) return CountValuesOf<4, uint8_t>(rows, value_of, out);
+  if (rows.n < 128) return CountValuesOf<7, uint8_t>(rows, value_of, out);
   if (rows.n < 256) return CountValuesOf<8, uint8_t>(rows, value_of, out);
   CountValuesOf<16, uint16_t>(rows, value_of, out);
 }
 
+// Row i against rows j .. j + J − 1 over words [w0, w1): J pairs share the loads of row i.
+template <size_t J>
+HWY_INLINE void CountDisagreements(const Words& words, size_t w0, size_t w1, size_t i, size_t j,
+                                   size_t n, int64_t* d) {
+  const DU du;
+  const size_t N = hn::Lanes(du);
+  VU count[J];
+#pragma GCC unroll 4
+  for (size_t k = 0; k < J; ++k) count[k] = hn::Zero(du);
+  for (size_t w = w0; w < w1; w += N) {
+    const VU x = hn::Load(du, words.row(i) + w);
+#pragma GCC unroll 4
+    for (size_t k = 0; k < J; ++k)
+      count[k] =
+          hn::Add(count[k], hn::PopulationCount(hn::Xor(x, hn::Load(du, words.row(j + k) + w))));
+  }
+  for (size_t k = 0; k < J; ++k)
+    d[i * n + j + k] += int64_t(hn::GetLane(hn::SumOfLanes(du, count[k])));
+}
+
+// Every pair over chunks of words whose n rows stay in L2 together (100 rows: 200 KiB), instead
+// of streaming both rows of each pair from memory.
 void SignRankDisagreements(const SignRankRows& rows, int64_t* d) {
   const Words words = ReadWords(rows);
-  const DU du;
-  const size_t N = hn::Lanes(du), n = size_t(rows.n);
-  for (size_t i = 0; i < n; ++i)
-    for (size_t j = i + 1; j < n; ++j) {
-      VU count = hn::Zero(du);
-      for (size_t w = 0; w < words.used; w += N)
-        count = hn::Add(count, hn::PopulationCount(hn::Xor(hn::Load(du, words.row(i) + w),
-                                                           hn::Load(du, words.row(j) + w))));
-      d[i * n + j] += int64_t(hn::GetLane(hn::SumOfLanes(du, count)));
+  const size_t n = size_t(rows.n);
+  constexpr size_t kChunkWords = 256;  // 2 KiB of each row, a multiple of every vector's words
+  for (size_t w0 = 0; w0 < words.used; w0 += kChunkWords) {
+    const size_t w1 = std::min(words.used, w0 + kChunkWords);
+    for (size_t i = 0; i < n; ++i) {
+      size_t j = i + 1;
+      for (; j + 4 <= n; j += 4) CountDisagreements<4>(words, w0, w1, i, j, n, d);
+      for (; j < n; ++j) CountDisagreements<1>(words, w0, w1, i, j, n, d);
     }
+  }
 }
 
 double SignRankPack(const float* values, int64_t cols, uint8_t* bits) {
