@@ -6,12 +6,15 @@
 //
 //   build/soup_bench [--n 100] [--hidden 2048] [--intermediate 5632] [--layers 4]
 //                    [--methods trimmed-mean,median,mean,krum] [--dir DIR] [--threads N]
+//                    [--target NAME]
 //
 // Defaults: 4 layers of the TinyLlama block shape (q, k, v, o 2048², gate, up, down 2048×5632):
 // 206M compressed weights per adapter, 25.7 MB of signs each, 2.6 GB for n = 100. The base
 // (zeros, F32) and the adapters are written into --dir (default /tmp/bitdelta-soup-bench) once
 // and reused; the first soup reads them from the page cache when memory allows. Trimmed mean
-// uses β = 0.1; Krum f = (n − 3) / 2 capped at 30.
+// uses β = 0.1; Krum f = (n − 3) / 2 capped at 30. --target runs the kernels of one SIMD target
+// this CPU supports (Highway's name: AVX3_DL, AVX3, AVX2, SSE4, ...), e.g. the AVX2 path on an
+// AVX-512 machine.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -31,6 +34,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "delta/compress.h"
+#include "hwy/targets.h"
 #include "io/adapter.h"
 #include "io/checkpoint.h"
 #include "kernels/membw.h"
@@ -49,6 +53,7 @@ struct Options {
   std::vector<std::string> methods = {"trimmed-mean", "median", "mean", "krum"};
   std::string dir = "/tmp/bitdelta-soup-bench";
   int threads = 0;
+  std::string target;  // empty: the best this CPU supports
 };
 
 Options parse_options(int argc, char** argv) {
@@ -75,6 +80,8 @@ Options parse_options(int argc, char** argv) {
       o.dir = value();
     } else if (flag == "--threads") {
       o.threads = std::stoi(value());
+    } else if (flag == "--target") {
+      o.target = value();
     } else {
       fail("unknown option ", flag, " (see the comment at the top of bench/soup_bench.cpp)");
     }
@@ -188,6 +195,21 @@ double plain_read_seconds(const std::vector<std::string>& paths) {
   return best;
 }
 
+// Restricts Highway's dispatch to the target named `name`, which this CPU must support.
+void use_simd_target(const std::string& name) {
+  std::string names;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    if (name == hwy::TargetName(target)) return hwy::SetSupportedTargetsForTest(target);
+    names += std::string(names.empty() ? "" : ", ") + hwy::TargetName(target);
+  }
+  fail("--target ", name, ": not one this CPU supports (", names, ")");
+}
+
+// The SIMD target the kernels dispatch to: the best one supported (and allowed).
+const char* simd_target_name() {
+  return hwy::TargetName(hwy::SupportedAndGeneratedTargets()[0]);
+}
+
 struct Run {
   double seconds = 0;
   double peak_rss_mib = 0;
@@ -227,6 +249,7 @@ Run run_soup(const Options& o, const std::string& method) {
                                     o.dir,
                                     "--threads",
                                     std::to_string(o.threads)};
+  if (!o.target.empty()) words.insert(words.end(), {"--target", o.target});
   std::vector<char*> child_argv;
   for (std::string& w : words) child_argv.push_back(w.data());
   child_argv.push_back(nullptr);
@@ -263,6 +286,7 @@ int run(int argc, char** argv) {
   }
   const Options o = parse_options(argc, argv);
   set_threads(o.threads);
+  if (!o.target.empty()) use_simd_target(o.target);
   const LlamaConfig config = bench_config(o);
   const std::vector<std::string> paths = ensure_inputs(o, config);
   if (!child_method.empty()) {
@@ -279,16 +303,17 @@ int run(int argc, char** argv) {
   const double bandwidth = measure_read_bandwidth();
   const double read_seconds = plain_read_seconds(paths);
   std::printf(
-      "n %lld adapters x %.1fM compressed weights (%.2f GB of input), %d threads; read "
-      "bandwidth %.1f GB/s; plain read of the input files %.3f s (%.1f GB/s)\n",
+      "n %lld adapters x %.1fM compressed weights (%.2f GB of input), %d threads, SIMD %s; "
+      "read bandwidth %.1f GB/s; plain read of the input files %.3f s (%.1f GB/s)\n",
       (long long)o.n, double(weights) / 1e6, double(input_bytes) / 1e9, num_threads(),
-      bandwidth / 1e9, read_seconds, double(input_bytes) / read_seconds / 1e9);
+      simd_target_name(), bandwidth / 1e9, read_seconds, double(input_bytes) / read_seconds / 1e9);
   std::printf("%-14s %9s %12s %10s %13s %12s\n", "method", "seconds", "input GB/s", "of read bw",
               "of file read", "peak RSS MiB");
   nlohmann::json json = {{"n", o.n},
                          {"weights", weights},
                          {"input_bytes", input_bytes},
                          {"threads", num_threads()},
+                         {"simd", simd_target_name()},
                          {"read_bandwidth", bandwidth},
                          {"plain_read_seconds", read_seconds}};
   for (const std::string& method : o.methods) {
