@@ -381,9 +381,16 @@ struct MaskTables {
   size_t masks = 0, groups = 0;
 };
 
+// With AVX-512 mask registers the masks gate the adds directly (MaskSums below): no tables.
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+constexpr bool kMaskedAdds = true;
+#else
+constexpr bool kMaskedAdds = false;
+#endif
+
 MaskTables BuildTables(const double* weights, size_t masks, double* table) {
   const size_t groups = (masks + 7) / 8;
-  for (size_t g = 0; g < groups; ++g) {
+  for (size_t g = 0; g < groups && !kMaskedAdds; ++g) {
     double* t = table + g * 256;
     t[0] = 0;
     for (unsigned b = 1; b < 256; ++b) {
@@ -395,7 +402,7 @@ MaskTables BuildTables(const double* weights, size_t masks, double* table) {
   return {table, weights, masks, groups};
 }
 
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3  // kMaskedAdds
 // With AVX-512 mask registers a mask's bits gate an add of its weight directly (one vaddpd with
 // {k} per 8 coordinates): about twice as fast as the table lookups below. The operations are the
 // tables' own: within a group the weights added from its last mask to its first, each group's
