@@ -193,9 +193,12 @@ bool HasGfni() {
 // PlaneIntegers for B ≤ 8 planes by GFNI, which transposes an 8 × 8 bit matrix per 64-bit lane
 // in one affine multiply by the identity: with qword k holding byte k of plane b as its byte
 // 7 − b, byte c of the product holds bit 8k + c of every plane, i.e. lane 8k + c's integer (a
-// gather, a byte permute and the multiply, instead of three operations per plane).
-__attribute__((target("gfni"))) void PlaneBytesGfni(const uint64_t* planes, size_t B, size_t N,
-                                                    size_t u, uint8_t* which) {
+// gather, a byte permute and the multiply, instead of three operations per plane). A function of
+// its own with GFNI added to the target's features (clang takes a function's target attribute
+// instead of the enclosing pragma's, so the list is repeated).
+__attribute__((target(HWY_TARGET_STR ",gfni"))) void PlaneBytesGfni(const uint64_t* planes,
+                                                                    size_t B, size_t N, size_t u,
+                                                                    uint8_t* which) {
   static constexpr auto kGroup = [] {
     std::array<uint8_t, 64> order{};
     for (int k = 0; k < 8; ++k)
