@@ -6,7 +6,7 @@
 //
 //   build/soup_bench [--n 100] [--hidden 2048] [--intermediate 5632] [--layers 4]
 //                    [--methods trimmed-mean,median,mean,krum] [--dir DIR] [--threads N]
-//                    [--target NAME]
+//                    [--target NAME] [--granularity matrix|row]
 //
 // Defaults: 4 layers of the TinyLlama block shape (q, k, v, o 2048², gate, up, down 2048×5632):
 // 206M compressed weights per adapter, 25.7 MB of signs each, 2.6 GB for n = 100. The base
@@ -14,7 +14,8 @@
 // and reused; the first soup reads them from the page cache when memory allows. Trimmed mean
 // uses β = 0.1; Krum f = (n − 3) / 2 capped at 30. --target runs the kernels of one SIMD target
 // this CPU supports (Highway's name: AVX3_DL, AVX3, AVX2, SSE4, ...), e.g. the AVX2 path on an
-// AVX-512 machine.
+// AVX-512 machine. --granularity row gives the adapters a scale per row (the soup then orders the
+// contributions row by row) and keeps them in DIR-row.
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -53,11 +54,13 @@ struct Options {
   std::vector<std::string> methods = {"trimmed-mean", "median", "mean", "krum"};
   std::string dir = "/tmp/bitdelta-soup-bench";
   int threads = 0;
-  std::string target;  // empty: the best this CPU supports
+  std::string target;    // empty: the best this CPU supports
+  bool per_row = false;  // --granularity row: the adapters have a scale per row
 };
 
 Options parse_options(int argc, char** argv) {
   Options o;
+  bool dir_given = false;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     auto value = [&]() -> std::string {
@@ -78,16 +81,22 @@ Options parse_options(int argc, char** argv) {
       for (std::string m; std::getline(list, m, ',');) o.methods.push_back(m);
     } else if (flag == "--dir") {
       o.dir = value();
+      dir_given = true;
     } else if (flag == "--threads") {
       o.threads = std::stoi(value());
     } else if (flag == "--target") {
       o.target = value();
+    } else if (flag == "--granularity") {
+      const std::string g = value();
+      if (g != "matrix" && g != "row") fail("--granularity must be matrix or row, got ", g);
+      o.per_row = g == "row";
     } else {
       fail("unknown option ", flag, " (see the comment at the top of bench/soup_bench.cpp)");
     }
   }
   if (o.n < 3 || o.hidden < 8 || o.intermediate < 8 || o.layers < 1)
     fail("--n must be >= 3 and the shape positive");
+  if (o.per_row && !dir_given) o.dir += "-row";
   return o;
 }
 
@@ -144,16 +153,18 @@ std::vector<std::string> ensure_inputs(const Options& o, const LlamaConfig& conf
       if (in % 8)  // padding bits stay 0
         for (int64_t r = 0; r < out; ++r)
           signs.back()[size_t(r * row_bytes + row_bytes - 1)] &= uint8_t((1u << (in % 8)) - 1);
-      scales.push_back({0.001f * float(1 + rng() % 1000) / 1000.0f});
+      scales.emplace_back();
+      for (int64_t r = 0; r < (o.per_row ? out : 1); ++r)
+        scales.back().push_back(0.001f * float(1 + rng() % 1000) / 1000.0f);
       matrices.push_back({s.name, out, in,
                           TensorView{DType::U8, {out, row_bytes}, signs.back().data()},
-                          TensorView{DType::F32, {1}, scales.back().data()}});
+                          TensorView{DType::F32, {o.per_row ? out : 1}, scales.back().data()}});
     }
     AdapterInfo info;
     info.base_fingerprint = fingerprint;
     info.finetune_fingerprint = std::string(64, '0');
     info.scale_mode = "mean";
-    info.granularity = "matrix";
+    info.granularity = o.per_row ? "row" : "matrix";
     info.tool_version = BITDELTA_VERSION;
     info.created = "2026-12-02T00:00:00Z";
     write_adapter(path, info, matrices, {}, true);
@@ -250,6 +261,7 @@ Run run_soup(const Options& o, const std::string& method) {
                                     "--threads",
                                     std::to_string(o.threads)};
   if (!o.target.empty()) words.insert(words.end(), {"--target", o.target});
+  if (o.per_row) words.insert(words.end(), {"--granularity", "row"});
   std::vector<char*> child_argv;
   for (std::string& w : words) child_argv.push_back(w.data());
   child_argv.push_back(nullptr);
