@@ -113,6 +113,67 @@ HWY_INLINE VU Decrement(VU* count, VU take) {
   return take;
 }
 
+// (sum, carry) of a + b + c, bitwise.
+HWY_INLINE void FullAdd(VU a, VU b, VU c, VU& sum, VU& carry) {
+  const VU half = hn::Xor(a, b);
+  sum = hn::Xor(half, c);
+  carry = hn::Or(hn::And(a, b), hn::And(half, c));
+}
+
+// total = the number of set bits (clear bits when `clear`) in rows [0, count) at each lane of
+// one vector of words, as B ≥ 4 bit planes: eight rows at a time by carry-save adders into a
+// 4-bit count, then added into the total (about 6 operations a row against 2B for an increment
+// per row), the rest one increment each.
+template <size_t B>
+HWY_INLINE void CountRows(const Words& words, size_t w0, size_t count, bool clear, VU* total) {
+  const DU du;
+#pragma GCC unroll 16
+  for (size_t b = 0; b < B; ++b) total[b] = hn::Zero(du);
+  auto row = [&](size_t i) {
+    const VU x = LoadRow(words, i, w0);
+    return clear ? hn::Not(x) : x;
+  };
+  size_t i = 0;
+  for (; i + 8 <= count; i += 8) {
+    VU s0, c0, s1, c1, bit0, c3, t, c4;
+    FullAdd(row(i), row(i + 1), row(i + 2), s0, c0);
+    FullAdd(row(i + 3), row(i + 4), row(i + 5), s1, c1);
+    const VU a6 = row(i + 6), a7 = row(i + 7);
+    FullAdd(s0, s1, hn::Xor(a6, a7), bit0, c3);  // weight 1; c3 weight 2
+    FullAdd(c0, c1, hn::And(a6, a7), t, c4);     // weight 2; c4 weight 4
+    const VU c5 = hn::And(t, c3);                // weight 4
+    const VU block[4] = {bit0, hn::Xor(t, c3), hn::Xor(c4, c5), hn::And(c4, c5)};
+    VU carry = hn::Zero(du);
+#pragma GCC unroll 16
+    for (size_t b = 0; b < B; ++b) {
+      VU sum;
+      if (b < 4) {
+        FullAdd(total[b], block[b], carry, sum, carry);
+      } else {
+        sum = hn::Xor(total[b], carry);
+        carry = hn::And(total[b], carry);
+      }
+      total[b] = sum;
+    }
+  }
+  for (; i < count; ++i) Increment<B>(total, row(i));
+}
+
+// count = c − seen, bit-sliced (seen ≤ c in every lane).
+template <size_t B>
+HWY_INLINE void SubtractFrom(uint64_t c, const VU* seen, VU* count) {
+  const DU du;
+  const VU all = hn::Not(hn::Zero(du));
+  VU borrow = hn::Zero(du);
+#pragma GCC unroll 16
+  for (size_t b = 0; b < B; ++b) {
+    const VU a = (c >> b) & 1 ? all : hn::Zero(du);
+    const VU differ = hn::Xor(a, seen[b]);
+    count[b] = hn::Xor(differ, borrow);
+    borrow = hn::Or(hn::AndNot(a, seen[b]), hn::AndNot(differ, borrow));
+  }
+}
+
 // Where ascending ranks r (and r + 1 when `two`) of each coordinate of one vector of words lie:
 // the index of the contribution holding the value, as B bit planes (index[(s · B + b) · N + u]:
 // bit b of the indices of word u for rank r + s), and whether the value is negative
@@ -125,6 +186,9 @@ HWY_INLINE VU Decrement(VU* count, VU take) {
 // One pass over the contributions per sign keeps a counter's planes in registers (AVX2 has 16);
 // hits[(s · n + i) · N + u]: where contribution i holds rank r + s. As a lane hits once per
 // rank, bit b of its index is the OR of its hits at the contributions whose bit b is set.
+// No contribution before the one with c values of a sign before it can be that one, so each
+// pass first counts the signs of its first c contributions (CountRows, cheaper than the
+// counter's decrements) and starts its counter at c less that count.
 template <size_t B>
 void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint64_t* hits,
                uint64_t* index, uint64_t* negative) {
@@ -134,12 +198,15 @@ void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint
   uint64_t* low_hits = hits;
   uint64_t* high_hits = hits + n * N;
   {  // the negatives: rank r's, then the next one (rank r + 1's)
-    VU count[B];
-    const Constant<B> start(r);
-#pragma GCC unroll 16
-    for (size_t b = 0; b < B; ++b) count[b] = start.bits[b];
+    VU count[B], seen[B];
+    CountRows<B>(words, w0, r, true, seen);
+    SubtractFrom<B>(r, seen, count);
+    for (size_t i = 0; i < r; ++i) {
+      hn::Store(none, du, low_hits + i * N);
+      hn::Store(none, du, high_hits + i * N);
+    }
     VU after = none, found = none, low_negative = none, high_negative = none;
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = r; i < n; ++i) {
       const VU below = hn::Not(LoadRow(words, i, w0));
       const VU hit = Decrement<B>(count, below);
       const VU next = hn::AndNot(found, hn::And(below, after));
@@ -154,13 +221,13 @@ void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint
     hn::StoreU(high_negative, du, negative + N);
   }
   {  // the positives: rank r's (two: rank r + 1's, then the next one, rank r's)
-    VU count[B];
-    const Constant<B> start(two ? n - 2 - r : n - 1 - r);
-#pragma GCC unroll 16
-    for (size_t b = 0; b < B; ++b) count[b] = start.bits[b];
+    const size_t start = two ? n - 2 - r : n - 1 - r;
+    VU count[B], seen[B];
+    CountRows<B>(words, w0, start, false, seen);
+    SubtractFrom<B>(start, seen, count);
     VU after = none, found = none;
     uint64_t* first = two ? high_hits : low_hits;
-    for (size_t i = 0; i < n; ++i) {
+    for (size_t i = start; i < n; ++i) {
       const VU x = hn::Load(du, words.row(i) + w0);  // in L1 since the negatives' pass
       const VU hit = Decrement<B>(count, x);
       hn::Store(hn::Or(hit, hn::Load(du, first + i * N)), du, first + i * N);
@@ -171,12 +238,14 @@ void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint
       hn::Store(hn::Or(next, hn::Load(du, low_hits + i * N)), du, low_hits + i * N);
     }
   }
+  // Neither pass hits before the first contribution it walked.
+  const size_t first_hit = std::min(r, two ? n - 2 - r : n - 1 - r);
   for (size_t s = 0; s < (two ? 2u : 1u); ++s)
     for (size_t b = 0; b < B; ++b) {
       VU plane = none;
       const size_t run = size_t(1) << b;  // i with bit b set: runs of 2^b every 2^(b + 1)
       for (size_t i0 = run; i0 < n; i0 += 2 * run)
-        for (size_t i = i0; i < std::min(i0 + run, n); ++i)
+        for (size_t i = std::max(i0, first_hit); i < std::min(i0 + run, n); ++i)
           plane = hn::Or(plane, hn::Load(du, hits + (s * n + i) * N));
       hn::StoreU(plane, du, index + (s * B + b) * N);
     }
