@@ -631,7 +631,7 @@ void SignRankWeightedSum(const SignRankRows& rows, const double* weights, float*
 }
 
 // out[j] = value_of[the number of set bits at coordinate j]: a bit-sliced count of the
-// positives, one increment per contribution, then a lookup per coordinate.
+// positives (CountRows), then a lookup per coordinate.
 template <size_t B, class T>
 void CountValuesOf(const SignRankRows& rows, const float* value_of, float* out) {
   const Words words = ReadWords(rows);
@@ -645,9 +645,7 @@ void CountValuesOf(const SignRankRows& rows, const float* value_of, float* out) 
   HWY_ALIGN float values[64];
   for (size_t w0 = 0; w0 < words.used; w0 += N) {
     VU positives[B];
-#pragma GCC unroll 16
-    for (size_t b = 0; b < B; ++b) positives[b] = hn::Zero(du);
-    for (size_t i = 0; i < n; ++i) Increment<B>(positives, LoadRow(words, i, w0));
+    CountRows<B>(words, w0, n, false, positives);
 #pragma GCC unroll 16
     for (size_t b = 0; b < B; ++b) hn::StoreU(positives[b], du, planes + b * N);
     for (size_t u = 0; u < N && 64 * (w0 + u) < size_t(rows.cols); ++u) {
