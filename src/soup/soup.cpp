@@ -237,20 +237,21 @@ void aggregate_sign_block(const SoupInputs& inputs, size_t t,
   static thread_local std::vector<float> values;
   std::vector<double> weights(static_cast<size_t>(n));
   std::vector<size_t> order(static_cast<size_t>(n));
-  auto run = [&](int64_t row, int64_t rows) {  // rows [row, row + rows) of the tensor
+  std::vector<float> gamma_of(static_cast<size_t>(n));  // each member's γ at the row
+  auto run = [&](int64_t row, int64_t rows) {           // rows [row, row + rows) of the tensor
+    // The γ read once per member (n files' scales) rather than in every comparison of the sort:
+    // with a scale per row the sort runs once per row.
+    for (int64_t k = 0; k < n; ++k) gamma_of[size_t(k)] = gamma_at(*signs[size_t(k)], row);
     std::iota(order.begin(), order.end(), size_t(0));
     if (!sign_rule && !weighted)
-      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-        return gamma_at(*signs[a], row) > gamma_at(*signs[b], row);
-      });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](size_t a, size_t b) { return gamma_of[a] > gamma_of[b]; });
     for (int64_t i = 0; i < n; ++i) {
-      const AdapterMatrix& m = *signs[order[size_t(i)]];
-      bits[size_t(i)] =
-          block.data + int64_t(order[size_t(i)]) * block.stride + (row - row0) * row_bytes;
-      gammas[size_t(i)] = sign_rule ? 1.0f : gamma_at(m, row);
+      const size_t k = order[size_t(i)];
+      bits[size_t(i)] = block.data + int64_t(k) * block.stride + (row - row0) * row_bytes;
+      gammas[size_t(i)] = sign_rule ? 1.0f : gamma_of[k];
       if (weighted)  // α_k · (±γ_k), as the reference multiplies each value
-        weights[size_t(i)] =
-            choice.weights[size_t(choice.selected[order[size_t(i)]])] * double(gamma_at(m, row));
+        weights[size_t(i)] = choice.weights[size_t(choice.selected[k])] * double(gamma_of[k]);
     }
     values.resize(size_t(rows * row_bits));
     const SignRankRows ranked{bits.data(), gammas.data(), n, rows * row_bits, rows == here};
