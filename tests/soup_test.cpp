@@ -56,7 +56,9 @@ class SoupTest : public ::testing::Test {
     std::vector<uint8_t> bits;  // one per weight
   };
 
-  std::string write_contribution(int k, bool poisoned) {
+  // per_row: a scale per output row (compress --granularity row), every third one equal to the
+  // row above's, so that the γ order of the contributions changes from row to row, with ties.
+  std::string write_contribution(int k, bool poisoned, bool per_row = false) {
     std::mt19937_64 rng(100 + k);
     std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
     std::vector<AdapterMatrix> matrices;
@@ -74,10 +76,14 @@ class SoupTest : public ::testing::Test {
           if (poisoned) bit = !bit;
           if (bit) signs.back()[size_t(o * row_bytes + i / 8)] |= uint8_t(1u << (i % 8));
         }
-      scales.push_back({(0.008f + 0.004f * uniform(rng)) * (poisoned ? 10.0f : 1.0f)});
-      matrices.push_back(AdapterMatrix{p.name, out, in,
-                                       TensorView{DType::U8, {out, row_bytes}, signs.back().data()},
-                                       TensorView{DType::F32, {1}, scales.back().data()}});
+      scales.emplace_back();
+      for (int64_t o = 0; o < (per_row ? out : 1); ++o)
+        scales.back().push_back(o % 3 == 2
+                                    ? scales.back().back()
+                                    : (0.008f + 0.004f * uniform(rng)) * (poisoned ? 10.0f : 1.0f));
+      matrices.push_back(AdapterMatrix{
+          p.name, out, in, TensorView{DType::U8, {out, row_bytes}, signs.back().data()},
+          TensorView{DType::F32, {per_row ? out : 1}, scales.back().data()}});
     }
     const int64_t C = base_->config().hidden_size;
     std::vector<float> norm(static_cast<size_t>(C));
@@ -89,10 +95,10 @@ class SoupTest : public ::testing::Test {
     info.finetune_fingerprint = std::string(64, 'a' + char(k % 6));
     info.owner = "did:lux:contributor-" + std::to_string(k);
     info.scale_mode = "mean";
-    info.granularity = "matrix";
+    info.granularity = per_row ? "row" : "matrix";
     info.tool_version = "test";
     info.created = "2026-12-02T10:00:00Z";
-    const std::string path = scratch_ / ("c" + std::to_string(k) + ".bitdelta");
+    const std::string path = scratch_ / ((per_row ? "r" : "c") + std::to_string(k) + ".bitdelta");
     write_adapter(path, info, matrices, exact, false);
     return path;
   }
@@ -129,9 +135,10 @@ class SoupTest : public ::testing::Test {
     return names;
   }
 
-  std::vector<Vector> contributions() const {
+  std::vector<Vector> contributions(std::vector<std::string> paths = {}) const {
     std::vector<Vector> all;
-    for (const std::string& path : paths_) all.push_back(dense(path, tensor_names()));
+    for (const std::string& path : paths.empty() ? paths_ : paths)
+      all.push_back(dense(path, tensor_names()));
     return all;
   }
 
@@ -295,6 +302,23 @@ TEST_F(SoupTest, CoordinateRulesMatchTheReference) {
   expect_close(soup(p), majority, 1e-6, "sign-majority");
   p.method = SoupMethod::sign_vote;
   expect_close(soup(p), vote, 1e-6, "sign-vote");
+}
+
+// Scales per row: the packed-sign kernels then take the contributions in γ order row by row.
+TEST_F(SoupTest, PerRowScalesMatchTheReference) {
+  std::vector<std::string> paths;
+  for (int k = 0; k < 21; ++k) paths.push_back(write_contribution(k, k >= 15, true));
+  const std::vector<Vector> xs = canonical(contributions(paths), paths);
+  SoupParams p;
+  p.method = SoupMethod::mean;
+  expect_close(soup(p, true, paths), mean_of(xs, all_of(xs.size())), 1e-6, "mean");
+  p.method = SoupMethod::median;
+  expect_close(soup(p, true, paths), coordinatewise(xs, reference_median), 1e-6, "median");
+  p.method = SoupMethod::trimmed_mean;
+  p.trim = 0.2;
+  expect_close(soup(p, true, paths),
+               coordinatewise(xs, [](Vector v) { return reference_trimmed_mean(v, 0.2); }), 1e-6,
+               "trimmed-mean");
 }
 
 TEST_F(SoupTest, VectorRulesMatchTheReference) {
