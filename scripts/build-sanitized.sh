@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # -gline-tables-only gives the sanitizers' reports their files and lines with less debug
-# information to compile and link than -g. Highway compiles every kernel once per SIMD target; on a CPU without
-# AVX-512 its two AVX-512 targets (HWY_AVX3 | HWY_AVX3_DL = 2^8 + 2^7, hwy/detect_targets.h)
-# could never run here, so they are left out: a third less kernel code to compile.
+# information to compile and link than -g. Highway compiles every kernel once per SIMD target;
+# on a CPU without AVX-512 its two AVX-512 targets (HWY_AVX3 | HWY_AVX3_DL = 2^8 + 2^7,
+# hwy/detect_targets.h) could never run here, so they are left out: a third less kernel code to
+# compile.
 flags="-O2 -gline-tables-only"
 grep -qw avx512f /proc/cpuinfo || flags+=" -DHWY_DISABLED_TARGETS=384"
 CC=clang CXX=clang++ cmake -S . -B build-san -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \

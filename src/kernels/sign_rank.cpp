@@ -162,15 +162,13 @@ HWY_INLINE void CountRows(const Words& words, size_t w0, size_t count, bool clea
 // count = c − seen, bit-sliced (seen ≤ c in every lane).
 template <size_t B>
 HWY_INLINE void SubtractFrom(uint64_t c, const VU* seen, VU* count) {
-  const DU du;
-  const VU all = hn::Not(hn::Zero(du));
-  VU borrow = hn::Zero(du);
+  const Constant<B> a(c);
+  VU borrow = hn::Zero(DU());
 #pragma GCC unroll 16
   for (size_t b = 0; b < B; ++b) {
-    const VU a = (c >> b) & 1 ? all : hn::Zero(du);
-    const VU differ = hn::Xor(a, seen[b]);
+    const VU differ = hn::Xor(a.bits[b], seen[b]);
     count[b] = hn::Xor(differ, borrow);
-    borrow = hn::Or(hn::AndNot(a, seen[b]), hn::AndNot(differ, borrow));
+    borrow = hn::Or(hn::AndNot(a.bits[b], seen[b]), hn::AndNot(differ, borrow));
   }
 }
 
@@ -197,11 +195,14 @@ void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint
   const VU none = hn::Zero(du);
   uint64_t* low_hits = hits;
   uint64_t* high_hits = hits + n * N;
+  // Where each pass starts; neither hits before, and the hits below first_hit are never read.
+  const size_t positive_start = two ? n - 2 - r : n - 1 - r;
+  const size_t first_hit = std::min(r, positive_start);
   {  // the negatives: rank r's, then the next one (rank r + 1's)
     VU count[B], seen[B];
     CountRows<B>(words, w0, r, true, seen);
     SubtractFrom<B>(r, seen, count);
-    for (size_t i = 0; i < r; ++i) {
+    for (size_t i = first_hit; i < r; ++i) {  // read by the positives' pass
       hn::Store(none, du, low_hits + i * N);
       hn::Store(none, du, high_hits + i * N);
     }
@@ -221,13 +222,12 @@ void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint
     hn::StoreU(high_negative, du, negative + N);
   }
   {  // the positives: rank r's (two: rank r + 1's, then the next one, rank r's)
-    const size_t start = two ? n - 2 - r : n - 1 - r;
     VU count[B], seen[B];
-    CountRows<B>(words, w0, start, false, seen);
-    SubtractFrom<B>(start, seen, count);
+    CountRows<B>(words, w0, positive_start, false, seen);
+    SubtractFrom<B>(positive_start, seen, count);
     VU after = none, found = none;
     uint64_t* first = two ? high_hits : low_hits;
-    for (size_t i = start; i < n; ++i) {
+    for (size_t i = positive_start; i < n; ++i) {
       const VU x = hn::Load(du, words.row(i) + w0);  // in L1 since the negatives' pass
       const VU hit = Decrement<B>(count, x);
       hn::Store(hn::Or(hit, hn::Load(du, first + i * N)), du, first + i * N);
@@ -238,8 +238,6 @@ void FindRanks(const Words& words, size_t w0, size_t n, size_t r, bool two, uint
       hn::Store(hn::Or(next, hn::Load(du, low_hits + i * N)), du, low_hits + i * N);
     }
   }
-  // Neither pass hits before the first contribution it walked.
-  const size_t first_hit = std::min(r, two ? n - 2 - r : n - 1 - r);
   for (size_t s = 0; s < (two ? 2u : 1u); ++s)
     for (size_t b = 0; b < B; ++b) {
       VU plane = none;
@@ -407,15 +405,13 @@ DroppedMasks Dropped(const Words& words, size_t w0, size_t n, size_t cut, uint64
   }
   // Lanes left short of one sign: what they still have to drop (the counters of the lanes that
   // borrowed are all ones) is taken from the end, from the other sign.
+  // Lanes with nothing left to drop are finished from the start.
   VU from_positives[B], from_negatives[B];
+  VU short_negatives = none, short_positives = none;
 #pragma GCC unroll 16
   for (size_t b = 0; b < B; ++b) {
     from_positives[b] = hn::AndNot(negatives_done, negatives[b]);
     from_negatives[b] = hn::AndNot(positives_done, positives[b]);
-  }
-  VU short_negatives = none, short_positives = none;  // nothing left to drop: done
-#pragma GCC unroll 16
-  for (size_t b = 0; b < B; ++b) {
     short_negatives = hn::Or(short_negatives, from_positives[b]);
     short_positives = hn::Or(short_positives, from_negatives[b]);
   }
@@ -444,15 +440,16 @@ struct MaskTables {
 };
 
 // With AVX-512 mask registers the masks gate the adds directly (MaskSums below): no tables.
+#undef BD_MASKED_ADDS
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-constexpr bool kMaskedAdds = true;
+#define BD_MASKED_ADDS 1
 #else
-constexpr bool kMaskedAdds = false;
+#define BD_MASKED_ADDS 0
 #endif
 
 MaskTables BuildTables(const double* weights, size_t masks, double* table) {
   const size_t groups = (masks + 7) / 8;
-  for (size_t g = 0; g < groups && !kMaskedAdds; ++g) {
+  for (size_t g = 0; g < groups && !BD_MASKED_ADDS; ++g) {
     double* t = table + g * 256;
     t[0] = 0;
     for (unsigned b = 1; b < 256; ++b) {
@@ -464,7 +461,7 @@ MaskTables BuildTables(const double* weights, size_t masks, double* table) {
   return {table, weights};
 }
 
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3  // kMaskedAdds
+#if BD_MASKED_ADDS
 // With AVX-512 mask registers a mask's bits gate an add of its weight directly (one vaddpd with
 // {k} per 8 coordinates): a soup's mean 0.97 s against 1.69 s with the tables below on one
 // Sapphire Rapids VM (docs/benchmarks.md). The operations are the tables' own: within a group the
