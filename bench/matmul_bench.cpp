@@ -17,6 +17,7 @@
 #include "core/threads.h"
 #include "hwy/aligned_allocator.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_amx.h"
 #include "kernels/matmul_gemv.h"
 #include "kernels/matmul_panels.h"
 #include "kernels/membw.h"
@@ -27,7 +28,8 @@ double g_read_bandwidth = 0;  // bytes/s, measured once at start
 
 constexpr size_t kMinBytes = size_t(512) << 20;
 
-enum Path : int64_t { kAuto, kGemv, kSgemm, kPanels };
+// kGemvNoAmx: bd::gemv with the AMX path turned off (its AVX streaming and tiles).
+enum Path : int64_t { kAuto, kGemv, kSgemm, kPanels, kGemvNoAmx };
 constexpr bd::DType kDTypes[] = {bd::DType::F32, bd::DType::BF16, bd::DType::F16};
 
 // Copies of one random O × I matrix in `dtype`, together at least kMinBytes.
@@ -73,6 +75,10 @@ void BM_Matmul(benchmark::State& state) {
       bd::matmul_panels(out.data(), in.data(), panels[next].get(), O, I, T, false);
     } else if (path == kGemv) {
       bd::gemv(out.data(), in.data(), w, T, false);
+    } else if (path == kGemvNoAmx) {
+      bd::set_amx_enabled(false);
+      bd::gemv(out.data(), in.data(), w, T, false);
+      bd::set_amx_enabled(true);
     } else if (path == kSgemm) {
       bd::matmul_sgemm(out.data(), in.data(), w, T);
     } else {
@@ -87,10 +93,13 @@ void BM_Matmul(benchmark::State& state) {
   state.counters["W_GBps"] = Counter(weight_bytes * calls / 1e9, Counter::kIsRate);
   state.counters["of_bw"] = Counter(weight_bytes * calls / g_read_bandwidth, Counter::kIsRate);
   state.counters["GFLOPs"] = Counter(2.0 * double(T * O * I) * calls / 1e9, Counter::kIsRate);
-  state.SetLabel(std::string(bd::dtype_name(dtype)) + (path == kGemv     ? " gemv"
-                                                       : path == kSgemm  ? " sgemm"
-                                                       : path == kPanels ? " panels"
-                                                                         : " matmul"));
+  const bool amx = bd::amx_available() && path != kGemvNoAmx && path != kSgemm && path != kPanels;
+  state.SetLabel(std::string(bd::dtype_name(dtype)) +
+                 (path == kSgemm    ? " sgemm"
+                  : path == kPanels ? " panels"
+                  : path == kAuto   ? " matmul"
+                                    : " gemv") +
+                 (amx ? " (AMX where it applies)" : ""));
 }
 
 // The matrices of a 1.1B Llama (hidden 2048, intermediate 5632, 4 of 32 heads for K/V, vocab
@@ -123,6 +132,19 @@ BENCHMARK(BM_Matmul)
     ->Apply(Crossover)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
+
+// The AMX path (kernels/matmul_amx.h, CPUs that have it) against the AVX kernels of the GEMV on
+// the same machine, for the token counts of batched decode, on every matrix shape of the model.
+void Amx(benchmark::internal::Benchmark* b) {
+  const int64_t shapes[][2] = {
+      {2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
+  for (const auto& s : shapes) {
+    for (int64_t T : {1, 4, 16, 32, 64}) {
+      for (int64_t path : {kGemv, kGemvNoAmx}) b->Args({s[0], s[1], T, 1, path});
+    }
+  }
+}
+BENCHMARK(BM_Matmul)->Name("amx")->Apply(Amx)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // BF16 panels (kernels/matmul_panels.h, serving on AVX2) against the GEMV's streaming and tiles
 // at the token counts of batched decode and short prompt chunks, on both MLP shapes.

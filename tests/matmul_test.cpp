@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "kernels/matmul_amx.h"
 #include "kernels/matmul_gemv.h"
 #include "kernels/matmul_panels.h"
 #include "kernels/parallel.h"
@@ -164,6 +165,80 @@ TEST(MatmulPanels, RejectsOtherDtypes) {
   const Weight w = random_weight(DType::F32, 4, 4, rng);
   std::vector<uint32_t> panels(64);
   EXPECT_THROW(pack_panels(w.view, panels.data()), Error);
+}
+
+// AMX (kernels/matmul_amx.h), on CPUs that have it: the reference for row counts around the
+// 16-row tiles and the 4-tile units of work, token counts around the 16-token groups and the
+// 4-group passes, with and without threads.
+void check_amx(int64_t T, int64_t O, int64_t I, std::mt19937& rng) {
+  SCOPED_TRACE(testing::Message() << "AMX T=" << T << " O=" << O << " I=" << I);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  const Weight w = random_weight(DType::BF16, O, I, rng);
+  std::vector<float> in(size_t(T * I)), start(size_t(T * O));
+  for (float& v : in) v = uniform(rng);
+  for (float& v : start) v = uniform(rng);
+  std::vector<float> out(start.size(), std::numeric_limits<float>::quiet_NaN());
+  ASSERT_TRUE(matmul_amx(out.data(), in.data(), w.view, T, /*accumulate=*/false));
+  expect_matches_reference(out, in, w, T, nullptr);
+  out = start;
+  ASSERT_TRUE(matmul_amx(out.data(), in.data(), w.view, T, /*accumulate=*/true));
+  expect_matches_reference(out, in, w, T, &start);
+}
+
+TEST(MatmulAmx, MatchesReference) {
+  if (!amx_available()) GTEST_SKIP() << "this CPU has no AMX";
+  std::mt19937 rng(2468);
+  for (int64_t T : {kAmxMinTokens, int64_t(5), int64_t(15), int64_t(16), int64_t(17), int64_t(33),
+                    kAmxMaxTokens}) {
+    for (int64_t O : {1, 15, 16, 17, 64, 65, 80}) {
+      for (int64_t I : {32, 96}) check_amx(T, O, I, rng);
+    }
+  }
+  static_assert(300 * 2048 >= kMatmulParallelElements);
+  for (int64_t T : {4, 16, 40}) check_amx(T, 300, 2048, rng);
+}
+
+// A token's row of the product is the same, bit for bit, whatever else is in the batch: in a
+// batch of 4 with three other tokens, in a group of 16, and in 4 groups (the other kernel); so a
+// user's greedy tokens do not depend on who they are batched with.
+TEST(MatmulAmx, TokenRowsDoNotDependOnTheBatch) {
+  if (!amx_available()) GTEST_SKIP() << "this CPU has no AMX";
+  std::mt19937 rng(1357);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  constexpr int64_t O = 67, I = 1024, kSmall = kAmxMinTokens;
+  const Weight w = random_weight(DType::BF16, O, I, rng);
+  std::vector<float> in(size_t(kAmxMaxTokens * I)), small_in(size_t(kSmall * I));
+  for (float& v : in) v = uniform(rng);
+  for (float& v : small_in) v = uniform(rng);
+  std::vector<float> batch(size_t(kAmxMaxTokens * O)), small(size_t(kSmall * O));
+  for (int64_t T : {int64_t(16), kAmxMaxTokens}) {
+    ASSERT_TRUE(matmul_amx(batch.data(), in.data(), w.view, T, false));
+    for (int64_t t = 0; t < T; ++t) {
+      std::copy_n(in.data() + t * I, I, small_in.data() + (t % kSmall) * I);  // among others
+      ASSERT_TRUE(matmul_amx(small.data(), small_in.data(), w.view, kSmall, false));
+      for (int64_t o = 0; o < O; ++o) {
+        ASSERT_EQ(small[size_t((t % kSmall) * O + o)], batch[size_t(t * O + o)])
+            << "T=" << T << " t=" << t;
+      }
+    }
+  }
+}
+
+// What AMX does not cover goes to the other kernels (the result checked by the tests above).
+TEST(MatmulAmx, DeclinesWhatItDoesNotCover) {
+  std::mt19937 rng(11);
+  std::vector<float> in(size_t(65 * 64)), out(size_t(65 * 64));
+  const Weight f32 = random_weight(DType::F32, 16, 64, rng);
+  const Weight odd = random_weight(DType::BF16, 16, 48, rng);
+  const Weight bf16 = random_weight(DType::BF16, 16, 64, rng);
+  EXPECT_FALSE(matmul_amx(out.data(), in.data(), f32.view, 16, false));
+  EXPECT_FALSE(matmul_amx(out.data(), in.data(), odd.view, 16, false));
+  EXPECT_FALSE(matmul_amx(out.data(), in.data(), bf16.view, kAmxMinTokens - 1, false));
+  EXPECT_FALSE(matmul_amx(out.data(), in.data(), bf16.view, kAmxMaxTokens + 1, false));
+  EXPECT_EQ(matmul_amx(out.data(), in.data(), bf16.view, 16, false), amx_available());
+  set_amx_enabled(false);
+  EXPECT_FALSE(matmul_amx(out.data(), in.data(), bf16.view, 16, false));
+  set_amx_enabled(true);
 }
 
 TEST(Matmul, EmptyShapes) {
