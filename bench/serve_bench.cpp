@@ -2,16 +2,17 @@
 // adapters, every limit measured in the same run (docs/serving.md has the results).
 //
 //   build/serve_bench [--threads N] [--dir DIR] [--users 1,4,16,64] [--steps S] [--rounds R]
-//                     [--merge-users LIST] [--skip-scaling]
+//                     [--merge-users LIST] [--skip-scaling] [--no-amx]
 //
 // DIR (default /tmp/bitdelta-decode-bench-1.1b, shared with decode_bench) receives, once: the
 // random checkpoint (~2.2 GB) with a tokenizer.json, 64 random adapters (~130 MB each: a sign
 // bit per weight of every block linear, one scale per matrix) and folders registering 5, 2,000
 // and 10,000 adapter names (hard links to the 64 files: the bytes read per step are the same as
 // with distinct files, since every adapter is far larger than the caches). Then:
-//   1. limits: read bandwidth of main memory and the GEMM FLOP rate: the faster of OpenBLAS SGEMM
-//      (2048³, F32) and our own tiled matmul (2048 × 2048 F32 weights, 256 tokens), which on
-//      some machines outruns OpenBLAS: a limit that a kernel beats is no limit;
+//   1. limits: read bandwidth of main memory and the GEMM FLOP rate: the fastest of OpenBLAS
+//      SGEMM (2048³, F32), our own tiled matmul (2048 × 2048 F32 weights, 256 tokens), which on
+//      some machines outruns OpenBLAS, and, on CPUs with AMX, our BF16 product of 64 tokens on
+//      its tiles: a limit that a kernel beats is no limit;
 //   2. decode, N users each with their own adapter (fused: one base product + one sign product
 //      per user per step) and the base alone, alternating for R rounds (medians of the rounds
 //      and of the per-round fused/base ratios), and merge-on-switch (the user's dense weights
@@ -27,6 +28,7 @@
 //   5. cold load of an adapter evicted from the page cache (the cache reads every page in), against
 //      its size ÷ disk bandwidth;
 //   6. memory: RSS with 10,000 adapters registered and 64 loaded and read.
+// --no-amx turns the AMX path off (kernels/matmul_amx.h): the same machine without it.
 // Prints a table per part and one JSON line with every number.
 
 #include <fcntl.h>
@@ -57,6 +59,7 @@
 #include "io/checkpoint.h"
 #include "kernels/blas.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_amx.h"
 #include "kernels/matmul_panels.h"
 #include "kernels/membw.h"
 #include "kernels/sign_matmul.h"
@@ -100,6 +103,7 @@ struct Options {
   int steps = 8;
   int rounds = 3;
   bool scaling = true;
+  bool amx = true;
 };
 
 Options parse_options(int argc, char** argv) {
@@ -124,6 +128,8 @@ Options parse_options(int argc, char** argv) {
       o.rounds = std::stoi(value());
     else if (flag == "--skip-scaling")
       o.scaling = false;
+    else if (flag == "--no-amx")
+      o.amx = false;
     else
       fail("unknown option ", flag, " (see the comment at the top of bench/serve_bench.cpp)");
   }
@@ -220,8 +226,8 @@ void ensure_adapters(const std::string& dir, const Checkpoint& base) {
 // ---- limits ----
 
 struct GemmRates {
-  double sgemm = 0, tiled = 0, panels = 0;  // FLOP/s (panels: 0 where not preferred)
-  double best() const { return std::max({sgemm, tiled, panels}); }
+  double sgemm = 0, tiled = 0, panels = 0, amx = 0;  // FLOP/s (0: not used on this machine)
+  double best() const { return std::max({sgemm, tiled, panels, amx}); }
 };
 
 GemmRates measure_gemm_flops() {
@@ -247,6 +253,11 @@ GemmRates measure_gemm_flops() {
     start = Clock::now();
     matmul(c.data(), a.data(), TensorView{DType::F32, {n, n}, b.data()}, tokens);
     rates.tiled = std::max(rates.tiled, 2.0 * double(n * n * tokens) / seconds_since(start));
+    if (amx_available() && amx_enabled()) {
+      start = Clock::now();
+      matmul(c.data(), a.data(), b16_view, kAmxMaxTokens);
+      rates.amx = std::max(rates.amx, 2.0 * double(n * n * kAmxMaxTokens) / seconds_since(start));
+    }
   }
   return rates;
 }
@@ -440,6 +451,7 @@ uint64_t touch(const ServedAdapter& adapter) {
 int run(int argc, char** argv) {
   const Options o = parse_options(argc, argv);
   set_threads(o.threads);
+  set_amx_enabled(o.amx);
   const int threads = num_threads();
   json out = {{"threads", threads}, {"load_average_before", bench::load_average()}};
 
@@ -474,11 +486,14 @@ int run(int argc, char** argv) {
   out["sgemm_GFLOPs"] = gemm.sgemm / 1e9;
   out["tiled_matmul_GFLOPs"] = gemm.tiled / 1e9;
   out["panels_GFLOPs"] = gemm.panels / 1e9;
+  out["amx_GFLOPs"] = gemm.amx / 1e9;
+  out["amx"] = amx_available() && amx_enabled();
   std::printf(
       "threads %d; read bandwidth %.1f GB/s; GEMM %.1f GFLOP/s (OpenBLAS SGEMM %.1f, our tiles "
-      "%.1f, our panels %.1f); base %.2f GB/token, adapter %.1f MB\n",
+      "%.1f, our panels %.1f, our AMX %.1f); base %.2f GB/token, adapter %.1f MB; AMX %s\n",
       threads, bandwidth / 1e9, flops / 1e9, gemm.sgemm / 1e9, gemm.tiled / 1e9, gemm.panels / 1e9,
-      base_bytes / 1e9, adapter_bytes / 1e6);
+      gemm.amx / 1e9, base_bytes / 1e9, adapter_bytes / 1e6,
+      amx_available() ? (amx_enabled() ? "on" : "off (--no-amx)") : "not on this CPU");
 
   // 2. Decode.
   std::printf(
