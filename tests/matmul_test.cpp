@@ -224,6 +224,24 @@ TEST(MatmulAmx, TokenRowsDoNotDependOnTheBatch) {
   }
 }
 
+// The three BF16 terms carry all 24 bits of x: times the identity, x comes back bit for bit
+// (two terms would lose its last 8 bits; the Higham bound above would not notice).
+TEST(MatmulAmx, IdentityReturnsXExactly) {
+  if (!amx_available()) GTEST_SKIP() << "this CPU has no AMX";
+  constexpr int64_t N = 96, T = 16;
+  std::vector<float> identity(size_t(N * N), 0.0f);
+  for (int64_t i = 0; i < N; ++i) identity[size_t(i * N + i)] = 1.0f;
+  std::vector<uint16_t> bf16(identity.size());
+  from_f32(DType::BF16, identity.data(), bf16.data(), identity.size());
+  std::mt19937 rng(24);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> in(size_t(T * N)), out(in.size());
+  for (float& v : in) v = uniform(rng) * 1000.0f;
+  ASSERT_TRUE(
+      matmul_amx(out.data(), in.data(), TensorView{DType::BF16, {N, N}, bf16.data()}, T, false));
+  for (size_t i = 0; i < in.size(); ++i) ASSERT_EQ(out[i], in[i]) << "at " << i;
+}
+
 // What AMX does not cover goes to the other kernels (the result checked by the tests above).
 TEST(MatmulAmx, DeclinesWhatItDoesNotCover) {
   std::mt19937 rng(11);
