@@ -21,7 +21,6 @@
 #include "core/error.h"
 #include "hwy/aligned_allocator.h"
 #include "kernels/matmul.h"
-#include "kernels/matmul_amx.h"
 #include "kernels/parallel.h"
 #include "kernels/sign_matmul.h"
 #include "simd_targets.h"
@@ -486,55 +485,6 @@ TEST(SignKernels, OneTokenPassMatchesMatmulThenSigns) {
     const SignSegment two_rows{0, 2, s.bits.data(), scale.data(), true, nullptr};
 
     EXPECT_THROW(matmul_sign_one_token(y.data(), x.data(), weight, two_rows, false), Error);
-  }
-}
-
-// The one pass on AMX (base rows, then the segments' signs of the same rows) gives matmul then
-// sign_matmul_segments bit for bit: segments of several users, a token without an adapter, a
-// partial last block of rows (O = 67), one token group and several (T = 6, 40), with and without
-// threads, both scale kinds and accumulation; and it declines what it does not cover.
-TEST(SignKernels, AmxPassMatchesMatmulThenSigns) {
-  if (!amx_available()) GTEST_SKIP() << "this CPU has no AMX";
-  std::mt19937 rng(21);
-  for (const auto& [T, O, I] : {Case{6, 67, 96}, Case{40, 67, 96}, Case{16, 300, 2048}}) {
-    SCOPED_TRACE(::testing::Message() << "T=" << T << " O=" << O << " I=" << I);
-    std::vector<Signs> signs;
-    std::vector<std::vector<float>> scales;
-    std::vector<SignSegment> segments;
-    for (int64_t row0 = 1; row0 < T; row0 += 2) {  // row 0 and every other odd row: no adapter
-      signs.push_back(random_signs(O, I, rng));
-      scales.push_back(random_values(size_t(O), rng, 0.001f, 0.05f));
-      const int64_t rows = std::min<int64_t>(row0 % 3 == 0 ? 2 : 1, T - row0);
-      segments.push_back(
-          {row0, rows, signs.back().bits.data(), scales.back().data(), row0 % 4 == 1});
-      row0 += rows - 1;
-    }
-    for (size_t s = 0; s < segments.size(); ++s) {  // pointers are stable only now
-      segments[s].bits = signs[s].bits.data();
-      segments[s].scale = scales[s].data();
-    }
-    const std::vector<float> w = random_values(size_t(O * I), rng);
-    std::vector<uint16_t> stored(w.size());
-    from_f32(DType::BF16, w.data(), stored.data(), w.size());
-    const TensorView weight{DType::BF16, {O, I}, stored.data()};
-    const std::vector<float> x = random_values(size_t(T * I), rng);
-    const std::vector<float> y0 = random_values(size_t(T * O), rng);
-    for (const bool accumulate : {false, true}) {
-      std::vector<float> want = y0, got = y0;
-      matmul(want.data(), x.data(), weight, T, accumulate);
-      sign_matmul_segments(want.data(), x.data(), segments, O, I);
-      ASSERT_TRUE(matmul_and_signs_amx(got.data(), x.data(), weight, T, segments, accumulate));
-      EXPECT_EQ(got, want) << "accumulate=" << accumulate;
-    }
-    std::vector<float> y = y0;
-    SignSegment long_segment = segments[0];
-    long_segment.lookup_max_rows = 0;  // a segment for the merged product
-    EXPECT_FALSE(matmul_and_signs_amx(y.data(), x.data(), weight, T, {&long_segment, 1}, false));
-    EXPECT_FALSE(matmul_and_signs_amx(y.data(), x.data(), weight, 3, {}, false));  // too few
-    EXPECT_EQ(y, y0);
-    SignSegment past_end = segments[0];
-    past_end.row0 = T;
-    EXPECT_THROW(matmul_and_signs_amx(y.data(), x.data(), weight, T, {&past_end, 1}, false), Error);
   }
 }
 

@@ -276,7 +276,7 @@ struct AmxScratch {
 };
 
 void multiply(float* out, const float* in, const uint16_t* w, size_t T, size_t O, size_t I,
-              bool accumulate, const AmxRowsDone& after_rows) {
+              bool accumulate) {
   const size_t blocks = I / kTileColumns;
   const size_t groups = (T + kTileRows - 1) / kTileRows;
   const size_t full_blocks = O / kTileRows, tail = O % kTileRows;
@@ -321,7 +321,6 @@ void multiply(float* out, const float* in, const uint16_t* w, size_t T, size_t O
           const size_t row_count = is_tail ? tail : kTileRows;
           store_tile(sums + j * 256, row_count, T, row0 + j * kTileRows, O, out, accumulate);
         }
-        if (after_rows) after_rows(int64_t(row0), int64_t(is_tail ? tail : row_blocks * kTileRows));
         continue;
       }
       const size_t row_count = is_tail ? tail : kTileRows;
@@ -335,7 +334,6 @@ void multiply(float* out, const float* in, const uint16_t* w, size_t T, size_t O
                      accumulate);
         }
       }
-      if (after_rows) after_rows(int64_t(row0), int64_t(row_count));
     }
     release_tiles();
   }
@@ -362,29 +360,18 @@ bool amx_enabled() {
   return g_amx_enabled;
 }
 
-bool amx_applies(const TensorView& weight, int64_t T) {
+bool matmul_amx(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate) {
 #if BD_HAVE_AMX
   if (weight.dtype != DType::BF16 || weight.shape.size() != 2) return false;
   const int64_t O = weight.dim(0), I = weight.dim(1);
   if (T < kAmxMinTokens || T > kAmxMaxTokens || O < 1 || I < 1 || I % int64_t(kTileColumns) != 0)
     return false;
-  return g_amx_enabled && amx_available();
-#else
-  (void)weight, (void)T;
-  return false;
-#endif
-}
-
-bool matmul_amx(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate,
-                const AmxRowsDone& after_rows) {
-#if BD_HAVE_AMX
-  if (!amx_applies(weight, T)) return false;
-  const int64_t O = weight.dim(0), I = weight.dim(1);
+  if (!g_amx_enabled || !amx_available()) return false;
   multiply(out, in, static_cast<const uint16_t*>(weight.data), size_t(T), size_t(O), size_t(I),
-           accumulate, after_rows);
+           accumulate);
   return true;
 #else
-  (void)out, (void)in, (void)weight, (void)T, (void)accumulate, (void)after_rows;
+  (void)out, (void)in, (void)weight, (void)T, (void)accumulate;
   return false;
 #endif
 }

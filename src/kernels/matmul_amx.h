@@ -2,7 +2,6 @@
 // batched-decode path of bd::gemv on machines that have it.
 #pragma once
 #include <cstdint>
-#include <functional>
 
 #include "core/tensor.h"
 
@@ -32,16 +31,7 @@ bool amx_enabled();
 // exactly by W and summed in F32, so the result is as accurate as an F32 product, and a token's
 // row of `out` does not depend on the other tokens in the batch (same operations in the same
 // order for every T).
-// after_rows (optional) is called on the computing thread as soon as a block of rows
-// [row0, row0 + rows) of out holds its sums (blocks of 16–32 rows, each once, in no set order,
-// from inside a parallel region: it must not throw), so that other work on the same rows (the
-// users' sign products, kernels/sign_matmul.h) runs while the other threads stream W.
-using AmxRowsDone = std::function<void(int64_t row0, int64_t rows)>;
-
-// Whether matmul_amx would compute this product (false: it would decline).
-bool amx_applies(const TensorView& weight, int64_t T);
-
-bool matmul_amx(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate,
-                const AmxRowsDone& after_rows = {});
+bool matmul_amx(float* out, const float* in, const TensorView& weight, int64_t T,
+                bool accumulate);
 
 }  // namespace bd

@@ -18,7 +18,6 @@
 #include "core/dtype.h"
 #include "core/tensor.h"
 #include "hwy/aligned_allocator.h"
-#include "kernels/matmul_amx.h"
 #include "kernels/parallel.h"
 #include "omp.h"
 
@@ -391,26 +390,6 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
 }
 #endif
 
-// out[t, row] += factor · (S·x)[t, row] for rows [first_row, first_row + row_count) of every
-// job and each of its tokens t: one thread's share of the sign products, run beside the AMX base
-// product of the same rows (sign_products_beside_amx below).
-void SignRowsQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t job_count,
-               size_t first_row, size_t row_count, size_t O, size_t I) {
-  const size_t row_bytes = (I + 7) / 8;
-  for (size_t j = 0; j < job_count; ++j) {
-    const SignJob& job = jobs[j];
-    for (size_t row0 = first_row; row0 < first_row + row_count; row0 += kRowBlock) {
-      const size_t rows = std::min(kRowBlock, first_row + row_count - row0);
-      for (size_t t = job.row0; t < job.row0 + job.rows; ++t) {
-        int64_t plus[kRowBlock];
-        PlusRowsQ(job.bits + row0 * row_bytes, row_bytes, rows, x.q + t * I, x.hi + t * I,
-                  x.lo + t * I, I, plus);
-        StoreProducts(out, x, job, t, row0, rows, plus, O, /*accumulate=*/true);
-      }
-    }
-  }
-}
-
 // dst[rows, I] = factor[row] · S[row0 + rows, I] as floats (±factor), plus W[row0 + rows, I]
 // widened to F32 when w is given (W + factor ⊙ S, the merged rows), or plus dst itself with
 // kAddToDst (W already widened there from panels): for the SGEMM path.
@@ -494,7 +473,6 @@ HWY_AFTER_NAMESPACE();
 
 namespace bd {
 HWY_EXPORT(SignGemvQ);
-HWY_EXPORT(SignRowsQ);
 HWY_EXPORT(GemvSigns);
 HWY_EXPORT(SignTilesBytes);
 HWY_EXPORT(PackSignTiles);
@@ -619,28 +597,6 @@ void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment>
                           int64_t O, int64_t I) {
   check_segments("sign_matmul_segments", segments, /*need_scale=*/true, O, I);
   sign_products(y, x, segments, O, I, /*accumulate=*/true);
-}
-
-bool matmul_and_signs_amx(float* y, const float* x, const TensorView& weight, int64_t T,
-                          std::span<const SignSegment> segments, bool accumulate) {
-  if (!amx_applies(weight, T)) return false;
-  const int64_t O = weight.dim(0), I = weight.dim(1);
-  check_segments("matmul_and_signs_amx", segments, /*need_scale=*/true, O, I);
-  std::vector<SignJob> jobs;
-  for (const SignSegment& s : segments) {
-    if (s.row0 + s.rows > T) fail("matmul_and_signs_amx: segment rows past the ", T, " tokens");
-    if (s.rows > s.lookup_max_rows) return false;  // the merged product's
-    if (s.rows > 0)
-      jobs.push_back(SignJob{s.bits, s.scale, s.per_row, size_t(s.row0), size_t(s.rows), s.tiles});
-  }
-  if (jobs.empty()) return matmul_amx(y, x, weight, T, accumulate);
-  Quantized q = quantized_for(T, I);
-  quantize_rows(x, jobs, I, q);
-  const QuantizedTokens tokens = q.view();
-  return matmul_amx(y, x, weight, T, accumulate, [&](int64_t row0, int64_t rows) {
-    HWY_DYNAMIC_DISPATCH(SignRowsQ)
-    (y, tokens, jobs.data(), jobs.size(), size_t(row0), size_t(rows), size_t(O), size_t(I));
-  });
 }
 
 int64_t sign_tiles_bytes(int64_t O, int64_t I) {

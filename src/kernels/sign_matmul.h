@@ -68,15 +68,6 @@ void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles);
 void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment> segments,
                           int64_t O, int64_t I);
 
-// y[T, O] (+)= x[T, I] · Wᵀ, then each segment's sign product added as sign_matmul_segments
-// would, in one pass on AMX (kernels/matmul_amx.h): as soon as a thread has a block of rows of
-// the base product it adds the segments' sign products of those rows, so that one thread's
-// multiply-adds on the signs (the vector units) run while the other streams W into the tiles.
-// Returns false, doing nothing, where AMX does not apply (the CPU, W's dtype or shape, T) or a
-// segment has more than lookup_max_rows rows.
-bool matmul_and_signs_amx(float* y, const float* x, const TensorView& weight, int64_t T,
-                          std::span<const SignSegment> segments, bool accumulate);
-
 // y[1, O] (+)= x[1, I] · Wᵀ + scale ⊙ (x · Sᵀ): one token's base product and one adapter's sign
 // product (signs.row0 = 0, rows = 1), the result of matmul then sign_matmul_segments. On the
 // targets with the table-lookup kernel (AVX2) in one pass over blocks of rows, so that the

@@ -97,14 +97,10 @@ void linear_forward(float* y, const float* x, const Linear& linear, int64_t rows
                             d->sign.per_row, d->sign.tiles, segment.lookup_max_rows};
     (segment.rows > segment.lookup_max_rows ? merged : few).push_back(signs);
   }
-  const bool one_pass = merged.empty() && !few.empty() && !linear.panels &&
-                        matmul_and_signs_amx(y, x, linear.weight, rows, few, accumulate);
-  if (!one_pass) {
-    base_forward(y, x, linear, rows, merged, accumulate);
-    for (const SignSegment& signs : merged)
-      matmul_merged_signs(y, x, linear.weight, signs, accumulate, linear.panels);
-    sign_matmul_segments(y, x, few, O, I);
-  }
+  base_forward(y, x, linear, rows, merged, accumulate);
+  for (const SignSegment& signs : merged)
+    matmul_merged_signs(y, x, linear.weight, signs, accumulate, linear.panels);
+  sign_matmul_segments(y, x, few, O, I);
   for (const RowSegment& segment : segments) {
     const LinearDelta* d = delta_of(linear, segment);
     if (d && d->exact.data)
