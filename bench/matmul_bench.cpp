@@ -139,7 +139,7 @@ void Amx(benchmark::internal::Benchmark* b) {
   const int64_t shapes[][2] = {
       {2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
   for (const auto& s : shapes) {
-    for (int64_t T : {1, 4, 16, 32, 64}) {
+    for (int64_t T : {1, 4, 16, 32, 64, 128, 256}) {
       for (int64_t path : {kGemv, kGemvNoAmx}) b->Args({s[0], s[1], T, 1, path});
     }
   }

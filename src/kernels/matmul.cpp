@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "hwy/aligned_allocator.h"
 #include "kernels/blas.h"
+#include "kernels/matmul_amx.h"
 #include "kernels/matmul_gemv.h"
 
 namespace bd {
@@ -44,6 +45,7 @@ void matmul_sgemm(float* out, const float* in, const TensorView& weight, int64_t
 
 void matmul(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate) {
   check_matmul_args("matmul", weight, T);
+  if (matmul_amx(out, in, weight, T, accumulate)) return;
   if (T <= kGemvMaxTokens) return gemv(out, in, weight, T, accumulate);
   matmul_sgemm(out, in, weight, T, accumulate);
 }
