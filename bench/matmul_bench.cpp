@@ -28,8 +28,7 @@ double g_read_bandwidth = 0;  // bytes/s, measured once at start
 
 constexpr size_t kMinBytes = size_t(512) << 20;
 
-// kGemvNoAmx: bd::gemv with the AMX path turned off (its AVX streaming and tiles).
-enum Path : int64_t { kAuto, kGemv, kSgemm, kPanels, kGemvNoAmx };
+enum Path : int64_t { kAuto, kGemv, kSgemm, kPanels };
 constexpr bd::DType kDTypes[] = {bd::DType::F32, bd::DType::BF16, bd::DType::F16};
 
 // Copies of one random O × I matrix in `dtype`, together at least kMinBytes.
@@ -75,10 +74,6 @@ void BM_Matmul(benchmark::State& state) {
       bd::matmul_panels(out.data(), in.data(), panels[next].get(), O, I, T, false);
     } else if (path == kGemv) {
       bd::gemv(out.data(), in.data(), w, T, false);
-    } else if (path == kGemvNoAmx) {
-      bd::set_amx_enabled(false);
-      bd::gemv(out.data(), in.data(), w, T, false);
-      bd::set_amx_enabled(true);
     } else if (path == kSgemm) {
       bd::matmul_sgemm(out.data(), in.data(), w, T);
     } else {
@@ -93,7 +88,7 @@ void BM_Matmul(benchmark::State& state) {
   state.counters["W_GBps"] = Counter(weight_bytes * calls / 1e9, Counter::kIsRate);
   state.counters["of_bw"] = Counter(weight_bytes * calls / g_read_bandwidth, Counter::kIsRate);
   state.counters["GFLOPs"] = Counter(2.0 * double(T * O * I) * calls / 1e9, Counter::kIsRate);
-  const bool amx = bd::amx_available() && path != kGemvNoAmx && path != kSgemm && path != kPanels;
+  const bool amx = bd::amx_available() && path == kAuto;
   state.SetLabel(std::string(bd::dtype_name(dtype)) +
                  (path == kSgemm    ? " sgemm"
                   : path == kPanels ? " panels"
@@ -133,14 +128,15 @@ BENCHMARK(BM_Matmul)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
-// The AMX path (kernels/matmul_amx.h, CPUs that have it) against the AVX kernels of the GEMV on
-// the same machine, for the token counts of batched decode, on every matrix shape of the model.
+// matmul, which takes the AMX path (kernels/matmul_amx.h) on CPUs that have it, against the AVX
+// kernels of the GEMV on the same machine, for the token counts of batched decode and prompt
+// chunks, on every matrix shape of the model.
 void Amx(benchmark::internal::Benchmark* b) {
   const int64_t shapes[][2] = {
       {2048, 2048}, {256, 2048}, {5632, 2048}, {2048, 5632}, {32000, 2048}};
   for (const auto& s : shapes) {
     for (int64_t T : {1, 4, 16, 32, 64, 128, 256}) {
-      for (int64_t path : {kGemv, kGemvNoAmx}) b->Args({s[0], s[1], T, 1, path});
+      for (int64_t path : {kAuto, kGemv}) b->Args({s[0], s[1], T, 1, path});
     }
   }
 }

@@ -78,7 +78,7 @@ int run_generate(int argc, char** argv) {
   const LlamaDelta* delta = model.delta_or_null();
   // Prompts take the lookups as the server's steps do (same answers through both).
   forward(weights, cache, prompt_ids.data(), int64_t(prompt_ids.size()), logits.data(), false,
-          delta, kGenerateLookupMaxTokens);
+          delta, generate_lookup_max_tokens());
   auto first_token = std::chrono::steady_clock::now();
 
   std::vector<int32_t> generated;
@@ -96,7 +96,7 @@ int run_generate(int argc, char** argv) {
       }
     }
     if (i + 1 < max_new)
-      forward(weights, cache, &token, 1, logits.data(), false, delta, kGenerateLookupMaxTokens);
+      forward(weights, cache, &token, 1, logits.data(), false, delta, generate_lookup_max_tokens());
   }
   auto end = std::chrono::steady_clock::now();
   const double decode_seconds = std::chrono::duration<double>(end - first_token).count();

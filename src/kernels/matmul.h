@@ -8,10 +8,10 @@ namespace bd {
 
 // out[T, O] = in[T, I] · W[O, I]^T, with W in F32, BF16 or F16 (the HF [out, in] layout).
 // `accumulate`: add to out instead of overwriting. Multi-threaded over the current pool.
-// Up to 3 tokens (decode): a streaming GEMV that reads W once at close to memory bandwidth.
-// 4 to 64 tokens of BF16 W on CPUs with AMX: its tiles (kernels/matmul_amx.h). 4 to
-// kGemvMaxTokens otherwise (batched decode, prompt chunks): register tiles of 6 rows × 4 tokens
-// with W widened in registers. More (training): SGEMM, on blocks of W rows widened to F32.
+// 4 or more tokens of BF16 W on CPUs with AMX: its tiles (kernels/matmul_amx.h). Otherwise: up
+// to 3 tokens (decode), a streaming GEMV that reads W once at close to memory bandwidth; 4 to
+// kGemvMaxTokens (batched decode, prompt chunks), register tiles of 6 rows × 4 tokens with W
+// widened in registers; more (training), SGEMM on blocks of W rows widened to F32.
 void matmul(float* out, const float* in, const TensorView& weight, int64_t T,
             bool accumulate = false);
 

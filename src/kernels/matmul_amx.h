@@ -31,7 +31,6 @@ bool amx_enabled();
 // exactly by W and summed in F32, so the result is as accurate as an F32 product, and a token's
 // row of `out` does not depend on the other tokens in the batch (same operations in the same
 // order for every T).
-bool matmul_amx(float* out, const float* in, const TensorView& weight, int64_t T,
-                bool accumulate);
+bool matmul_amx(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate);
 
 }  // namespace bd

@@ -221,7 +221,6 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include "core/error.h"
-#include "kernels/matmul_amx.h"
 
 namespace bd {
 HWY_EXPORT(Gemv);
@@ -237,7 +236,6 @@ void check_matmul_args(const char* caller, const TensorView& weight, int64_t T) 
 
 void gemv(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate) {
   check_matmul_args("gemv", weight, T);
-  if (matmul_amx(out, in, weight, T, accumulate)) return;
   HWY_DYNAMIC_DISPATCH(Gemv)
   (out, in, weight.data, weight.dtype, size_t(T), size_t(weight.dim(0)), size_t(weight.dim(1)),
    accumulate);

@@ -11,8 +11,8 @@ namespace bd {
 // out[T, O] = in[T, I] · W[O, I]^T (or += with `accumulate`), for up to a few hundred tokens:
 // W is widened from BF16/F16 to F32 in registers, never in memory. Below 4 tokens each thread
 // streams its share of W's rows once (memory-bound); from 4, register tiles of rows × tokens
-// (compute-bound: each widened vector of W serves 4 tokens, each vector of x 6 rows), or AMX
-// tiles for BF16 W where the CPU has them (kernels/matmul_amx.h: 4–64 tokens).
+// (compute-bound: each widened vector of W serves 4 tokens, each vector of x 6 rows). (bd::matmul
+// tries AMX first, kernels/matmul_amx.h.)
 void gemv(float* out, const float* in, const TensorView& weight, int64_t T, bool accumulate);
 
 // Throws bd::Error unless `weight` is a 2-D F32/BF16/F16 matrix and T ≥ 0 (`caller` names the

@@ -18,6 +18,7 @@
 #include "core/dtype.h"
 #include "core/tensor.h"
 #include "hwy/aligned_allocator.h"
+#include "kernels/matmul_amx.h"
 #include "kernels/parallel.h"
 #include "omp.h"
 
@@ -597,6 +598,10 @@ void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment>
                           int64_t O, int64_t I) {
   check_segments("sign_matmul_segments", segments, /*need_scale=*/true, O, I);
   sign_products(y, x, segments, O, I, /*accumulate=*/true);
+}
+
+int64_t generate_lookup_max_tokens() {
+  return amx_available() && amx_enabled() ? kGenerateLookupMaxTokensAmx : kGenerateLookupMaxTokens;
 }
 
 int64_t sign_tiles_bytes(int64_t O, int64_t I) {

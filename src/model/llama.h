@@ -86,7 +86,7 @@ struct StepSequence {
   float* logits = nullptr;            // [V] of the last token, or [n, V] when all_logits
   bool all_logits = false;
   // Rows of one adapter up to which its signs take the quantized lookups: kSignGemvMaxTokens
-  // (evaluation, held to the dense model's F32 sums), or kGenerateLookupMaxTokens (generation).
+  // (evaluation, held to the dense model's F32 sums), or generate_lookup_max_tokens() (generation).
   int64_t lookup_max_rows = kSignGemvMaxTokens;
 };
 

@@ -370,7 +370,7 @@ void Engine::step() {
                                 .kv = &s->kv,
                                 .delta = s->delta(),
                                 .logits = s->logits.data(),
-                                .lookup_max_rows = kGenerateLookupMaxTokens});
+                                .lookup_max_rows = generate_lookup_max_tokens()});
   const auto start = Clock::now();
   try {
     forward_step(weights_, pool_, step, scratch_);
