@@ -6,10 +6,11 @@
 //       never repacked, so the path needs no copy of the model;
 //   B = the same 32 columns of x for 16 tokens, in the pair layout the unit reads
 //       (B[p][t] = x[t, k + 2p], x[t, k + 2p + 1]), packed once per call;
-//   C = out[16 tokens, 16 rows], transposed on the way out.
+//   C = the sums of 16 rows × 16 tokens, transposed into out[token, row] on the way out.
 // x is F32: it is split into three BF16 terms, hi = bf16(x), mid = bf16(x − hi), lo =
 // bf16(x − hi − mid), which together hold its 24-bit significand; W's BF16 values times each term
 // are exact in F32, so the products are as accurate as F32 ones at 3 tile instructions per A.
+// (An infinite or NaN x makes its token's row NaN: inf − inf in the split.)
 // With 16 tokens that is about 50 cycles per KiB of W, against some 300 for reading the KiB from
 // memory on the machines measured: decode batches stay memory-bound (docs/benchmarks.md).
 #include "kernels/matmul_amx.h"
