@@ -23,6 +23,25 @@
 #define BD_SIGN_LUT 0
 #endif
 
+HWY_BEFORE_NAMESPACE();
+namespace bd::HWY_NAMESPACE {
+
+// Prefetches into L2, one 64-byte line per call, the bytes [next, end) that a caller streams after
+// some vector work: the work then runs while DRAM delivers them (nothing when next = end).
+struct LinePrefetcher {
+  const char* next = nullptr;
+  const char* end = nullptr;
+  HWY_INLINE void One() {
+    if (next < end) {
+      __builtin_prefetch(next, 0, 2);
+      next += 64;
+    }
+  }
+};
+
+}  // namespace bd::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
 #if BD_SIGN_LUT
 HWY_BEFORE_NAMESPACE();
 namespace bd::HWY_NAMESPACE {
@@ -89,19 +108,6 @@ void BuildLutTables(const int16_t* HWY_RESTRICT q, size_t I, uint8_t* HWY_RESTRI
     _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 96), _mm256_extracti128_si256(high, 1));
   }
 }
-
-// Prefetches into L2, one 64-byte line per call, the bytes [next, end) that a caller streams after
-// some vector work: the work then runs while DRAM delivers them (nothing when next = end).
-struct LinePrefetcher {
-  const char* next = nullptr;
-  const char* end = nullptr;
-  HWY_INLINE void One() {
-    if (next < end) {
-      __builtin_prefetch(next, 0, 2);
-      next += 64;
-    }
-  }
-};
 
 // tile (LutChunks(I) · kTileChunkBytes bytes, 32-byte aligned) from `rows` ≤ 16 sign rows; the
 // missing rows, and the bytes past a row's end, are zero (no bit set). Per chunk, four rounds of

@@ -98,7 +98,7 @@ HWY_INLINE int64_t PlusSumQ(const uint8_t* HWY_RESTRICT row_bits, const int16_t*
 __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void PlusRowsQ(
     const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows, const int16_t* HWY_RESTRICT q,
     const int8_t* HWY_RESTRICT hi, const uint8_t* HWY_RESTRICT lo, size_t I,
-    int64_t* HWY_RESTRICT plus) {
+    int64_t* HWY_RESTRICT plus, LinePrefetcher* prefetcher = nullptr) {
   constexpr size_t kRows = 4;
   const __m512i ones = _mm512_set1_epi8(1);
   size_t row = 0;
@@ -113,6 +113,7 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void PlusRowsQ(
       // per step, so this fetches the block after next while the sums run (without it, one
       // core read its bits at about 9 GB/s, the sums alone run twice as fast).
       hwy::Prefetch(block + I + i / 2);
+      if (prefetcher) prefetcher->One();
       const __m512i h = _mm512_loadu_si512(hi + i), l = _mm512_loadu_si512(lo + i);
       HWY_UNROLL(4)
       for (size_t r = 0; r < kRows; ++r) {
@@ -362,11 +363,60 @@ size_t SignTilesBytes(size_t, size_t) {
 }
 void PackSignTiles(const uint8_t*, size_t, size_t, uint8_t*) {}
 
-// Without the table lookups there is nothing to overlap: the caller runs the two passes.
+#if HWY_TARGET == HWY_AVX3_DL
+// The fused one-token pass with VNNI: per block of kRowBlock rows, its sign sums (PlusRowsQ)
+// while the first lines of its W rows are prefetched (one per 64 signs of 4 rows: 16 KiB of the
+// 128 KiB of a BF16 block with rows of 2048), then its W rows streamed (DotRow). One parallel
+// region instead of the two passes' two, and the multiply-adds on the signs run while W streams
+// in. Threads take a few blocks at a time (dynamic: a preempted thread holds up little).
+template <typename WT>
+void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTokens& x,
+                    const SignJob& job, size_t O, size_t I, bool accumulate) {
+  const size_t row_bytes = (I + 7) / 8;
+  const int64_t blocks = int64_t((O + kRowBlock - 1) / kRowBlock);
+  const int64_t per_take = std::max<int64_t>(1, blocks / (8 * omp_get_max_threads()));
+#pragma omp parallel for schedule(dynamic, per_take) if (O * I >= size_t(kMinParallelElements))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const size_t row0 = size_t(b) * kRowBlock, rows = std::min(kRowBlock, O - row0);
+    const char* w_rows = reinterpret_cast<const char*>(w + row0 * I);
+    LinePrefetcher prefetcher{w_rows, w_rows + rows * I * sizeof(WT)};
+    int64_t plus[kRowBlock];
+    PlusRowsQ(job.bits + row0 * row_bytes, row_bytes, rows, x.q, x.hi, x.lo, I, plus, &prefetcher);
+    for (size_t r = 0; r < rows; ++r) {
+      float sum;
+      DotRow<1>(w + (row0 + r) * I, in, I, &sum);
+      float* o = out + row0 + r;
+      *o = accumulate ? *o + sum : sum;  // as the GEMV alone, then StoreProducts adds
+    }
+    StoreProducts(out, x, job, 0, row0, rows, plus, O, /*accumulate=*/true);
+  }
+}
+
+bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const uint32_t* panels,
+               const QuantizedTokens& x, const SignJob& job, size_t O, size_t I, bool accumulate) {
+  if (panels) return false;  // (panels are AVX2's)
+  switch (dtype) {
+    case DType::F32:
+      GemvSignsTyped(out, in, static_cast<const float*>(w), x, job, O, I, accumulate);
+      return true;
+    case DType::BF16:
+      GemvSignsTyped(out, in, static_cast<const hwy::bfloat16_t*>(w), x, job, O, I, accumulate);
+      return true;
+    case DType::F16:
+      GemvSignsTyped(out, in, static_cast<const hwy::float16_t*>(w), x, job, O, I, accumulate);
+      return true;
+    default:
+      return false;
+  }
+}
+#else
+// Without table lookups or VNNI the sums cost more than the reads of W they could hide: the
+// caller runs the two passes.
 bool GemvSigns(float*, const float*, const void*, DType, const uint32_t*, const QuantizedTokens&,
                const SignJob&, size_t, size_t, bool) {
   return false;
 }
+#endif
 
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
 // rows t (StoreProducts). One parallel pass over all jobs' blocks of kRowBlock sign rows
