@@ -11,8 +11,8 @@
 // bf16(x − hi − mid), which together hold its 24-bit significand; W's BF16 values times each term
 // are exact in F32, so the products are as accurate as F32 ones at 3 tile instructions per A.
 // (An infinite or NaN x makes its token's row NaN: inf − inf in the split.)
-// With 16 tokens that is about 50 cycles per KiB of W, against some 300 for reading the KiB from
-// memory on the machines measured: decode batches stay memory-bound (docs/benchmarks.md).
+// At 16 tokens the product still runs at the pace of reading W (62% of the measured bandwidth on
+// 5632 × 2048, twice the AVX-512 tiles' rate: docs/benchmarks.md, "AMX for batched decode").
 #include "kernels/matmul_amx.h"
 
 #include <algorithm>
@@ -370,7 +370,7 @@ bool matmul_amx(float* out, const float* in, const TensorView& weight, int64_t T
   if (!g_amx_enabled || !amx_available()) return false;
   // Passes of whole token groups, each reading W once: within a pass W's tiles serve all its
   // tokens, and its packed x (at most kPassBytes) stays in L2. 2048 × 5632 at 256 tokens: 17.5
-  // ms in passes of 64 (2.1 MB of x each), 10 in passes of 32 (bench/matmul_bench `amx`).
+  // ms in passes of 64 (2.1 MB of x each), 8.9 in passes of 32 (bench/matmul_bench `amx`).
   const int64_t groups_fit = int64_t(kPassBytes / (kTerms * 2 * kTileRows * size_t(I)));
   const int64_t pass_tokens =
       std::clamp<int64_t>(groups_fit * int64_t(kTileRows), int64_t(kTileRows), kAmxPassTokens);

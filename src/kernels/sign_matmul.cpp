@@ -231,6 +231,19 @@ size_t TotalWork(const SignJob* jobs, size_t job_count, size_t O, size_t I) {
   return work;
 }
 
+// out[row0 + r] (+)= W[row0 + r, :] · in for r < rows, one token: as the streaming GEMV
+// computes each row, so that a fused pass gives the GEMV's sums (then StoreProducts adds).
+template <typename WT>
+HWY_INLINE void RowDotsToOut(const WT* w, const float* in, size_t I, size_t row0, size_t rows,
+                             float* out, bool accumulate) {
+  for (size_t r = 0; r < rows; ++r) {
+    float sum;
+    DotRow<1>(w + (row0 + r) * I, in, I, &sum);
+    float* o = out + row0 + r;
+    *o = accumulate ? *o + sum : sum;
+  }
+}
+
 #if BD_SIGN_LUT
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
 // rows t (StoreProducts). First every token's tables, then one parallel pass over all jobs'
@@ -311,33 +324,9 @@ void GemvSignsTyped(float* out, const float* in, const WT* w, const uint32_t* pa
     if (panel) {  // as matmul_panels alone, then StoreProducts adds
       StripTokens<1>(panel, in, I, O, row0, rows, out, accumulate, nullptr);
     } else {
-      for (size_t r = 0; r < rows; ++r) {
-        float sum;
-        DotRow<1>(w + (row0 + r) * I, in, I, &sum);
-        float* o = out + row0 + r;
-        *o = accumulate ? *o + sum : sum;  // as the GEMV alone, then StoreProducts adds
-      }
+      RowDotsToOut(w, in, I, row0, rows, out, accumulate);
     }
     StoreProducts(out, x, job, 0, row0, rows, plus, O, /*accumulate=*/true);
-  }
-}
-
-bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const uint32_t* panels,
-               const QuantizedTokens& x, const SignJob& job, size_t O, size_t I, bool accumulate) {
-  switch (dtype) {
-    case DType::F32:
-      GemvSignsTyped(out, in, static_cast<const float*>(w), nullptr, x, job, O, I, accumulate);
-      return true;
-    case DType::BF16:
-      GemvSignsTyped(out, in, static_cast<const hwy::bfloat16_t*>(w), panels, x, job, O, I,
-                     accumulate);
-      return true;
-    case DType::F16:
-      GemvSignsTyped(out, in, static_cast<const hwy::float16_t*>(w), nullptr, x, job, O, I,
-                     accumulate);
-      return true;
-    default:
-      return false;
   }
 }
 
@@ -370,8 +359,9 @@ void PackSignTiles(const uint8_t*, size_t, size_t, uint8_t*) {}
 // region instead of the two passes' two, and the multiply-adds on the signs run while W streams
 // in. Threads take a few blocks at a time (dynamic: a preempted thread holds up little).
 template <typename WT>
-void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTokens& x,
-                    const SignJob& job, size_t O, size_t I, bool accumulate) {
+void GemvSignsTyped(float* out, const float* in, const WT* w, const uint32_t* /*panels: none*/,
+                    const QuantizedTokens& x, const SignJob& job, size_t O, size_t I,
+                    bool accumulate) {
   const size_t row_bytes = (I + 7) / 8;
   const int64_t blocks = int64_t((O + kRowBlock - 1) / kRowBlock);
   const int64_t per_take = std::max<int64_t>(1, blocks / (8 * omp_get_max_threads()));
@@ -382,40 +372,11 @@ void GemvSignsTyped(float* out, const float* in, const WT* w, const QuantizedTok
     LinePrefetcher prefetcher{w_rows, w_rows + rows * I * sizeof(WT)};
     int64_t plus[kRowBlock];
     PlusRowsQ(job.bits + row0 * row_bytes, row_bytes, rows, x.q, x.hi, x.lo, I, plus, &prefetcher);
-    for (size_t r = 0; r < rows; ++r) {
-      float sum;
-      DotRow<1>(w + (row0 + r) * I, in, I, &sum);
-      float* o = out + row0 + r;
-      *o = accumulate ? *o + sum : sum;  // as the GEMV alone, then StoreProducts adds
-    }
+    RowDotsToOut(w, in, I, row0, rows, out, accumulate);
     StoreProducts(out, x, job, 0, row0, rows, plus, O, /*accumulate=*/true);
   }
 }
 
-bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const uint32_t* panels,
-               const QuantizedTokens& x, const SignJob& job, size_t O, size_t I, bool accumulate) {
-  if (panels) return false;  // (panels are AVX2's)
-  switch (dtype) {
-    case DType::F32:
-      GemvSignsTyped(out, in, static_cast<const float*>(w), x, job, O, I, accumulate);
-      return true;
-    case DType::BF16:
-      GemvSignsTyped(out, in, static_cast<const hwy::bfloat16_t*>(w), x, job, O, I, accumulate);
-      return true;
-    case DType::F16:
-      GemvSignsTyped(out, in, static_cast<const hwy::float16_t*>(w), x, job, O, I, accumulate);
-      return true;
-    default:
-      return false;
-  }
-}
-#else
-// Without table lookups or VNNI the sums cost more than the reads of W they could hide: the
-// caller runs the two passes.
-bool GemvSigns(float*, const float*, const void*, DType, const uint32_t*, const QuantizedTokens&,
-               const SignJob&, size_t, size_t, bool) {
-  return false;
-}
 #endif
 
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
@@ -438,6 +399,37 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
       StoreProducts(out, x, job, t, row0, rows, plus, O, accumulate);
     }
   }
+}
+#endif
+
+#if BD_SIGN_LUT || HWY_TARGET == HWY_AVX3_DL
+// One token's fused pass (GemvSignsTyped above) for W's dtype; from panels only with the lookups
+// (panels are AVX2's).
+bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const uint32_t* panels,
+               const QuantizedTokens& x, const SignJob& job, size_t O, size_t I, bool accumulate) {
+  if (panels && !BD_SIGN_LUT) return false;
+  switch (dtype) {
+    case DType::F32:
+      GemvSignsTyped(out, in, static_cast<const float*>(w), nullptr, x, job, O, I, accumulate);
+      return true;
+    case DType::BF16:
+      GemvSignsTyped(out, in, static_cast<const hwy::bfloat16_t*>(w), panels, x, job, O, I,
+                     accumulate);
+      return true;
+    case DType::F16:
+      GemvSignsTyped(out, in, static_cast<const hwy::float16_t*>(w), nullptr, x, job, O, I,
+                     accumulate);
+      return true;
+    default:
+      return false;
+  }
+}
+#else
+// Without table lookups or VNNI the sums cost more than the reads of W they could hide: the
+// caller runs the two passes.
+bool GemvSigns(float*, const float*, const void*, DType, const uint32_t*, const QuantizedTokens&,
+               const SignJob&, size_t, size_t, bool) {
+  return false;
 }
 #endif
 

@@ -31,9 +31,9 @@ inline constexpr int64_t kSignGemvMaxTokens = 8;
 // already runs every decode token through them, so nothing it answers rests on exact sums.
 inline constexpr int64_t kGenerateLookupMaxTokens = 24;
 // The same bound where AMX runs the base product (kernels/matmul_amx.h): the base product then
-// costs so little per row that the lookups stay ahead of the merged product further, to about
-// 64–128 rows (5632 × 2048: 64 rows by lookups 5.1 ms plus about 2 of AMX base product, against
-// 10.7 merged; docs/benchmarks.md, session 15).
+// costs so little per row that the lookups stay ahead of the merged product further, at least to
+// 64 rows (5632 × 2048: 64 rows by lookups 5.1 ms plus 2.2 for the AMX product of 64 rows,
+// against 10.7 merged; docs/serving.md, session 15).
 inline constexpr int64_t kGenerateLookupMaxTokensAmx = 64;
 // kGenerateLookupMaxTokensAmx where the AMX path is available and on, else
 // kGenerateLookupMaxTokens: what generation passes as its segments' lookup_max_rows.
