@@ -30,6 +30,8 @@
 #include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#include "kernels/transpose_16x16.h"
 #define BD_HAVE_AMX 1
 #else
 #define BD_HAVE_AMX 0
@@ -112,32 +114,6 @@ typedef float F32x16 __attribute__((vector_size(64)));
 __attribute__((target("avx512f"))) U32x16 round_to_bf16(F32x16 x) {
   const U32x16 bits = (U32x16)x;
   return (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
-}
-
-// rows[p] lane t = rows[t] lane p: a 16 × 16 transpose of 32-bit lanes (pairs within 128-bit
-// lanes, then quadruples, then the 128-bit lanes themselves).
-__attribute__((target("avx512f"))) void transpose_16x16(__m512i rows[16]) {
-  __m512i pairs[16], quads[16];
-  for (int i = 0; i < 8; ++i) {
-    pairs[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
-    pairs[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // quads[4i + j], 128-bit lane L: column 4L + j of rows 4i..4i+3
-    quads[4 * i] = _mm512_unpacklo_epi64(pairs[4 * i], pairs[4 * i + 2]);
-    quads[4 * i + 1] = _mm512_unpackhi_epi64(pairs[4 * i], pairs[4 * i + 2]);
-    quads[4 * i + 2] = _mm512_unpacklo_epi64(pairs[4 * i + 1], pairs[4 * i + 3]);
-    quads[4 * i + 3] = _mm512_unpackhi_epi64(pairs[4 * i + 1], pairs[4 * i + 3]);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i rows_0_7_lanes_01 = _mm512_shuffle_i32x4(quads[j], quads[4 + j], 0x44);
-    const __m512i rows_0_7_lanes_23 = _mm512_shuffle_i32x4(quads[j], quads[4 + j], 0xEE);
-    const __m512i rows_8_15_lanes_01 = _mm512_shuffle_i32x4(quads[8 + j], quads[12 + j], 0x44);
-    const __m512i rows_8_15_lanes_23 = _mm512_shuffle_i32x4(quads[8 + j], quads[12 + j], 0xEE);
-    rows[j] = _mm512_shuffle_i32x4(rows_0_7_lanes_01, rows_8_15_lanes_01, 0x88);
-    rows[4 + j] = _mm512_shuffle_i32x4(rows_0_7_lanes_01, rows_8_15_lanes_01, 0xDD);
-    rows[8 + j] = _mm512_shuffle_i32x4(rows_0_7_lanes_23, rows_8_15_lanes_23, 0x88);
-    rows[12 + j] = _mm512_shuffle_i32x4(rows_0_7_lanes_23, rows_8_15_lanes_23, 0xDD);
-  }
 }
 
 // Columns [32·block, 32·block + 32) of the tokens of `group` (those below T; x rows I apart)

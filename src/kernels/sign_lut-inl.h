@@ -1,6 +1,9 @@
 // Packed-sign products by table lookup, per SIMD target (include after hwy/highway.h inside a
-// foreach_target translation unit): defines BD_SIGN_LUT to 1 on the targets that have it (AVX2,
-// and AVX-512 without VNNI, which runs the same 256-bit code), to 0 elsewhere.
+// foreach_target translation unit): defines BD_SIGN_LUT to 1 on the targets that have it, to 0
+// elsewhere. Two kernels with one interface (tiles of sign rows transposed once, a token's tables
+// of 4-column sums, LutPlusRows): 256-bit vpshufb on AVX2 (and AVX-512 without VNNI, which runs
+// the same code), 512-bit vpermb with vpdpbusd on AVX3_DL (VBMI and VNNI: Ice Lake, Sapphire
+// Rapids and later).
 #if defined(BD_KERNELS_SIGN_LUT_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef BD_KERNELS_SIGN_LUT_INL_H_
 #undef BD_KERNELS_SIGN_LUT_INL_H_
@@ -17,7 +20,7 @@
 #include "hwy/highway.h"
 
 #undef BD_SIGN_LUT
-#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 #define BD_SIGN_LUT 1
 #else
 #define BD_SIGN_LUT 0
@@ -46,6 +49,177 @@ HWY_AFTER_NAMESPACE();
 HWY_BEFORE_NAMESPACE();
 namespace bd::HWY_NAMESPACE {
 
+// The 16 sums of each nibble's 4 columns of byte column `column` of q[I] (zero past I), as 16-bit
+// lanes: lane n of sums[0] sums the q of columns 8·column + j whose bit j of n is set (j < 4), of
+// sums[1] columns 8·column + 4 + j. |q| ≤ 8191 keeps every sum in 16 bits.
+HWY_INLINE void NibbleSums(const int16_t* HWY_RESTRICT q, size_t I, size_t column,
+                           __m256i sums[2]) {
+  const __m256i lane_index =
+      _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int16_t value[8] = {0};  // q of the byte column's 8 columns
+  for (size_t j = 0; j < 8 && 8 * column + j < I; ++j) value[j] = q[8 * column + j];
+  for (int half = 0; half < 2; ++half) {
+    sums[half] = _mm256_setzero_si256();
+    for (int j = 0; j < 4; ++j) {
+      const __m256i bit = _mm256_set1_epi16(int16_t(1 << j));
+      const __m256i has_bit = _mm256_cmpeq_epi16(_mm256_and_si256(lane_index, bit), bit);
+      sums[half] = _mm256_add_epi16(
+          sums[half], _mm256_and_si256(has_bit, _mm256_set1_epi16(value[4 * half + j])));
+    }
+  }
+}
+
+}  // namespace bd::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+#endif  // BD_SIGN_LUT
+
+#if BD_SIGN_LUT && HWY_TARGET == HWY_AVX3_DL
+#include "kernels/transpose_16x16.h"
+HWY_BEFORE_NAMESPACE();
+namespace bd::HWY_NAMESPACE {
+// GCC 12 takes the undefined inputs of many AVX-512 intrinsics for uninitialized variables
+// (GCC bug 105593, fixed in 13).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// 512-bit lookups. vpermb looks up 64 bytes at once in a 64-byte table, so one table register
+// holds the 16 sums of 4 groups of columns, and each byte of the index picks its group by bits
+// 4–5. A tile keeps, per chunk of 32 columns (4 byte columns), the 4 bytes of each of 16 rows
+// together, byte 4r + g = row r's byte column g: the low nibbles, with g·16 added, index the
+// low-nibble groups' tables, and the high nibbles the high ones'. The low bytes of the looked-up
+// sums (unsigned) and their high bytes (signed) then go through vpdpbusd against ones, which adds
+// each row's 4 bytes into its 32-bit lane: per 512 signs of 16 rows, 2 index operations, 4
+// lookups and 4 multiply-adds, where the sign-times-byte multiply-adds took 24 (5632 × 2048,
+// 16 users' signs: 0.9–1.1 ms against 2.1–2.5, docs/benchmarks.md, session 16).
+//
+// Layout, per tile of 32 rows and chunk k of 32 columns: 128 bytes, rows 0–15 then rows 16–31,
+// each 16 rows' bytes 4k .. 4k + 3 in row order. A token's tables per chunk: 256 bytes, four
+// 64-byte vectors, byte 16g + n of: the low bytes of the low nibbles' sums (NibbleSums) of byte
+// column 4k + g, the low bytes of the high nibbles' sums, then the high bytes of both. Two halves
+// of 16 rows share each chunk's table loads (one tile of 16 rows per call ran 1.6× slower, bound
+// by the loads).
+constexpr size_t kTileRows = 32;
+constexpr size_t kTileChunkBytes = 128;
+constexpr size_t kTableChunkBytes = 256;
+// The lookups of a tile read 2 of its lines per chunk: as many lines of what the caller streams
+// next are prefetched with them.
+constexpr int kPrefetchLinesPerStep = 2;
+
+HWY_INLINE size_t LutChunks(size_t I) {
+  return (I + 31) / 32;
+}
+
+// A token's tables (LutChunks(I) · kTableChunkBytes bytes) from its q[I].
+void BuildLutTables(const int16_t* HWY_RESTRICT q, size_t I, uint8_t* HWY_RESTRICT table) {
+  const size_t byte_columns = 4 * LutChunks(I);
+  for (size_t column = 0; column < byte_columns; ++column) {
+    __m256i sums[2];
+    NibbleSums(q, I, column, sums);
+    uint8_t* vectors = table + column / 4 * kTableChunkBytes + 16 * (column % 4);
+    for (int half = 0; half < 2; ++half) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 64 * half),
+                       _mm256_cvtepi16_epi8(sums[half]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(vectors + 128 + 64 * half),
+                       _mm256_cvtepi16_epi8(_mm256_srai_epi16(sums[half], 8)));
+    }
+  }
+}
+
+// tile (LutChunks(I) · kTileChunkBytes bytes, 64-byte aligned) from `rows` ≤ 32 sign rows; the
+// missing rows, and the bytes past a row's end, are zero (no bit set). Per 64 bytes of 16 rows,
+// a 16 × 16 transpose of 4-byte lanes gives 16 chunks' vectors. Masked loads read no byte past a
+// row's end (a row may end a mapped file). kStream: written around the caches (TransposeTile of
+// the AVX2 kernel says why).
+template <bool kStream = false>
+void TransposeTile(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows,
+                   uint8_t* HWY_RESTRICT tile, LinePrefetcher* prefetcher = nullptr) {
+  const size_t chunks = (row_bytes + 3) / 4;
+  for (size_t group = 0; group * 16 < chunks; ++group) {
+    const size_t offset = 64 * group, available = std::min<size_t>(64, row_bytes - offset);
+    const __mmask64 present = available == 64 ? ~__mmask64{0} : (__mmask64{1} << available) - 1;
+    const size_t group_chunks = std::min<size_t>(16, chunks - 16 * group);
+    for (size_t half = 0; half < 2; ++half) {
+      if (prefetcher)
+        for (int line = 0; line < 4; ++line) prefetcher->One();
+      __m512i v[16];
+      for (size_t r = 0; r < 16; ++r) {
+        const size_t row = 16 * half + r;
+        const uint8_t* from = bits + row * row_bytes + offset;
+        if (row >= rows) {
+          v[r] = _mm512_setzero_si512();
+          continue;
+        }
+        hwy::Prefetch(from + kTileRows * row_bytes);  // the next tile's line
+        v[r] = _mm512_maskz_loadu_epi8(present, from);
+      }
+      transpose_16x16(v);
+      for (size_t c = 0; c < group_chunks; ++c) {
+        __m512i* to =
+            reinterpret_cast<__m512i*>(tile + (16 * group + c) * kTileChunkBytes + 64 * half);
+        if constexpr (kStream)
+          _mm512_stream_si512(to, v[c]);
+        else
+          _mm512_store_si512(to, v[c]);
+      }
+    }
+  }
+}
+
+// plus[r] = Σ_{bit set in tile row r} q for r < 32, from the token's tables. Each 32-bit lane
+// adds at most 2·4·255 per chunk: no overflow below 2^21 columns. With a prefetcher, each chunk
+// prefetches kPrefetchLinesPerStep lines. A function of its own with VNNI added to the target's
+// features (Highway 1.0's AVX3_DL leaves it out).
+__attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void LutPlusRows(
+    const uint8_t* HWY_RESTRICT tile, const uint8_t* HWY_RESTRICT table, size_t chunks,
+    int64_t* HWY_RESTRICT plus, LinePrefetcher* prefetcher = nullptr) {
+  const __m512i nibble = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi8(1);
+  const __m512i group = _mm512_set1_epi32(0x30201000);  // byte 4r + g: g·16
+  constexpr int kOr = 0xEA;                             // vpternlogd: (a & b) | c
+  // Per half and nibble its own sums: vpdpbusd's latency (5 cycles) would otherwise set the pace.
+  __m512i low[2][2], high[2][2];
+#pragma GCC unroll 2
+  for (int half = 0; half < 2; ++half)
+#pragma GCC unroll 2
+    for (int n = 0; n < 2; ++n) low[half][n] = high[half][n] = _mm512_setzero_si512();
+  for (size_t k = 0; k < chunks; ++k) {
+    if (prefetcher)
+      for (int line = 0; line < kPrefetchLinesPerStep; ++line) prefetcher->One();
+    const __m512i* tables = reinterpret_cast<const __m512i*>(table + k * kTableChunkBytes);
+    const __m512i low_a = _mm512_load_si512(tables), low_b = _mm512_load_si512(tables + 1);
+    const __m512i high_a = _mm512_load_si512(tables + 2), high_b = _mm512_load_si512(tables + 3);
+#pragma GCC unroll 2
+    for (int half = 0; half < 2; ++half) {  // unrolled, so that the sums stay in registers
+      const __m512i bytes = _mm512_load_si512(tile + k * kTileChunkBytes + 64 * half);
+      const __m512i index_a = _mm512_ternarylogic_epi32(bytes, nibble, group, kOr);
+      const __m512i index_b =
+          _mm512_ternarylogic_epi32(_mm512_srli_epi16(bytes, 4), nibble, group, kOr);
+      // Low bytes unsigned (first operand of vpdpbusd), high bytes signed (second).
+      __m512i* l = low[half];
+      __m512i* h = high[half];
+      l[0] = _mm512_dpbusd_epi32(l[0], _mm512_permutexvar_epi8(index_a, low_a), ones);
+      l[1] = _mm512_dpbusd_epi32(l[1], _mm512_permutexvar_epi8(index_b, low_b), ones);
+      h[0] = _mm512_dpbusd_epi32(h[0], ones, _mm512_permutexvar_epi8(index_a, high_a));
+      h[1] = _mm512_dpbusd_epi32(h[1], ones, _mm512_permutexvar_epi8(index_b, high_b));
+    }
+  }
+  for (int half = 0; half < 2; ++half) {
+    alignas(64) int32_t low_sums[16], high_sums[16];
+    _mm512_store_si512(low_sums, _mm512_add_epi32(low[half][0], low[half][1]));
+    _mm512_store_si512(high_sums, _mm512_add_epi32(high[half][0], high[half][1]));
+    for (size_t r = 0; r < 16; ++r)
+      plus[16 * half + r] = int64_t(low_sums[r]) + 256 * int64_t(high_sums[r]);
+  }
+}
+
+#pragma GCC diagnostic pop
+}  // namespace bd::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#elif BD_SIGN_LUT
+HWY_BEFORE_NAMESPACE();
+namespace bd::HWY_NAMESPACE {
+
 // Table lookups (AVX2; AVX-512 without VNNI runs the same code). Σ_{bit set} q over a group of 4
 // columns takes one of 16 values, so each token's q becomes, per group, a table of those 16 sums
 // (16-bit: |q| ≤ 8191 keeps a sum of 4 in range), split into low and high bytes; a vpshufb looks
@@ -65,6 +239,9 @@ constexpr size_t kTableChunkBytes = 16 * 128;
 // The 16-bit sums of a run of lookups are moved to 32-bit ones after at most this many steps of
 // the loop: each adds at most 2·255 to a low-byte sum (64·510 < 2^15) and 2·128 to a high one.
 constexpr size_t kStepsPerFlush = 64;
+// Each step reads one 32-byte half-line of the tile: one line of what the caller streams next
+// is prefetched with it.
+constexpr int kPrefetchLinesPerStep = 1;
 
 HWY_INLINE size_t LutChunks(size_t I) {
   return (I + 255) / 256;
@@ -74,25 +251,11 @@ HWY_INLINE size_t LutChunks(size_t I) {
 // column, lane n of a 16-bit vector sums the q of its 4 columns whose bit is set in n (both
 // nibbles' groups at once); the low and the high bytes are then packed apart.
 void BuildLutTables(const int16_t* HWY_RESTRICT q, size_t I, uint8_t* HWY_RESTRICT table) {
-  const __m256i lane_index =
-      _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m256i has_bit[4];  // lane n: all ones where bit j of n is set
-  for (int j = 0; j < 4; ++j) {
-    const __m256i bit = _mm256_set1_epi16(int16_t(1 << j));
-    has_bit[j] = _mm256_cmpeq_epi16(_mm256_and_si256(lane_index, bit), bit);
-  }
   const __m256i low_byte = _mm256_set1_epi16(0xFF);
   const size_t byte_columns = 32 * LutChunks(I);
   for (size_t column = 0; column < byte_columns; ++column) {
-    int16_t value[8] = {0};  // q of the byte column's 8 columns
-    for (size_t j = 0; j < 8 && 8 * column + j < I; ++j) value[j] = q[8 * column + j];
     __m256i sums[2];  // the low nibble's 4 columns, then the high nibble's
-    for (int half = 0; half < 2; ++half) {
-      sums[half] = _mm256_setzero_si256();
-      for (int j = 0; j < 4; ++j)
-        sums[half] = _mm256_add_epi16(
-            sums[half], _mm256_and_si256(has_bit[j], _mm256_set1_epi16(value[4 * half + j])));
-    }
+    NibbleSums(q, I, column, sums);
     // Per lane the packs interleave 8 sums of each half; 0xD8 puts the halves back in order.
     const __m256i low =
         _mm256_permute4x64_epi64(_mm256_packus_epi16(_mm256_and_si256(sums[0], low_byte),
@@ -191,7 +354,8 @@ void LutPlusRows(const uint8_t* HWY_RESTRICT tile, const uint8_t* HWY_RESTRICT t
     __m256i low0 = _mm256_setzero_si256(), low1 = low0, high0 = low0, high1 = low0;
     const size_t end = std::min(steps, first + kStepsPerFlush);
     for (size_t s = first; s < end; ++s) {
-      if (prefetcher) prefetcher->One();
+      if (prefetcher)
+        for (int line = 0; line < kPrefetchLinesPerStep; ++line) prefetcher->One();
       const __m256i index = _mm256_load_si256(reinterpret_cast<const __m256i*>(tile + 32 * s));
       const __m256i low_nibbles = _mm256_and_si256(index, nibble);
       const __m256i high_nibbles = _mm256_and_si256(_mm256_srli_epi16(index, 4), nibble);

@@ -1,9 +1,11 @@
 // Packed-sign products. Few tokens (decode): each token's x is quantized to 14-bit integers and
-// Σ_i S[o, i]·q[i] = 2·Σ_{bit set} q[i] − Σ_i q[i] is summed exactly in integers: with VNNI,
-// 64 signs per multiply-add; with AVX2, by table lookups, 128 signs per vpshufb (each several
-// times the rate of masked F32 adds on the machines measured, where those, not the reads of the
-// bits, set the pace). Many tokens (prefill, training): blocks of rows are widened to ±scale
-// floats and handed to SGEMM, which reuses each block across tokens.
+// Σ_i S[o, i]·q[i] = 2·Σ_{bit set} q[i] − Σ_i q[i] is summed exactly in integers by table
+// lookups of 4-column sums (kernels/sign_lut-inl.h): 128 signs per vpshufb on AVX2, 256 per
+// vpermb on AVX-512 with VBMI and VNNI (each several times the rate of masked F32 adds or of
+// sign-times-byte multiply-adds on the machines measured, where those, not the reads of the bits,
+// set the pace); other targets sum masked 16-bit multiply-adds. Many tokens (prefill, training):
+// blocks of rows are widened to ±scale floats and handed to SGEMM, which reuses each block across
+// tokens.
 #include "kernels/sign_matmul.h"
 
 #include <algorithm>
@@ -87,60 +89,12 @@ HWY_INLINE int64_t PlusSumQ(const uint8_t* HWY_RESTRICT row_bits, const int16_t*
   return sum;
 }
 
-// plus[r] = Σ_{i: S[r, i] = +1} q[i] for `rows` consecutive rows (each 32-bit lane sums at most
-// 4·⌈I/64⌉ products of |value| ≤ 255: no overflow below I of 2^21).
-#if HWY_TARGET == HWY_AVX3_DL
-// VNNI: 64 signs per instruction, four rows at a time sharing the loads of q. The bits become
-// 0/1 bytes; vpdpbusd multiplies unsigned by signed bytes, so the low bytes of q (unsigned) and
-// the high bytes (signed) go in separate sums: Σ q = 256·Σ hi + Σ lo. A function of its own
-// with VNNI added to the target's features (Highway 1.0's AVX3_DL leaves it out; clang takes a
-// function's target attribute instead of the enclosing pragma's, so the list is repeated).
-__attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void PlusRowsQ(
-    const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows, const int16_t* HWY_RESTRICT q,
-    const int8_t* HWY_RESTRICT hi, const uint8_t* HWY_RESTRICT lo, size_t I,
-    int64_t* HWY_RESTRICT plus, LinePrefetcher* prefetcher = nullptr) {
-  constexpr size_t kRows = 4;
-  const __m512i ones = _mm512_set1_epi8(1);
-  size_t row = 0;
-  for (; row + kRows <= rows; row += kRows) {
-    const uint8_t* block = bits + row * row_bytes;
-    __m512i high[kRows], low[kRows];
-    HWY_UNROLL(4)
-    for (size_t r = 0; r < kRows; ++r) high[r] = low[r] = _mm512_setzero_si512();
-    size_t i = 0;
-    for (; i + 64 <= I; i += 64) {
-      // The block's kRows rows are I / 2 contiguous bytes; the loop walks them at I / 128 bytes
-      // per step, so this fetches the block after next while the sums run (without it, one
-      // core read its bits at about 9 GB/s, the sums alone run twice as fast).
-      hwy::Prefetch(block + I + i / 2);
-      if (prefetcher) prefetcher->One();
-      const __m512i h = _mm512_loadu_si512(hi + i), l = _mm512_loadu_si512(lo + i);
-      HWY_UNROLL(4)
-      for (size_t r = 0; r < kRows; ++r) {
-        uint64_t word;
-        std::memcpy(&word, block + r * row_bytes + i / 8, 8);
-        const __m512i s = _mm512_maskz_mov_epi8(_cvtu64_mask64(word), ones);
-        high[r] = _mm512_dpbusd_epi32(high[r], s, h);
-        low[r] = _mm512_dpbusd_epi32(low[r], l, s);
-      }
-    }
-    for (size_t r = 0; r < kRows; ++r) {
-      int64_t sum = 256 * int64_t(_mm512_reduce_add_epi32(high[r])) +
-                    int64_t(_mm512_reduce_add_epi32(low[r]));
-      for (size_t j = i; j < I; ++j)
-        if (SignBit(block + r * row_bytes, j)) sum += q[j];
-      plus[row + r] = sum;
-    }
-  }
-  for (; row < rows; ++row) plus[row] = PlusSumQ(bits + row * row_bytes, q, I);
-}
-#else
+// plus[r] = Σ_{i: S[r, i] = +1} q[i] for `rows` consecutive rows (the targets without lookups).
 void PlusRowsQ(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows,
                const int16_t* HWY_RESTRICT q, const int8_t* HWY_RESTRICT /*hi*/,
                const uint8_t* HWY_RESTRICT /*lo*/, size_t I, int64_t* HWY_RESTRICT plus) {
   for (size_t row = 0; row < rows; ++row) plus[row] = PlusSumQ(bits + row * row_bytes, q, I);
 }
-#endif
 
 // out[t, row0 + r] (+)= factor · step[t] · (2·plus[r] − Σ q[t]) for r < rows, factor = the
 // job's scale (per_row: [O]) or 1 without one.
@@ -248,7 +202,10 @@ HWY_INLINE void RowDotsToOut(const WT* w, const float* in, size_t I, size_t row0
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
 // rows t (StoreProducts). First every token's tables, then one parallel pass over all jobs'
 // tiles (static: each thread streams a contiguous run of them), each transposed once into the
-// thread's buffer (L1: 11 KiB for rows of 5632) and run against each of the job's tokens.
+// thread's buffer (L1: 11–22 KiB for rows of 5632) and run against each of the job's tokens.
+// Tiles packed ahead stream from DRAM: the next one is prefetched with each one's lookups (on
+// AVX-512, 5632 × 2048 for 16 users, 1.3–1.4 ms against 1.8–2.0 without; two tiles ahead or
+// prefetches to L1 were no faster).
 void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t job_count,
                size_t O, size_t I, bool accumulate) {
   const size_t row_bytes = (I + 7) / 8, chunks = LutChunks(I);
@@ -273,6 +230,11 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
     const SignJob& job = jobs[j];
     const size_t row0 = (size_t(item) % blocks) * kTileRows, rows = std::min(kTileRows, O - row0);
     const uint8_t* tile = job.tiles ? job.tiles + (row0 / kTileRows) * tile_bytes : nullptr;
+    LinePrefetcher next_tile;
+    if (tile && row0 + kTileRows < O) {
+      const char* next = reinterpret_cast<const char*>(tile + tile_bytes);
+      next_tile = {next, next + tile_bytes};
+    }
     if (!tile) {
       uint8_t* own = tiles.get() + size_t(omp_get_thread_num()) * tile_bytes;
       TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, own);
@@ -280,17 +242,17 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
     }
     for (size_t n = 0; n < job.rows; ++n) {
       int64_t plus[kTileRows];
-      LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus);
+      LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus, &next_tile);
       StoreProducts(out, x, job, job.row0 + n, row0, rows, plus, O, accumulate);
     }
   }
 }
 
 // The fused one-token pass: out[O] (+)= W·x + factor ⊙ (S·x) for one token (x.q row 0) and one
-// job. Per tile of 16 rows: its signs are transposed and looked up while the first lines of its W
-// rows are prefetched into L2 (4 lines per chunk transposed, 1 per lookup step: 10 KiB of the
-// 64 KiB of a BF16 tile with rows of 2048), then its W rows are streamed (DotRow). On its own the
-// GEMV waits on DRAM and the lookups on the vector units; this way the lookups run while W
+// job. Per tile (kTileRows rows): its signs are transposed and looked up while the first lines of
+// its W rows are prefetched into L2 (a few lines per step: 10 KiB of a BF16 tile's 64 KiB on
+// AVX2, of 128 KiB on AVX-512, with rows of 2048), then its W rows are streamed (DotRow). On its
+// own the GEMV waits on DRAM and the lookups on the vector units; this way the lookups run while W
 // streams in. Threads take a few tiles at a time (dynamic: a preempted thread holds up little).
 template <typename WT>
 void GemvSignsTyped(float* out, const float* in, const WT* w, const uint32_t* panels,
@@ -307,8 +269,8 @@ void GemvSignsTyped(float* out, const float* in, const WT* w, const uint32_t* pa
 #pragma omp parallel for schedule(dynamic, per_take) if (O * I >= size_t(kMinParallelElements))
   for (int64_t b = 0; b < blocks; ++b) {
     const size_t row0 = size_t(b) * kTileRows, rows = std::min(kTileRows, O - row0);
-    // The tile's rows of W (or their panel: the same 16 rows), prefetched while its signs are
-    // transposed and looked up.
+    // The tile's rows of W (or their panel: the same 16 rows, GemvSigns), prefetched while its
+    // signs are transposed and looked up.
     const uint32_t* panel = panels ? panels + size_t(b) * 8 * I : nullptr;
     const char* w_rows =
         panel ? reinterpret_cast<const char*>(panel) : reinterpret_cast<const char*>(w + row0 * I);
@@ -352,33 +314,6 @@ size_t SignTilesBytes(size_t, size_t) {
 }
 void PackSignTiles(const uint8_t*, size_t, size_t, uint8_t*) {}
 
-#if HWY_TARGET == HWY_AVX3_DL
-// The fused one-token pass with VNNI: per block of kRowBlock rows, its sign sums (PlusRowsQ)
-// while the first lines of its W rows are prefetched (one per 64 signs of 4 rows: 16 KiB of the
-// 128 KiB of a BF16 block with rows of 2048), then its W rows streamed (DotRow). One parallel
-// region instead of the two passes' two, and the multiply-adds on the signs run while W streams
-// in. Threads take a few blocks at a time (dynamic: a preempted thread holds up little).
-template <typename WT>
-void GemvSignsTyped(float* out, const float* in, const WT* w, const uint32_t* /*panels: none*/,
-                    const QuantizedTokens& x, const SignJob& job, size_t O, size_t I,
-                    bool accumulate) {
-  const size_t row_bytes = (I + 7) / 8;
-  const int64_t blocks = int64_t((O + kRowBlock - 1) / kRowBlock);
-  const int64_t per_take = std::max<int64_t>(1, blocks / (8 * omp_get_max_threads()));
-#pragma omp parallel for schedule(dynamic, per_take) if (O * I >= size_t(kMinParallelElements))
-  for (int64_t b = 0; b < blocks; ++b) {
-    const size_t row0 = size_t(b) * kRowBlock, rows = std::min(kRowBlock, O - row0);
-    const char* w_rows = reinterpret_cast<const char*>(w + row0 * I);
-    LinePrefetcher prefetcher{w_rows, w_rows + rows * I * sizeof(WT)};
-    int64_t plus[kRowBlock];
-    PlusRowsQ(job.bits + row0 * row_bytes, row_bytes, rows, x.q, x.hi, x.lo, I, plus, &prefetcher);
-    RowDotsToOut(w, in, I, row0, rows, out, accumulate);
-    StoreProducts(out, x, job, 0, row0, rows, plus, O, /*accumulate=*/true);
-  }
-}
-
-#endif
-
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
 // rows t (StoreProducts). One parallel pass over all jobs' blocks of kRowBlock sign rows
 // (static: each thread streams a contiguous run of them); a block's bits (8 KiB for rows of
@@ -402,12 +337,12 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
 }
 #endif
 
-#if BD_SIGN_LUT || HWY_TARGET == HWY_AVX3_DL
-// One token's fused pass (GemvSignsTyped above) for W's dtype; from panels only with the lookups
-// (panels are AVX2's).
+#if BD_SIGN_LUT
+// One token's fused pass (GemvSignsTyped above) for W's dtype; from panels (AVX2's, strips of 16
+// rows) only where a tile is one strip.
 bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const uint32_t* panels,
                const QuantizedTokens& x, const SignJob& job, size_t O, size_t I, bool accumulate) {
-  if (panels && !BD_SIGN_LUT) return false;
+  if (panels && kTileRows != kStripRows) return false;
   switch (dtype) {
     case DType::F32:
       GemvSignsTyped(out, in, static_cast<const float*>(w), nullptr, x, job, O, I, accumulate);
@@ -425,8 +360,8 @@ bool GemvSigns(float* out, const float* in, const void* w, DType dtype, const ui
   }
 }
 #else
-// Without table lookups or VNNI the sums cost more than the reads of W they could hide: the
-// caller runs the two passes.
+// Without table lookups the sums cost more than the reads of W they could hide: the caller runs
+// the two passes.
 bool GemvSigns(float*, const float*, const void*, DType, const uint32_t*, const QuantizedTokens&,
                const SignJob&, size_t, size_t, bool) {
   return false;
@@ -654,8 +589,8 @@ int64_t sign_tiles_bytes(int64_t O, int64_t I) {
 void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles) {
   check_sign_args("pack_sign_tiles", bits, 1, O, I);
   if (sign_tiles_bytes(O, I) > 0 && !tiles) fail("pack_sign_tiles: no output");
-  if (reinterpret_cast<uintptr_t>(tiles) % 32 != 0)
-    fail("pack_sign_tiles: output not 32-byte aligned");
+  if (reinterpret_cast<uintptr_t>(tiles) % 64 != 0)
+    fail("pack_sign_tiles: output not 64-byte aligned");
   HWY_DYNAMIC_DISPATCH(PackSignTiles)(bits, size_t(O), size_t(I), tiles);
 }
 

@@ -19,7 +19,7 @@ inline int64_t sign_row_bytes(int64_t in) {
 // |q| ≤ kSignQuantMax (step = max|x| / kSignQuantMax) and S·q summed exactly, so each output is
 // within about I·step / 2 of S·x (a relative 4e-5 of the delta term on the 1.1B shapes, far
 // below what rounding the merged weights to BF16 moves). 14 bits, so that sums of 4 of them fit
-// the 16-bit table entries of the AVX2 kernel. Larger counts (training and evaluation batches,
+// the 16-bit table entries of the lookup kernels. Larger counts (training and evaluation batches,
 // which finite-difference and dense-model tests hold to F32 rounding) widen S to ±scale floats
 // for SGEMM, exact products; linear_forward merges W + γ·S for them instead. On AVX2 the lookups
 // would stay faster far beyond 8 tokens, but they quantize x (docs/benchmarks.md, session 10).
@@ -57,14 +57,15 @@ struct SignSegment {
   int64_t lookup_max_rows = kSignGemvMaxTokens;  // up to this many rows: the quantized lookups
 };
 
-// The table-lookup kernel (AVX2) reads sign rows 16 at a time, transposed so that one 16-byte
-// lane holds 16 rows' bits of the same 8 columns; it transposes them on every call unless a
-// segment brings them so (`tiles`), e.g. an adapter kept resident by a server. Bytes of that
-// layout for S[O, I] (the size of the bits, rounded up to 16 rows and 256 columns), or 0 where
-// this CPU's kernel does not use it.
+// The table-lookup kernels read sign rows transposed, so that one register holds many rows' bits
+// of the same columns (AVX2: 16 rows × 8 columns per 16-byte lane; AVX-512: 16 rows × 32
+// columns per register, in tiles of 32 rows); they transpose them on every call unless a segment
+// brings them so (`tiles`), e.g. an adapter kept resident by a server. Bytes of that layout for
+// S[O, I] (the size of the bits, rounded up to 16 rows and 256 columns on AVX2, 32 rows and 32
+// columns on AVX-512), or 0 where this CPU's kernel does not use it.
 int64_t sign_tiles_bytes(int64_t O, int64_t I);
 
-// tiles[sign_tiles_bytes(O, I)] (32-byte aligned) = bits[O, sign_row_bytes(I)] in that layout;
+// tiles[sign_tiles_bytes(O, I)] (64-byte aligned) = bits[O, sign_row_bytes(I)] in that layout;
 // nothing where sign_tiles_bytes is 0. The layout depends on the CPU: pack on the machine that
 // multiplies. One thread.
 void pack_sign_tiles(const uint8_t* bits, int64_t O, int64_t I, uint8_t* tiles);
@@ -78,7 +79,7 @@ void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment>
 
 // y[1, O] (+)= x[1, I] · Wᵀ + scale ⊙ (x · Sᵀ): one token's base product and one adapter's sign
 // product (signs.row0 = 0, rows = 1), the result of matmul then sign_matmul_segments. On the
-// targets with the table-lookup kernel (AVX2) in one pass over blocks of rows, so that the
+// targets with a table-lookup kernel (AVX2, AVX-512) in one pass over blocks of rows, so that the
 // lookups of a block run while its rows of W stream in from DRAM: decode of a single sequence.
 // `panels` (optional): W's panels (kernels/matmul_panels.h), read instead of `weight`.
 void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,
