@@ -204,6 +204,53 @@ void BM_DenseBF16(benchmark::State& state) {
   state.SetLabel("bf16");
 }
 
+// Args: O, I, packed. One token's base product and one adapter's signs in one pass
+// (matmul_sign_one_token: decode of a single sequence), BF16 W; the signs packed ahead (1, as a
+// server keeps a resident adapter) or transposed in each call (0, as bitdelta generate runs).
+// Against decode/bf16, the base product alone. GBps counts W's and the signs' bytes.
+void BM_OneToken(benchmark::State& state) {
+  const int64_t O = state.range(0), I = state.range(1);
+  const bool packed = state.range(2) != 0;
+  const size_t one_w = size_t(O * I) * 2, one_s = size_t(O * bd::sign_row_bytes(I));
+  size_t count;
+  std::vector<uint8_t> weights = random_copies(one_w, &count);
+  {  // uniform values in [-1, 1) rather than random bit patterns (no NaN, no subnormals)
+    std::vector<float> values(size_t(O * I));
+    std::mt19937 rng(2);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    for (float& v : values) v = uniform(rng);
+    bd::from_f32(bd::DType::BF16, values.data(), weights.data(), values.size());
+    for (size_t c = 1; c < count; ++c)
+      std::memcpy(weights.data() + c * one_w, weights.data(), one_w);
+  }
+  std::vector<uint8_t> bits(one_s * count);
+  std::mt19937 rng(3);
+  for (uint8_t& b : bits) b = uint8_t(rng());
+  const int64_t tile_bytes = bd::sign_tiles_bytes(O, I);
+  if (packed && tile_bytes == 0) return state.SkipWithError("no packed layout on this CPU");
+  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(std::max<int64_t>(tile_bytes, 1)) * count);
+  if (packed)
+    for (size_t c = 0; c < count; ++c)
+      bd::pack_sign_tiles(bits.data() + c * one_s, O, I, tiles.get() + c * size_t(tile_bytes));
+  std::vector<float> x(static_cast<size_t>(I), 0.5f), y(static_cast<size_t>(O)),
+      scale(static_cast<size_t>(O), 0.01f);
+  size_t next = 0;
+  for (auto _ : state) {
+    const bd::TensorView w{bd::DType::BF16, {O, I}, weights.data() + next * one_w};
+    const bd::SignSegment signs{0,
+                                1,
+                                bits.data() + next * one_s,
+                                scale.data(),
+                                true,
+                                packed ? tiles.get() + next * size_t(tile_bytes) : nullptr};
+    bd::matmul_sign_one_token(y.data(), x.data(), w, signs, /*accumulate=*/false);
+    next = (next + 1) % count;
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, double(one_w + one_s), double(O * I));
+  state.SetLabel(packed ? "one pass, packed" : "one pass");
+}
+
 // Args: O, I, T. y = x · (W + γ ⊙ S)ᵀ for one segment of T rows (a prompt chunk): BF16 W and
 // the signs merged block by block (matmul_merged_signs). Gweights counts O·I·T.
 void BM_Merged(benchmark::State& state) {
@@ -249,6 +296,14 @@ BENCHMARK(BM_Sign)->Name("decode/sign")->Apply([](auto* b) {
 BENCHMARK(BM_DenseBF16)->Name("decode/bf16")->Apply([](auto* b) {
                                               Shapes(b, 1);
                                             }) -> UseRealTime() -> Unit(benchmark::kMicrosecond);
+
+BENCHMARK(BM_OneToken)
+    ->Name("decode/one_pass")
+    ->ArgsProduct({{5632}, {2048}, {0, 1}})
+    ->ArgsProduct({{2048}, {5632}, {0, 1}})
+    ->ArgsProduct({{2048}, {2048}, {0, 1}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 // A prompt chunk of T rows with one adapter, base and signs merged, against the base alone
 // (tokens/bf16): what the adapter adds to a prefill.
