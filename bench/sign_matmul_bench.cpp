@@ -156,7 +156,7 @@ void BM_PanelsSigns(benchmark::State& state) {
   state.SetLabel(path == 0 ? "panels then signs" : "panels alone");
 }
 
-// Args: O, I. pack_sign_tiles of one matrix (the transposed layout of the AVX2 lookups), from
+// Args: O, I. pack_sign_tiles of one matrix (the transposed layout of the lookups), from
 // signs and into tiles that are both out of cache: what a server's adapter load costs per matrix
 // beyond reading its file. GBps counts the sign bytes.
 void BM_PackTiles(benchmark::State& state) {

@@ -47,9 +47,11 @@ std::atomic<bool> g_amx_enabled{true};
 
 // GCC 12 takes the undefined inputs of many AVX-512 intrinsics for uninitialized variables
 // (GCC bug 105593, fixed in 13).
+#if !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 constexpr size_t kTileRows = 16;                            // rows of W (and tokens) per tile
 constexpr size_t kTileColumns = 32;                         // BF16 columns of W per tile (64 bytes)
@@ -317,7 +319,9 @@ void multiply(float* out, const float* in, const uint16_t* w, size_t T, size_t O
   }
 }
 
+#if !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 #endif  // BD_HAVE_AMX
 
 }  // namespace

@@ -1,9 +1,9 @@
 // Packed-sign products by table lookup, per SIMD target (include after hwy/highway.h inside a
 // foreach_target translation unit): defines BD_SIGN_LUT to 1 on the targets that have it, to 0
 // elsewhere. Two kernels with one interface (tiles of sign rows transposed once, a token's tables
-// of 4-column sums, LutPlusRows): 256-bit vpshufb on AVX2 (and AVX-512 without VNNI, which runs
-// the same code), 512-bit vpermb with vpdpbusd on AVX3_DL (VBMI and VNNI: Ice Lake, Sapphire
-// Rapids and later).
+// of 4-column sums, LutPlusRows): 256-bit vpshufb on AVX2 (and on AVX-512 without VBMI and VNNI,
+// Highway's AVX3 target, e.g. Skylake-X and Cascade Lake, which runs the same code), 512-bit
+// vpermb with vpdpbusd on AVX3_DL (VBMI and VNNI: Ice Lake, Sapphire Rapids, Zen 4 and later).
 #if defined(BD_KERNELS_SIGN_LUT_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef BD_KERNELS_SIGN_LUT_INL_H_
 #undef BD_KERNELS_SIGN_LUT_INL_H_
@@ -79,9 +79,11 @@ HWY_BEFORE_NAMESPACE();
 namespace bd::HWY_NAMESPACE {
 // GCC 12 takes the undefined inputs of many AVX-512 intrinsics for uninitialized variables
 // (GCC bug 105593, fixed in 13).
+#if !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 // 512-bit lookups. vpermb looks up 64 bytes at once in a 64-byte table, so one table register
 // holds the 16 sums of 4 groups of columns, and each byte of the index picks its group by bits
@@ -89,7 +91,7 @@ namespace bd::HWY_NAMESPACE {
 // together, byte 4r + g = row r's byte column g: the low nibbles, with g·16 added, index the
 // low-nibble groups' tables, and the high nibbles the high ones'. The low bytes of the looked-up
 // sums (unsigned) and their high bytes (signed) then go through vpdpbusd against ones, which adds
-// each row's 4 bytes into its 32-bit lane: per 512 signs of 16 rows, 2 index operations, 4
+// each row's 4 bytes into its 32-bit lane: per 512 signs of 16 rows, 3 index operations, 4
 // lookups and 4 multiply-adds, where the sign-times-byte multiply-adds took 24 (5632 × 2048,
 // 16 users' signs: 0.9–1.1 ms against 2.1–2.5, docs/benchmarks.md, session 16).
 //
@@ -97,8 +99,8 @@ namespace bd::HWY_NAMESPACE {
 // each 16 rows' bytes 4k .. 4k + 3 in row order. A token's tables per chunk: 256 bytes, four
 // 64-byte vectors, byte 16g + n of: the low bytes of the low nibbles' sums (NibbleSums) of byte
 // column 4k + g, the low bytes of the high nibbles' sums, then the high bytes of both. Two halves
-// of 16 rows share each chunk's table loads (one tile of 16 rows per call ran 1.6× slower, bound
-// by the loads).
+// of 16 rows per call share each chunk's tables and the loop around them (one tile of 16 rows
+// per call ran 1.6× slower in a throwaway probe).
 constexpr size_t kTileRows = 32;
 constexpr size_t kTileChunkBytes = 128;
 constexpr size_t kTableChunkBytes = 256;
@@ -212,7 +214,9 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void LutPlusRows(
   }
 }
 
+#if !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 }  // namespace bd::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -220,11 +224,11 @@ HWY_AFTER_NAMESPACE();
 HWY_BEFORE_NAMESPACE();
 namespace bd::HWY_NAMESPACE {
 
-// Table lookups (AVX2; AVX-512 without VNNI runs the same code). Σ_{bit set} q over a group of 4
-// columns takes one of 16 values, so each token's q becomes, per group, a table of those 16 sums
-// (16-bit: |q| ≤ 8191 keeps a sum of 4 in range), split into low and high bytes; a vpshufb looks
-// up 32 of them at once, indexed by nibbles of sign bits: 128 signs per instruction, against 16
-// for a masked 16-bit multiply-add. The 16 lookups of a 128-bit lane share one table (one group
+// Table lookups (AVX2; AVX-512 without VBMI and VNNI runs the same code). Σ_{bit set} q over a
+// group of 4 columns takes one of 16 values, so each token's q becomes, per group, a table of those
+// 16 sums (16-bit: |q| ≤ 8191 keeps a sum of 4 in range), split into low and high bytes; a vpshufb
+// looks up 32 of them at once, indexed by nibbles of sign bits: 128 signs per instruction, against
+// 16 for a masked 16-bit multiply-add. The 16 lookups of a 128-bit lane share one table (one group
 // of columns), so a lane must hold 16 rows' bits of the same columns: each tile of 16 sign rows
 // is transposed to that order once, and serves every token of its job.
 //

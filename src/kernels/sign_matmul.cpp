@@ -32,8 +32,6 @@ namespace bd {
 // results do not depend on the CPU.
 struct QuantizedTokens {
   const int16_t* q;      // [T, I]: q = round(x / step), |q| ≤ kSignQuantMax
-  const int8_t* hi;      // [T, I]: q >> 8 (q = 256·hi + lo)
-  const uint8_t* lo;     // [T, I]: q & 255
   const float* step;     // [T]: max|x| / kSignQuantMax (NaN where x holds inf or NaN)
   const int64_t* total;  // [T]: Σ_i q
 };
@@ -91,8 +89,7 @@ HWY_INLINE int64_t PlusSumQ(const uint8_t* HWY_RESTRICT row_bits, const int16_t*
 
 // plus[r] = Σ_{i: S[r, i] = +1} q[i] for `rows` consecutive rows (the targets without lookups).
 void PlusRowsQ(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows,
-               const int16_t* HWY_RESTRICT q, const int8_t* HWY_RESTRICT /*hi*/,
-               const uint8_t* HWY_RESTRICT /*lo*/, size_t I, int64_t* HWY_RESTRICT plus) {
+               const int16_t* HWY_RESTRICT q, size_t I, int64_t* HWY_RESTRICT plus) {
   for (size_t row = 0; row < rows; ++row) plus[row] = PlusSumQ(bits + row * row_bytes, q, I);
 }
 
@@ -111,16 +108,13 @@ HWY_INLINE void StoreProducts(float* out, const QuantizedTokens& x, const SignJo
 }
 
 // One token's row of QuantizedTokens from x[I]: step = max|x| / kSignQuantMax, q = x / step
-// rounded to nearest, ties to even (lrint's rounding, so every target gets the same q), its high
-// and low bytes and Σ q. Non-finite x gives all q = 0 and a NaN step (NaN outputs, as the F32 sums
-// would give).
-void QuantizeRow(const float* HWY_RESTRICT x, size_t I, int16_t* HWY_RESTRICT q,
-                 int8_t* HWY_RESTRICT hi, uint8_t* HWY_RESTRICT lo, float* step, int64_t* total) {
+// rounded to nearest, ties to even (lrint's rounding, so every target gets the same q), and Σ q.
+// Non-finite x gives all q = 0 and a NaN step (NaN outputs, as the F32 sums would give).
+void QuantizeRow(const float* HWY_RESTRICT x, size_t I, int16_t* HWY_RESTRICT q, float* step,
+                 int64_t* total) {
   const DF df;
   const hn::Rebind<int32_t, DF> di32;
   const hn::Rebind<int16_t, DF> di16;
-  const hn::Rebind<int8_t, DF> di8;
-  const hn::Rebind<uint8_t, DF> du8;
   const size_t N = hn::Lanes(df);
   VF max_abs = hn::Zero(df);
   auto finite = hn::FirstN(df, N);  // all true
@@ -138,8 +132,6 @@ void QuantizeRow(const float* HWY_RESTRICT x, size_t I, int16_t* HWY_RESTRICT q,
   }
   if (!all_finite) {  // NaN · 0 would round to an arbitrary integer: write the zeros outright
     std::fill_n(q, I, int16_t{0});
-    std::fill_n(hi, I, int8_t{0});
-    std::fill_n(lo, I, uint8_t{0});
     *step = std::numeric_limits<float>::quiet_NaN();
     *total = 0;
     return;
@@ -148,7 +140,6 @@ void QuantizeRow(const float* HWY_RESTRICT x, size_t I, int16_t* HWY_RESTRICT q,
   *step = largest / kMaxQ;
   const float inverse = largest > 0 ? kMaxQ / largest : 0.0f;
   const VF scale = hn::Set(df, inverse);
-  const auto low_byte = hn::Set(di16, int16_t{255});
   const auto q_max = hn::Set(di32, kSignQuantMax), q_min = hn::Set(di32, -kSignQuantMax);
   int64_t sum = 0;
   auto block_sum = hn::Zero(di32);  // ≤ 2^12 values per lane between flushes: no overflow
@@ -157,10 +148,7 @@ void QuantizeRow(const float* HWY_RESTRICT x, size_t I, int16_t* HWY_RESTRICT q,
     const auto rounded =
         hn::Min(q_max, hn::Max(q_min, hn::NearestInt(hn::Mul(hn::LoadU(df, x + i), scale))));
     block_sum = hn::Add(block_sum, rounded);
-    const auto q16 = hn::DemoteTo(di16, rounded);
-    hn::StoreU(q16, di16, q + i);
-    hn::StoreU(hn::DemoteTo(di8, hn::PromoteTo(di32, hn::ShiftRight<8>(q16))), di8, hi + i);
-    hn::StoreU(hn::DemoteTo(du8, hn::PromoteTo(di32, hn::And(q16, low_byte))), du8, lo + i);
+    hn::StoreU(hn::DemoteTo(di16, rounded), di16, q + i);
     if (++in_block == 4096) {
       sum += hn::GetLane(hn::SumOfLanes(di32, block_sum));
       block_sum = hn::Zero(di32);
@@ -172,8 +160,6 @@ void QuantizeRow(const float* HWY_RESTRICT x, size_t I, int16_t* HWY_RESTRICT q,
     const auto value =
         int16_t(std::clamp(std::lrint(x[i] * inverse), -long(kSignQuantMax), long(kSignQuantMax)));
     q[i] = value;
-    hi[i] = int8_t(value >> 8);
-    lo[i] = uint8_t(value & 255);
     sum += value;
   }
   *total = sum;
@@ -329,8 +315,7 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
     const size_t row0 = (size_t(item) % blocks) * kRowBlock, rows = std::min(kRowBlock, O - row0);
     for (size_t t = job.row0; t < job.row0 + job.rows; ++t) {
       int64_t plus[kRowBlock];
-      PlusRowsQ(job.bits + row0 * row_bytes, row_bytes, rows, x.q + t * I, x.hi + t * I,
-                x.lo + t * I, I, plus);
+      PlusRowsQ(job.bits + row0 * row_bytes, row_bytes, rows, x.q + t * I, I, plus);
       StoreProducts(out, x, job, t, row0, rows, plus, O, accumulate);
     }
   }
@@ -465,7 +450,8 @@ constexpr size_t kBlockBytes = size_t(4) << 20;
 
 void check_sign_args(const char* caller, const uint8_t* bits, int64_t T, int64_t O, int64_t I) {
   if (T < 0 || O < 0 || I < 0) fail(caller, ": negative size T=", T, " O=", O, " I=", I);
-  // The few-token kernels sum a row in 32-bit lanes (VNNI: 4·⌈I/64⌉ products of at most 255).
+  // The few-token kernels sum a row in 32-bit lanes (AVX-512 lookups: 8·⌈I/32⌉ bytes of at most
+  // 255).
   if (I > kMaxSignColumns) fail(caller, ": rows of ", I, " columns, more than ", kMaxSignColumns);
   if (!bits && O > 0 && I > 0) fail(caller, ": no sign bits");
 }
@@ -498,19 +484,15 @@ void sign_sgemm(const char* caller, float* out, const float* x, const TensorView
 // within about step / 2 of x / step and |S·x − step·S·q| ≤ ~I·step / 2 per output.
 struct Quantized {
   std::unique_ptr<int16_t[]> q;  // rows no few-token product reads stay uninitialised
-  std::unique_ptr<int8_t[]> hi;
-  std::unique_ptr<uint8_t[]> lo;
   std::vector<float> step;
   std::vector<int64_t> total;
-  QuantizedTokens view() const { return {q.get(), hi.get(), lo.get(), step.data(), total.data()}; }
+  QuantizedTokens view() const { return {q.get(), step.data(), total.data()}; }
 };
 
 // Sized for T rows of I; quantize_rows fills the rows that a few-token product reads.
 Quantized quantized_for(int64_t T, int64_t I) {
   Quantized out;
   out.q = std::make_unique_for_overwrite<int16_t[]>(size_t(T * I));
-  out.hi = std::make_unique_for_overwrite<int8_t[]>(size_t(T * I));
-  out.lo = std::make_unique_for_overwrite<uint8_t[]>(size_t(T * I));
   out.step.resize(size_t(T));
   out.total.assign(size_t(T), 0);
   return out;
@@ -526,8 +508,7 @@ void quantize_rows(const float* x, const std::vector<SignJob>& jobs, int64_t I, 
   for (int64_t k = 0; k < int64_t(rows.size()); ++k) {
     const size_t t = rows[size_t(k)], at = t * size_t(I);
     HWY_DYNAMIC_DISPATCH(QuantizeRow)
-    (x + at, size_t(I), out.q.get() + at, out.hi.get() + at, out.lo.get() + at, &out.step[t],
-     &out.total[t]);
+    (x + at, size_t(I), out.q.get() + at, &out.step[t], &out.total[t]);
   }
 }
 

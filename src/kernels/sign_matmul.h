@@ -58,11 +58,11 @@ struct SignSegment {
 };
 
 // The table-lookup kernels read sign rows transposed, so that one register holds many rows' bits
-// of the same columns (AVX2: 16 rows × 8 columns per 16-byte lane; AVX-512: 16 rows × 32
-// columns per register, in tiles of 32 rows); they transpose them on every call unless a segment
-// brings them so (`tiles`), e.g. an adapter kept resident by a server. Bytes of that layout for
-// S[O, I] (the size of the bits, rounded up to 16 rows and 256 columns on AVX2, 32 rows and 32
-// columns on AVX-512), or 0 where this CPU's kernel does not use it.
+// of the same columns (AVX2, and AVX-512 without VBMI and VNNI: 16 rows × 8 columns per 16-byte
+// lane; AVX-512 with VBMI and VNNI: 16 rows × 32 columns per register, in tiles of 32 rows); they
+// transpose them on every call unless a segment brings them so (`tiles`), e.g. an adapter kept
+// resident by a server. Bytes of that layout for S[O, I] (the size of the bits, rounded up to 16
+// rows and 256 columns, or 32 rows and 32 columns), or 0 where this CPU's kernel does not use it.
 int64_t sign_tiles_bytes(int64_t O, int64_t I);
 
 // tiles[sign_tiles_bytes(O, I)] (64-byte aligned) = bits[O, sign_row_bytes(I)] in that layout;
@@ -79,7 +79,7 @@ void sign_matmul_segments(float* y, const float* x, std::span<const SignSegment>
 
 // y[1, O] (+)= x[1, I] · Wᵀ + scale ⊙ (x · Sᵀ): one token's base product and one adapter's sign
 // product (signs.row0 = 0, rows = 1), the result of matmul then sign_matmul_segments. On the
-// targets with a table-lookup kernel (AVX2, AVX-512) in one pass over blocks of rows, so that the
+// targets with a table-lookup kernel (AVX2 and later) in one pass over blocks of rows, so that the
 // lookups of a block run while its rows of W stream in from DRAM: decode of a single sequence.
 // `panels` (optional): W's panels (kernels/matmul_panels.h), read instead of `weight`.
 void matmul_sign_one_token(float* y, const float* x, const TensorView& weight,

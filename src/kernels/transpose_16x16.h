@@ -9,13 +9,15 @@ namespace bd {
 
 // GCC 12 takes the undefined inputs of many AVX-512 intrinsics for uninitialized variables
 // (GCC bug 105593, fixed in 13).
+#if !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 // rows[p] lane t = rows[t] lane p: pairs within 128-bit lanes, then quadruples, then the 128-bit
-// lanes themselves.
-inline __attribute__((target("avx512f"))) void transpose_16x16(__m512i rows[16]) {
+// lanes themselves. Always inlined, so that the rows stay in registers (a call spills all 16).
+inline __attribute__((always_inline, target("avx512f"))) void transpose_16x16(__m512i rows[16]) {
   __m512i pairs[16], quads[16];
   for (int i = 0; i < 8; ++i) {
     pairs[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
@@ -39,6 +41,8 @@ inline __attribute__((target("avx512f"))) void transpose_16x16(__m512i rows[16])
   }
 }
 
+#if !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 
 }  // namespace bd
