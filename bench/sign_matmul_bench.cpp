@@ -39,6 +39,28 @@ std::vector<uint8_t> random_copies(size_t one, size_t* count) {
   return bytes;
 }
 
+// A BF16 matrix W[O, I] of uniform values in [-1, 1) rather than random bit patterns (no NaN,
+// no subnormals).
+std::vector<uint8_t> random_bf16(int64_t O, int64_t I) {
+  std::vector<float> values(size_t(O * I));
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (float& v : values) v = uniform(rng);
+  std::vector<uint8_t> bytes(values.size() * 2);
+  bd::from_f32(bd::DType::BF16, values.data(), bytes.data(), values.size());
+  return bytes;
+}
+
+// Copies of one random_bf16 matrix, as many as random_copies makes.
+std::vector<uint8_t> random_bf16_copies(int64_t O, int64_t I, size_t* count) {
+  const std::vector<uint8_t> one_copy = random_bf16(O, I);
+  const size_t one = one_copy.size();
+  *count = (kMinBytes + one - 1) / one;
+  std::vector<uint8_t> bytes(one * *count);
+  for (size_t c = 0; c < *count; ++c) std::memcpy(bytes.data() + c * one, one_copy.data(), one);
+  return bytes;
+}
+
 void set_counters(benchmark::State& state, double matrix_bytes, double weights) {
   const double calls = double(state.iterations());
   using benchmark::Counter;
@@ -128,13 +150,8 @@ void BM_PanelsSigns(benchmark::State& state) {
   for (size_t c = 0; c < count_s; ++c)
     bd::pack_sign_tiles(bits.data() + c * one_s, O, I, tiles.get() + c * size_t(tile_bytes));
   auto panels = hwy::AllocateAligned<uint32_t>(one_p / 4 * count_p);
-  {  // uniform values in [-1, 1) (no NaN, no subnormals), the same in every copy
-    std::vector<float> values(size_t(O * I));
-    std::mt19937 rng(2);
-    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-    for (float& v : values) v = uniform(rng);
-    std::vector<uint16_t> bf16(values.size());
-    bd::from_f32(bd::DType::BF16, values.data(), bf16.data(), values.size());
+  {  // the same values in every copy
+    const std::vector<uint8_t> bf16 = random_bf16(O, I);
     bd::pack_panels({bd::DType::BF16, {O, I}, bf16.data()}, panels.get());
     for (size_t c = 1; c < count_p; ++c)
       std::memcpy(panels.get() + c * one_p / 4, panels.get(), one_p);
@@ -183,15 +200,7 @@ void BM_DenseBF16(benchmark::State& state) {
   const int64_t O = state.range(0), I = state.range(1), T = state.range(2);
   const size_t one = size_t(O * I) * 2;
   size_t count;
-  std::vector<uint8_t> bytes = random_copies(one, &count);
-  {  // uniform values in [-1, 1) rather than random bit patterns (no NaN, no subnormals)
-    std::vector<float> values(size_t(O * I));
-    std::mt19937 rng(2);
-    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-    for (float& v : values) v = uniform(rng);
-    bd::from_f32(bd::DType::BF16, values.data(), bytes.data(), values.size());
-    for (size_t c = 1; c < count; ++c) std::memcpy(bytes.data() + c * one, bytes.data(), one);
-  }
+  const std::vector<uint8_t> bytes = random_bf16_copies(O, I, &count);
   std::vector<float> x(size_t(T * I), 0.5f), y(size_t(T * O));
   size_t next = 0;
   for (auto _ : state) {
@@ -213,16 +222,7 @@ void BM_OneToken(benchmark::State& state) {
   const bool packed = state.range(2) != 0;
   const size_t one_w = size_t(O * I) * 2, one_s = size_t(O * bd::sign_row_bytes(I));
   size_t count;
-  std::vector<uint8_t> weights = random_copies(one_w, &count);
-  {  // uniform values in [-1, 1) rather than random bit patterns (no NaN, no subnormals)
-    std::vector<float> values(size_t(O * I));
-    std::mt19937 rng(2);
-    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-    for (float& v : values) v = uniform(rng);
-    bd::from_f32(bd::DType::BF16, values.data(), weights.data(), values.size());
-    for (size_t c = 1; c < count; ++c)
-      std::memcpy(weights.data() + c * one_w, weights.data(), one_w);
-  }
+  const std::vector<uint8_t> weights = random_bf16_copies(O, I, &count);
   std::vector<uint8_t> bits(one_s * count);
   std::mt19937 rng(3);
   for (uint8_t& b : bits) b = uint8_t(rng());
@@ -257,18 +257,8 @@ void BM_Merged(benchmark::State& state) {
   const int64_t O = state.range(0), I = state.range(1), T = state.range(2);
   const size_t one_w = size_t(O * I) * 2, one_s = size_t(O * bd::sign_row_bytes(I));
   size_t count_w, count_s;
-  random_copies(one_w, &count_w);  // for the count: the values are set below
+  const std::vector<uint8_t> w_copies = random_bf16_copies(O, I, &count_w);
   const std::vector<uint8_t> bits = random_copies(one_s, &count_s);
-  std::vector<uint8_t> bf16(one_w);
-  {  // uniform values in [-1, 1) (no NaN, no subnormals), then the same for every copy
-    std::vector<float> values(size_t(O * I));
-    std::mt19937 rng(2);
-    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
-    for (float& v : values) v = uniform(rng);
-    bd::from_f32(bd::DType::BF16, values.data(), bf16.data(), values.size());
-  }
-  std::vector<uint8_t> w_copies(one_w * count_w);
-  for (size_t c = 0; c < count_w; ++c) std::memcpy(w_copies.data() + c * one_w, bf16.data(), one_w);
   std::vector<float> x(size_t(T * I), 0.5f), y(size_t(T * O)), scale(size_t(O), 0.01f);
   size_t next = 0;
   for (auto _ : state) {

@@ -92,8 +92,8 @@ namespace bd::HWY_NAMESPACE {
 // low-nibble groups' tables, and the high nibbles the high ones'. The low bytes of the looked-up
 // sums (unsigned) and their high bytes (signed) then go through vpdpbusd against ones, which adds
 // each row's 4 bytes into its 32-bit lane: per 512 signs of 16 rows, 3 index operations, 4
-// lookups and 4 multiply-adds, where the sign-times-byte multiply-adds took 24 (5632 × 2048,
-// 16 users' signs: 0.9–1.1 ms against 2.1–2.5, docs/benchmarks.md, session 16).
+// lookups and 4 multiply-adds, where the sign-times-byte multiply-adds took 32 (5632 × 2048,
+// 16 users' signs packed ahead: 1.32–1.38 ms against 1.71–1.74, docs/benchmarks.md, session 16).
 //
 // Layout, per tile of 32 rows and chunk k of 32 columns: 128 bytes, rows 0–15 then rows 16–31,
 // each 16 rows' bytes 4k .. 4k + 3 in row order. A token's tables per chunk: 256 bytes, four
@@ -178,7 +178,7 @@ __attribute__((target(HWY_TARGET_STR ",avx512vnni"))) void LutPlusRows(
   const __m512i nibble = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi8(1);
   const __m512i group = _mm512_set1_epi32(0x30201000);  // byte 4r + g: g·16
   constexpr int kOr = 0xEA;                             // vpternlogd: (a & b) | c
-  // Per half and nibble its own sums: vpdpbusd's latency (5 cycles) would otherwise set the pace.
+  // Per half and nibble its own sums, so that no two vpdpbusd of a chunk wait on each other.
   __m512i low[2][2], high[2][2];
 #pragma GCC unroll 2
   for (int half = 0; half < 2; ++half)

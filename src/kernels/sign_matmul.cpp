@@ -87,12 +87,6 @@ HWY_INLINE int64_t PlusSumQ(const uint8_t* HWY_RESTRICT row_bits, const int16_t*
   return sum;
 }
 
-// plus[r] = Σ_{i: S[r, i] = +1} q[i] for `rows` consecutive rows (the targets without lookups).
-void PlusRowsQ(const uint8_t* HWY_RESTRICT bits, size_t row_bytes, size_t rows,
-               const int16_t* HWY_RESTRICT q, size_t I, int64_t* HWY_RESTRICT plus) {
-  for (size_t row = 0; row < rows; ++row) plus[row] = PlusSumQ(bits + row * row_bytes, q, I);
-}
-
 // out[t, row0 + r] (+)= factor · step[t] · (2·plus[r] − Σ q[t]) for r < rows, factor = the
 // job's scale (per_row: [O]) or 1 without one.
 HWY_INLINE void StoreProducts(float* out, const QuantizedTokens& x, const SignJob& job, size_t t,
@@ -315,7 +309,8 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
     const size_t row0 = (size_t(item) % blocks) * kRowBlock, rows = std::min(kRowBlock, O - row0);
     for (size_t t = job.row0; t < job.row0 + job.rows; ++t) {
       int64_t plus[kRowBlock];
-      PlusRowsQ(job.bits + row0 * row_bytes, row_bytes, rows, x.q + t * I, I, plus);
+      for (size_t r = 0; r < rows; ++r)
+        plus[r] = PlusSumQ(job.bits + (row0 + r) * row_bytes, x.q + t * I, I);
       StoreProducts(out, x, job, t, row0, rows, plus, O, accumulate);
     }
   }
