@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/huge_pages.h"
 #include "core/threads.h"
 #include "hwy/aligned_allocator.h"
 #include "kernels/matmul.h"
@@ -69,6 +70,18 @@ void set_counters(benchmark::State& state, double matrix_bytes, double weights) 
   state.counters["Gweights"] = Counter(weights * calls / 1e9, Counter::kIsRate);
 }
 
+// The packed tiles of every copy of the signs (copy c at c · sign_tiles_bytes(O, I)), in huge
+// pages as the server's adapter cache keeps them; null where this CPU's kernel has no tiles.
+bd::HugePages packed_tiles(const std::vector<uint8_t>& bits, size_t one, int64_t O, int64_t I,
+                           size_t count) {
+  const int64_t tile_bytes = bd::sign_tiles_bytes(O, I);
+  if (tile_bytes == 0) return nullptr;
+  bd::HugePages tiles = bd::allocate_huge_pages(size_t(tile_bytes) * count, "packed tiles");
+  for (size_t c = 0; c < count; ++c)
+    bd::pack_sign_tiles(bits.data() + c * one, O, I, tiles.get() + c * size_t(tile_bytes));
+  return tiles;
+}
+
 // Args: O, I, T. y += γ ⊙ (x · Sᵀ) with one scale per row.
 void BM_Sign(benchmark::State& state) {
   const int64_t O = state.range(0), I = state.range(1), T = state.range(2);
@@ -115,10 +128,7 @@ void BM_SignSegments(benchmark::State& state) {
   size_t count;
   const std::vector<uint8_t> bits = random_copies(one, &count);
   const int64_t tile_bytes = bd::sign_tiles_bytes(O, I);
-  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(std::max<int64_t>(tile_bytes, 1)) * count);
-  if (tile_bytes > 0)
-    for (size_t c = 0; c < count; ++c)
-      bd::pack_sign_tiles(bits.data() + c * one, O, I, tiles.get() + c * size_t(tile_bytes));
+  const bd::HugePages tiles = packed_tiles(bits, one, O, I, count);
   std::vector<float> x(size_t(rows * I), 0.5f), y(size_t(rows * O)), scale(size_t(O), 0.01f);
   std::vector<bd::SignSegment> segments(static_cast<size_t>(users));
   size_t next = 0;
@@ -146,9 +156,7 @@ void BM_PanelsSigns(benchmark::State& state) {
   size_t count_s, count_p;
   const std::vector<uint8_t> bits = random_copies(one_s, &count_s);
   random_copies(one_p, &count_p);  // for the count: the values are set below
-  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(tile_bytes) * count_s);
-  for (size_t c = 0; c < count_s; ++c)
-    bd::pack_sign_tiles(bits.data() + c * one_s, O, I, tiles.get() + c * size_t(tile_bytes));
+  const bd::HugePages tiles = packed_tiles(bits, one_s, O, I, count_s);
   auto panels = hwy::AllocateAligned<uint32_t>(one_p / 4 * count_p);
   {  // the same values in every copy
     const std::vector<uint8_t> bf16 = random_bf16(O, I);
@@ -183,7 +191,7 @@ void BM_PackTiles(benchmark::State& state) {
   const size_t one = size_t(O * bd::sign_row_bytes(I));
   size_t count;
   const std::vector<uint8_t> bits = random_copies(one, &count);
-  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(tile_bytes) * count);
+  const bd::HugePages tiles = bd::allocate_huge_pages(size_t(tile_bytes) * count, "packed tiles");
   std::memset(tiles.get(), 0, size_t(tile_bytes) * count);  // fault the pages in first
   size_t next = 0;
   for (auto _ : state) {
@@ -228,10 +236,7 @@ void BM_OneToken(benchmark::State& state) {
   for (uint8_t& b : bits) b = uint8_t(rng());
   const int64_t tile_bytes = bd::sign_tiles_bytes(O, I);
   if (packed && tile_bytes == 0) return state.SkipWithError("no packed layout on this CPU");
-  auto tiles = hwy::AllocateAligned<uint8_t>(size_t(std::max<int64_t>(tile_bytes, 1)) * count);
-  if (packed)
-    for (size_t c = 0; c < count; ++c)
-      bd::pack_sign_tiles(bits.data() + c * one_s, O, I, tiles.get() + c * size_t(tile_bytes));
+  const bd::HugePages tiles = packed ? packed_tiles(bits, one_s, O, I, count) : nullptr;
   std::vector<float> x(static_cast<size_t>(I), 0.5f), y(static_cast<size_t>(O)),
       scale(static_cast<size_t>(O), 0.01f);
   size_t next = 0;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <random>
 #include <tuple>
@@ -74,22 +75,30 @@ void to_bf16_linears(LlamaWeights& weights, std::vector<std::vector<uint16_t>>& 
   }
 }
 
-// Parameters: tied head; BF16 linears with panels (a server's weights where this CPU prefers
-// them), checked against the same weights without panels.
+// Parameters: tied head; BF16 linears copied for serving (copy_linears_for_serving: panels where
+// this CPU prefers them, else W's own layout in huge pages), checked against the same weights
+// read in place.
 class ForwardStep : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
 
 TEST_P(ForwardStep, EverySequenceGetsItsOwnLogitsInAMixedBatch) {
-  const auto [tied, panels] = GetParam();
-  if (panels && !panels_preferred()) GTEST_SKIP() << "this CPU's kernels use no panels";
+  const auto [tied, served] = GetParam();
+  const bool panels = served && panels_preferred();
   const LlamaConfig config = small_config(tied);
   const int64_t V = config.vocab_size;
   const LlamaParams base = test::random_llama_params(config, 71, 0.3f, 0.1f);
   LlamaWeights weights = base.weights();
   std::vector<std::vector<uint16_t>> bf16;
-  if (panels) to_bf16_linears(weights, bf16);
-  const LlamaWeights plain = weights;  // the reference runs without panels
-  if (panels) {
-    ASSERT_GT(attach_panels(weights), 0);
+  if (served) to_bf16_linears(weights, bf16);
+  const LlamaWeights plain = weights;  // the reference reads the weights in place
+  if (served) {
+    ASSERT_GT(copy_linears_for_serving(weights), 0);
+    const Linear &copy = weights.layers[1].down, &original = plain.layers[1].down;
+    if (panels) {
+      ASSERT_NE(copy.panels, nullptr);
+    } else {  // the products read the copy, which holds W's bytes
+      ASSERT_NE(copy.weight.data, original.weight.data);
+      ASSERT_EQ(std::memcmp(copy.weight.data, original.weight.data, original.weight.bytes()), 0);
+    }
   }
   // Three users: per-row and per-matrix scales, exact deltas of the embedding, a norm and (untied)
   // the head, stored as BF16 or F32.
@@ -157,11 +166,11 @@ TEST_P(ForwardStep, EverySequenceGetsItsOwnLogitsInAMixedBatch) {
     ASSERT_EQ(got[i].size(), want.size());
     for (size_t t = 0; t < want.size(); ++t)
       worst = std::max(worst, test::max_relative_error(got[i][t], want[t]));
-    if (panels) {  // alone on the panels too: one-token steps and merged prompts read them
-      const std::vector<std::vector<float>> on_panels =
+    if (served) {  // alone on the copy too: one-token steps and merged prompts read it
+      const std::vector<std::vector<float>> on_copy =
           alone(weights, delta_of(requests[i].adapter), requests[i]);
       for (size_t t = 0; t < want.size(); ++t)
-        worst = std::max(worst, test::max_relative_error(on_panels[t], want[t]));
+        worst = std::max(worst, test::max_relative_error(on_copy[t], want[t]));
     }
     if (requests[i].adapter >= 0) {  // the adapter matters: the base alone is far off
       const std::vector<std::vector<float>> base_only = alone(plain, nullptr, requests[i]);
@@ -184,7 +193,7 @@ INSTANTIATE_TEST_SUITE_P(Heads, ForwardStep,
                          ::testing::Combine(::testing::Bool(), ::testing::Bool()),
                          [](const ::testing::TestParamInfo<std::tuple<bool, bool>>& info) {
                            return std::string(std::get<0>(info.param) ? "Tied" : "Untied") +
-                                  (std::get<1>(info.param) ? "Bf16Panels" : "");
+                                  (std::get<1>(info.param) ? "Bf16ServingCopy" : "");
                          });
 
 TEST(KVBlockPool, ReservesReleasesAndRefusesWithoutTakingAnything) {

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "io/checkpoint.h"
+#include "kernels/matmul_panels.h"
 #include "model/llama.h"
 #include "model/tokenizer.h"
 #include "serve/adapter_cache.h"
@@ -91,12 +92,12 @@ int run_serve(int argc, char** argv) {
 
   const Checkpoint checkpoint(model_dir_or_default(args));
   LlamaWeights weights = weights_from_checkpoint(checkpoint);
-  const auto packing = std::chrono::steady_clock::now();
-  const int64_t panel_bytes = attach_panels(weights);
-  if (panel_bytes > 0)
-    std::fprintf(stderr, "bitdelta serve: %.0f MiB of weights re-laid into panels in %.1f s\n",
-                 double(panel_bytes) / (1 << 20),
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - packing).count());
+  const auto copying = std::chrono::steady_clock::now();
+  const int64_t copied_bytes = copy_linears_for_serving(weights);
+  if (copied_bytes > 0)
+    std::fprintf(stderr, "bitdelta serve: %.0f MiB of weights copied into huge pages%s in %.1f s\n",
+                 double(copied_bytes) / (1 << 20), panels_preferred() ? " as panels" : "",
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - copying).count());
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(checkpoint.dir());
   std::unique_ptr<ApiKeys> keys;
   if (args.has("--api-keys")) keys = std::make_unique<ApiKeys>(args.get("--api-keys"));

@@ -5,12 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
-
-#include <sys/mman.h>
 
 #include "core/error.h"
+#include "core/huge_pages.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/membw.cpp"
@@ -47,17 +44,11 @@ double measure_read_bandwidth(size_t bytes, int repeats) {
   // Chunks of 64 KiB: whole vectors, and many per thread so the static schedule stays balanced.
   constexpr size_t kChunk = 16384;
   const size_t chunks = std::max<size_t>(1, bytes / (kChunk * sizeof(float)));
-  // 2 MiB aligned and backed by huge pages where the kernel allows, so that TLB misses do not
-  // lower the ceiling (the weights' page-cache mapping may use large folios too).
+  // In huge pages where the kernel allows (core/huge_pages.h), as a server's weights are, so that
+  // TLB misses do not lower the ceiling.
   const size_t size = chunks * kChunk * sizeof(float);
-  constexpr size_t kHugePage = size_t(2) << 20;
-  std::unique_ptr<float, decltype(&std::free)> buffer(
-      static_cast<float*>(
-          std::aligned_alloc(kHugePage, (size + kHugePage - 1) / kHugePage * kHugePage)),
-      &std::free);
-  if (!buffer) fail("measure_read_bandwidth: cannot allocate ", size, " bytes");
-  madvise(buffer.get(), size, MADV_HUGEPAGE);
-  float* values = buffer.get();
+  const HugePages buffer = allocate_huge_pages(size, "the read-bandwidth probe");
+  auto* values = reinterpret_cast<float*>(buffer.get());
   // Written (not just allocated) so that every page is backed by its own memory, and by the
   // thread that later reads it.
 #pragma omp parallel for schedule(static)

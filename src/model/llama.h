@@ -44,16 +44,19 @@ struct LlamaWeights {
   std::vector<double> rope_inv_freq;  // [D/2], rope_scaling applied
   // F32 copies of norm weights stored as BF16/F16 (norm views point here); shared by copies.
   std::shared_ptr<const std::vector<float>> widened_norms;
-  // The panels of the linears (attach_panels), one mapping for all; shared by copies.
-  std::shared_ptr<const void> panel_storage;
+  // The linears' copy in huge pages (copy_linears_for_serving), one mapping for all; shared by
+  // copies of these weights.
+  std::shared_ptr<const void> serving_copy;
 };
 
-// Re-lays every BF16 linear (and the head) into panels where this CPU prefers them
-// (kernels/matmul_panels.h: a server's steps), packing on the threads into one anonymous
-// mapping, points each Linear's `panels` at its part (every product then reads those), and gives
-// the linears' pages of a mapped checkpoint back to the page cache. Returns the bytes of panels:
-// 0 where panels are not preferred or no linear is BF16.
-int64_t attach_panels(LlamaWeights& weights);
+// A server's steps stream every weight once per step: copies every BF16 linear (and the head)
+// into one mapping of huge pages (core/huge_pages.h), where the streams read faster than from the
+// checkpoint's page-cache pages, and gives those pages back to the page cache. Where this CPU
+// prefers panels (kernels/matmul_panels.h, AVX2) the copy is re-laid into them and each Linear's
+// `panels` points at its part (the backward still reads W from the checkpoint); elsewhere the
+// copy keeps W's layout and each Linear's `weight` points at it. Packs on the threads. Returns
+// the bytes copied: 0 when no linear is BF16.
+int64_t copy_linears_for_serving(LlamaWeights& weights);
 
 // One tensor of the model: HF name and shape.
 struct TensorSpec {

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/huge_pages.h"
 #include "core/mapped_file.h"
 #include "io/checkpoint.h"
 #include "kernels/sign_matmul.h"
@@ -95,13 +96,9 @@ bool AdapterCache::pack_tiles(ServedAdapter& adapter) const {
   if (total == 0) return false;
   const size_t bytes = size_t(total);
   uint8_t* pages = sign_pages_->take(bytes);
-  if (!pages) {
-    void* fresh =
-        ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (fresh == MAP_FAILED)
-      fail("adapter ", quote_bytes(adapter.name), ": cannot allocate ", total,
-           " bytes for its transposed signs");
-    pages = static_cast<uint8_t*>(fresh);
+  if (!pages) {  // in huge pages: every step streams them (core/huge_pages.h)
+    const std::string what = "the transposed signs of adapter " + quote_bytes(adapter.name);
+    pages = allocate_huge_pages(bytes, what.c_str()).release();  // SignPagesDeleter unmaps them
   }
   adapter.sign_tiles =
       std::unique_ptr<uint8_t[], SignPagesDeleter>(pages, SignPagesDeleter{bytes, sign_pages_});
