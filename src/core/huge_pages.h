@@ -2,9 +2,10 @@
 // signs): aligned to 2 MiB and advised as transparent huge pages.
 //
 // A stream crosses a 4 KiB page every 64 cache lines; there the hardware prefetchers stop and a
-// TLB miss starts. With 2 MiB pages the same loops read faster on the development VM: the base
-// product of 16 tokens 125 → 140–153 tokens/s (docs/serving.md, "Session 17"). The advice needs
-// THP in `always` or `madvise` mode; elsewhere the memory is plain pages and only slower.
+// TLB miss starts. With 2 MiB pages the same loops read faster on the development VM: a decode
+// step of the base alone for 16 tokens 118–122 → 133–138 tokens/s, 16 users' sign products 1.6–2.0
+// → 1.3 ms per 5632 × 2048 matrix (docs/serving.md, "Session 17"). The advice needs THP in
+// `always` or `madvise` mode; elsewhere the memory is plain pages and only slower.
 #pragma once
 #include <cstddef>
 #include <cstdint>

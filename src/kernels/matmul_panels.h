@@ -8,8 +8,8 @@
 // the high half), a shift and an AND widen them to two vectors of F32, and each of up to 6 tokens'
 // x is broadcast once for 16 outputs: 2 widening instructions per 12 multiply-adds. The layout must
 // be built once (packing a strip per call costs as much as it saves at 16 tokens), so a server
-// re-lays its BF16 linears once (copy_linears_for_serving in model/llama.h) and every forward product reads
-// the panels instead.
+// re-lays its BF16 linears once (copy_linears_for_serving in model/llama.h) and every forward
+// product reads the panels instead.
 //
 // Layout of a matrix W[O, I]: strips s = 0 .. ⌈O/16⌉ − 1, each I columns of 8 uint32:
 // panels[(s·I + i)·8 + j] = bf16(W[16s + j, i]) | bf16(W[16s + 8 + j, i]) << 16 (rows past O: 0).
