@@ -222,7 +222,8 @@ int run(int argc, char** argv) {
 
   bench::ensure_random_checkpoint(o.dir);
   const Checkpoint checkpoint(o.dir);
-  const LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  LlamaWeights weights = weights_from_checkpoint(checkpoint);
+  copy_linears_for_decode(weights);  // as bitdelta generate does
   const double bytes = bench::weight_bytes_per_token(weights);
 
   Decoder decoder(weights, o);

@@ -460,7 +460,7 @@ int run(int argc, char** argv) {
   write_tokenizer(o.dir, checkpoint.config().vocab_size);
   ensure_adapters(o.dir, checkpoint);
   LlamaWeights weights = weights_from_checkpoint(checkpoint);
-  copy_linears_for_serving(weights);  // as bitdelta serve does
+  copy_linears_for_decode(weights);  // as bitdelta serve does
   const std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(o.dir);
 
   // The users' adapters as the server holds them: loaded by its adapter cache (which also

@@ -75,7 +75,7 @@ void to_bf16_linears(LlamaWeights& weights, std::vector<std::vector<uint16_t>>& 
   }
 }
 
-// Parameters: tied head; BF16 linears copied for serving (copy_linears_for_serving: panels where
+// Parameters: tied head; BF16 linears copied for serving (copy_linears_for_decode: panels where
 // this CPU prefers them, else W's own layout in huge pages), checked against the same weights
 // read in place.
 class ForwardStep : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
@@ -91,7 +91,7 @@ TEST_P(ForwardStep, EverySequenceGetsItsOwnLogitsInAMixedBatch) {
   if (served) to_bf16_linears(weights, bf16);
   const LlamaWeights plain = weights;  // the reference reads the weights in place
   if (served) {
-    ASSERT_GT(copy_linears_for_serving(weights), 0);
+    ASSERT_GT(copy_linears_for_decode(weights), 0);
     const Linear &copy = weights.layers[1].down, &original = plain.layers[1].down;
     if (panels) {
       ASSERT_NE(copy.panels, nullptr);
@@ -193,7 +193,7 @@ INSTANTIATE_TEST_SUITE_P(Heads, ForwardStep,
                          ::testing::Combine(::testing::Bool(), ::testing::Bool()),
                          [](const ::testing::TestParamInfo<std::tuple<bool, bool>>& info) {
                            return std::string(std::get<0>(info.param) ? "Tied" : "Untied") +
-                                  (std::get<1>(info.param) ? "Bf16ServingCopy" : "");
+                                  (std::get<1>(info.param) ? "Bf16DecodeCopy" : "");
                          });
 
 TEST(KVBlockPool, ReservesReleasesAndRefusesWithoutTakingAnything) {

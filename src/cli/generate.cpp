@@ -56,7 +56,7 @@ int run_generate(int argc, char** argv) {
   set_threads(int(args.get_int("--threads", 0)));
   const bool json = args.has("--json");
 
-  const LoadedModel model(args);
+  const LoadedModel model(args, /*copy_for_decode=*/true);
   const Checkpoint& checkpoint = model.checkpoint;
   const LlamaWeights& weights = model.weights;
   std::unique_ptr<Tokenizer> tokenizer = load_tokenizer_for_model(checkpoint.dir());

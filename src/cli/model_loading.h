@@ -13,11 +13,14 @@
 namespace bd {
 
 struct LoadedModel {
-  explicit LoadedModel(const Args& args)
+  // copy_for_decode: the BF16 linears copied into huge pages (copy_linears_for_decode), for
+  // commands that decode token by token (about 0.3 s for 2 GB; each token then reads faster).
+  explicit LoadedModel(const Args& args, bool copy_for_decode = false)
       : checkpoint(model_dir_or_default(args)),
         weights(weights_from_checkpoint(checkpoint)),
         adapter(args.has("--delta") ? std::make_unique<AdapterFile>(args.get("--delta"))
                                     : nullptr) {
+    if (copy_for_decode) copy_linears_for_decode(weights);
     if (adapter) delta = make_llama_delta(weights, checkpoint, *adapter);
   }
   const LlamaDelta* delta_or_null() const { return delta ? &*delta : nullptr; }

@@ -93,7 +93,7 @@ int run_serve(int argc, char** argv) {
   const Checkpoint checkpoint(model_dir_or_default(args));
   LlamaWeights weights = weights_from_checkpoint(checkpoint);
   const auto copying = std::chrono::steady_clock::now();
-  const int64_t copied_bytes = copy_linears_for_serving(weights);
+  const int64_t copied_bytes = copy_linears_for_decode(weights);
   if (copied_bytes > 0)
     std::fprintf(stderr, "bitdelta serve: %.0f MiB of weights copied into huge pages%s in %.1f s\n",
                  double(copied_bytes) / (1 << 20), panels_preferred() ? " as panels" : "",

@@ -8,7 +8,7 @@
 // the high half), a shift and an AND widen them to two vectors of F32, and each of up to 6 tokens'
 // x is broadcast once for 16 outputs: 2 widening instructions per 12 multiply-adds. The layout must
 // be built once (packing a strip per call costs as much as it saves at 16 tokens), so a server
-// re-lays its BF16 linears once (copy_linears_for_serving in model/llama.h) and every forward
+// re-lays its BF16 linears once (copy_linears_for_decode in model/llama.h) and every forward
 // product reads the panels instead.
 //
 // Layout of a matrix W[O, I]: strips s = 0 .. ⌈O/16⌉ − 1, each I columns of 8 uint32:

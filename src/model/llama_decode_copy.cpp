@@ -1,4 +1,4 @@
-// copy_linears_for_serving (model/llama.h): a server's copy of its BF16 linears in huge pages.
+// copy_linears_for_decode (model/llama.h): the BF16 linears copied into huge pages for decoding.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -34,7 +34,7 @@ void copy_on_threads(uint8_t* to, const void* from, size_t bytes) {
 
 }  // namespace
 
-int64_t copy_linears_for_serving(LlamaWeights& weights) {
+int64_t copy_linears_for_decode(LlamaWeights& weights) {
   std::vector<Linear*> linears;
   for (LayerWeights& layer : weights.layers)
     for (Linear* linear :
@@ -45,7 +45,7 @@ int64_t copy_linears_for_serving(LlamaWeights& weights) {
   int64_t total = 0;
   for (const Linear* linear : linears) total += copy_bytes(*linear, panels);
   if (total == 0) return 0;
-  HugePages pages = allocate_huge_pages(size_t(total), "the weights' serving copy");
+  HugePages pages = allocate_huge_pages(size_t(total), "the weights' copy for decoding");
   uint8_t* next = pages.get();
   for (Linear* linear : linears) {
     const void* mapped = linear->weight.data;
@@ -62,7 +62,7 @@ int64_t copy_linears_for_serving(LlamaWeights& weights) {
     MappedFile::drop_pages(mapped, linear->weight.bytes());
     next += copy_bytes(*linear, panels);
   }
-  weights.serving_copy = std::shared_ptr<uint8_t[]>(std::move(pages));
+  weights.decode_copy = std::shared_ptr<uint8_t[]>(std::move(pages));
   return total;
 }
 
