@@ -75,7 +75,7 @@ void to_bf16_linears(LlamaWeights& weights, std::vector<std::vector<uint16_t>>& 
   }
 }
 
-// Parameters: tied head; BF16 linears copied for serving (copy_linears_for_decode: panels where
+// Parameters: tied head; BF16 linears copied for decoding (copy_linears_for_decode: panels where
 // this CPU prefers them, else W's own layout in huge pages), checked against the same weights
 // read in place.
 class ForwardStep : public ::testing::TestWithParam<std::tuple<bool, bool>> {};

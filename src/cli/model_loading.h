@@ -14,7 +14,8 @@ namespace bd {
 
 struct LoadedModel {
   // copy_for_decode: the BF16 linears copied into huge pages (copy_linears_for_decode), for
-  // commands that decode token by token (about 0.3 s for 2 GB; each token then reads faster).
+  // commands that decode token by token (0.4–0.6 s for 2 GB in the page cache; each token then
+  // reads faster).
   explicit LoadedModel(const Args& args, bool copy_for_decode = false)
       : checkpoint(model_dir_or_default(args)),
         weights(weights_from_checkpoint(checkpoint)),

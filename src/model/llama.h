@@ -50,13 +50,12 @@ struct LlamaWeights {
 };
 
 // Decode steps (a server's, bitdelta generate's) stream every weight once per token: copies
-// every BF16 linear (and the head)
-// into one mapping of huge pages (core/huge_pages.h), where the streams read faster than from the
-// checkpoint's page-cache pages, and gives those pages back to the page cache. Where this CPU
-// prefers panels (kernels/matmul_panels.h, AVX2) the copy is re-laid into them and each Linear's
-// `panels` points at its part (the backward still reads W from the checkpoint); elsewhere the
-// copy keeps W's layout and each Linear's `weight` points at it. Packs on the threads. Returns
-// the bytes copied: 0 when no linear is BF16.
+// every BF16 linear (and the head) into one mapping of huge pages (core/huge_pages.h), where the
+// streams read faster than from the checkpoint's page-cache pages, and gives those pages back to
+// the page cache. Where this CPU prefers panels (kernels/matmul_panels.h, AVX2) the copy is re-laid
+// into them and each Linear's `panels` points at its part (the backward still reads W from the
+// checkpoint); elsewhere the copy keeps W's layout and each Linear's `weight` points at it. Packs
+// on the threads. Returns the bytes copied: 0 when no linear is BF16.
 int64_t copy_linears_for_decode(LlamaWeights& weights);
 
 // One tensor of the model: HF name and shape.
