@@ -22,7 +22,8 @@
 //      registered adapters (the cache bounded to 64 adapters' bytes, so it evicts), with 16
 //      requests in flight (each client waits for its answer: a cold adapter's load leaves its
 //      slot empty) and with 24 (8 queued, as in a server with more clients than slots: the queue
-//      loads its adapters while it waits);
+//      loads its adapters while it waits); each in two phases of 96 requests on one engine: the
+//      cache filling from empty, then cycling (with 2,000, every load evicts an adapter);
 //   4. switching: AdapterCache::get of a resident adapter (p50, p99) and the decode step time
 //      alternating two adapters against staying on one;
 //   5. cold load of an adapter evicted from the page cache (the cache reads every page in), against
@@ -362,26 +363,25 @@ struct EngineRun {
   double mean_batch = 0, step_seconds = 0, seconds = 0;  // step_seconds: in forward steps
 };
 
-EngineRun engine_throughput(const Checkpoint& checkpoint, const LlamaWeights& weights,
-                            const Tokenizer& tokenizer, const std::string& folder, int batch,
-                            int in_flight, int requests, int64_t max_tokens, int64_t cache_bytes) {
-  AdapterCache adapters(checkpoint, weights, folder,
-                        AdapterCacheOptions{.max_count = 10000, .max_bytes = cache_bytes});
-  const std::vector<std::string> names = adapters.list();
-  Metrics metrics;
-  Engine engine(weights, tokenizer, adapters, metrics,
-                EngineOptions{.max_batch = batch, .kv_blocks = 4096});
-  engine.start();
+// `requests` requests of `max_tokens` greedy tokens, each for the next adapter name after
+// `first` (round robin), from `in_flight` clients that each wait for their answer before sending
+// the next. What it reports is this phase's share of the engine's and the cache's counters.
+EngineRun engine_phase(Engine& engine, const Metrics& metrics, const AdapterCache& adapters,
+                       const std::vector<std::string>& names, int first, int requests,
+                       int in_flight, const std::vector<int32_t>& prompt, int64_t max_tokens) {
+  const int64_t steps_before = metrics.step_seconds.count();
+  const double step_sum_before = metrics.step_seconds.sum();
+  const double batch_sum_before = metrics.batch_size.sum();
+  const AdapterCacheStats stats_before = adapters.stats();
   std::atomic<int> next{0};
   std::atomic<int64_t> tokens{0};
-  const std::vector<int32_t> prompt = tokenizer.encode("The serving benchmark", true);
   const auto start = Clock::now();
   std::vector<std::thread> slots;
   for (int s = 0; s < in_flight; ++s)
     slots.emplace_back([&] {
       for (int r; (r = next++) < requests;) {
         GenerationRequest request;
-        request.model = names[size_t(r) % names.size()];
+        request.model = names[size_t(first + r) % names.size()];
         request.prompt = prompt;
         request.max_tokens = max_tokens;
         request.sampling.temperature = 0;
@@ -395,18 +395,43 @@ EngineRun engine_throughput(const Checkpoint& checkpoint, const LlamaWeights& we
     });
   for (std::thread& t : slots) t.join();
   EngineRun run;
-  const double seconds = seconds_since(start);
+  run.seconds = seconds_since(start);
   run.tokens = tokens;
   run.requests = requests;
-  run.tokens_per_s = double(tokens) / seconds;
-  run.seconds = seconds;
-  run.steps = metrics.step_seconds.count();
-  run.step_seconds = metrics.step_seconds.sum();
-  run.mean_batch = metrics.batch_size.sum() / double(std::max<int64_t>(1, run.steps));
+  run.tokens_per_s = double(tokens) / run.seconds;
+  run.steps = metrics.step_seconds.count() - steps_before;
+  run.step_seconds = metrics.step_seconds.sum() - step_sum_before;
+  run.mean_batch =
+      (metrics.batch_size.sum() - batch_sum_before) / double(std::max<int64_t>(1, run.steps));
   const AdapterCacheStats stats = adapters.stats();
-  run.loads = stats.loads;
-  run.evictions = stats.evictions;
+  run.loads = stats.loads - stats_before.loads;
+  run.evictions = stats.evictions - stats_before.evictions;
   return run;
+}
+
+// Two phases of `requests` requests on one engine and one adapter cache: the first fills the
+// cache from empty (a server's start: with many adapters, every load also takes fresh memory for
+// its transposed signs); the second runs on with the next adapter names, so that with more
+// adapters than the cache holds every load evicts one and reuses its memory — the cache cycling.
+std::pair<EngineRun, EngineRun> engine_throughput(const Checkpoint& checkpoint,
+                                                  const LlamaWeights& weights,
+                                                  const Tokenizer& tokenizer,
+                                                  const std::string& folder, int batch,
+                                                  int in_flight, int requests, int64_t max_tokens,
+                                                  int64_t cache_bytes) {
+  AdapterCache adapters(checkpoint, weights, folder,
+                        AdapterCacheOptions{.max_count = 10000, .max_bytes = cache_bytes});
+  const std::vector<std::string> names = adapters.list();
+  Metrics metrics;
+  Engine engine(weights, tokenizer, adapters, metrics,
+                EngineOptions{.max_batch = batch, .kv_blocks = 4096});
+  engine.start();
+  const std::vector<int32_t> prompt = tokenizer.encode("The serving benchmark", true);
+  const EngineRun fill =
+      engine_phase(engine, metrics, adapters, names, 0, requests, in_flight, prompt, max_tokens);
+  const EngineRun cycling = engine_phase(engine, metrics, adapters, names, requests, requests,
+                                         in_flight, prompt, max_tokens);
+  return {fill, cycling};
 }
 
 // ---- memory and files ----
@@ -627,8 +652,8 @@ int run(int argc, char** argv) {
   served.clear();
   if (o.scaling) {
     std::printf(
-        "\nin flight  registered  requests  tokens  tok/s  loads  evictions  steps  mean batch  "
-        "in steps\n");
+        "\nin flight  registered  phase    requests  tokens  tok/s  loads  evictions  steps  "
+        "mean batch  in steps\n");
     json scaling = json::array();
     const std::pair<int, int> runs[] = {{16, 5}, {16, 2000}, {24, 5}, {24, 2000}};
     for (const auto& [in_flight, count] : runs) {
@@ -637,22 +662,26 @@ int run(int argc, char** argv) {
       const std::string folder = registration_folder(o.dir, count);
       // Room for 64 adapters at what the cache counts for one (its file, plus its transposed
       // signs where this CPU's kernel has them).
-      const EngineRun r = engine_throughput(checkpoint, weights, *tokenizer, folder, 16, in_flight,
-                                            96, 16, 64 * served_bytes);
-      std::printf("%9d  %10d  %8lld  %6lld  %5.1f  %5lld  %9lld  %5lld  %10.1f  %7.0f%%\n",
-                  in_flight, count, (long long)r.requests, (long long)r.tokens, r.tokens_per_s,
-                  (long long)r.loads, (long long)r.evictions, (long long)r.steps, r.mean_batch,
-                  100 * r.step_seconds / r.seconds);
-      scaling.push_back({{"in_flight", in_flight},
-                         {"registered", count},
-                         {"tokens_per_s", r.tokens_per_s},
-                         {"tokens", r.tokens},
-                         {"loads", r.loads},
-                         {"evictions", r.evictions},
-                         {"steps", r.steps},
-                         {"mean_batch", r.mean_batch},
-                         {"seconds_in_steps", r.step_seconds},
-                         {"seconds", r.seconds}});
+      const auto [fill, cycling] = engine_throughput(checkpoint, weights, *tokenizer, folder, 16,
+                                                     in_flight, 96, 16, 64 * served_bytes);
+      for (const auto& [phase, r] : {std::pair{"fill", fill}, std::pair{"cycling", cycling}}) {
+        std::printf("%9d  %10d  %-7s  %8lld  %6lld  %5.1f  %5lld  %9lld  %5lld  %10.1f  %7.0f%%\n",
+                    in_flight, count, phase, (long long)r.requests, (long long)r.tokens,
+                    r.tokens_per_s, (long long)r.loads, (long long)r.evictions, (long long)r.steps,
+                    r.mean_batch, 100 * r.step_seconds / r.seconds);
+        scaling.push_back({{"in_flight", in_flight},
+                           {"registered", count},
+                           {"phase", phase},
+                           {"tokens_per_s", r.tokens_per_s},
+                           {"tokens", r.tokens},
+                           {"loads", r.loads},
+                           {"evictions", r.evictions},
+                           {"steps", r.steps},
+                           {"mean_batch", r.mean_batch},
+                           {"seconds_in_steps", r.step_seconds},
+                           {"seconds", r.seconds}});
+      }
+      std::fflush(stdout);
     }
     out["resident_scaling"] = scaling;
   }

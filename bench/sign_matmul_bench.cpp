@@ -309,7 +309,10 @@ BENCHMARK(BM_Merged)
     ->Args({5632, 2048, 22})
     ->Args({5632, 2048, 32})
     ->Args({5632, 2048, 64})
+    ->Args({5632, 2048, 128})
     ->Args({5632, 2048, 256})
+    ->Args({5632, 2048, 512})
+    ->Args({2048, 5632, 512})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
@@ -348,12 +351,16 @@ BENCHMARK(BM_SignSegments)
     ->Args({5632, 2048, 1, 22})
     ->Args({5632, 2048, 1, 32})
     ->Args({5632, 2048, 1, 64})
+    ->Args({5632, 2048, 1, 128})
+    ->Args({5632, 2048, 1, 256})
+    ->Args({5632, 2048, 1, 512})
+    ->Args({2048, 5632, 1, 512})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
 // Where the quantized GEMV stops beating widened SGEMM as tokens grow (kSignGemvMaxTokens).
 void Tokens(benchmark::internal::Benchmark* b) {
-  for (int64_t T : {1, 2, 4, 8, 9, 16, 22, 32, 64, 256}) b->Args({5632, 2048, T});
+  for (int64_t T : {1, 2, 4, 8, 9, 16, 22, 32, 64, 128, 256, 512}) b->Args({5632, 2048, T});
 }
 BENCHMARK(BM_Sign)
     ->Name("tokens/sign")

@@ -442,6 +442,40 @@ TEST(SignKernels, SegmentsMatchOneProductPerSegment) {
   });
 }
 
+// A long prompt chunk by lookups (the bound generation raises on AMX) equals its rows one by one:
+// with rows of 5632 columns (44 KiB of tables per row on AVX-512) the kernel passes the tiles
+// once per group of rows whose tables fit L2, so 50 rows make three groups there; with and
+// without packed tiles, scale per row and per matrix.
+TEST(SignKernels, LongLookupSegmentMatchesItsRowsOneByOne) {
+  const int64_t O = 40, I = 5632, R = 50;
+  std::mt19937 rng(17);
+  const Signs s = random_signs(O, I, rng);
+  const std::vector<float> scale = random_values(size_t(O), rng, 0.001f, 0.05f);
+  const std::vector<float> x = random_values(size_t(R * I), rng);
+  const std::vector<float> y0 = random_values(size_t(R * O), rng);
+  test::for_each_target([&] {
+    const int64_t bytes = sign_tiles_bytes(O, I);
+    auto tiles = hwy::AllocateAligned<uint8_t>(size_t(std::max<int64_t>(bytes, 1)));
+    pack_sign_tiles(s.bits.data(), O, I, tiles.get());
+    const uint8_t* packed_tiles = tiles.get();
+    for (const uint8_t* packed : {static_cast<const uint8_t*>(nullptr), packed_tiles}) {
+      if (packed && bytes == 0) continue;
+      for (bool per_row : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << (packed ? "tiles" : "row-major bits")
+                                          << (per_row ? ", per row" : ", per matrix"));
+        const SignSegment chunk{0, R, s.bits.data(), scale.data(), per_row, packed, R};
+        std::vector<SignSegment> single_rows;
+        for (int64_t r = 0; r < R; ++r)
+          single_rows.push_back({r, 1, s.bits.data(), scale.data(), per_row, packed, R});
+        std::vector<float> want = y0, got = y0;
+        sign_matmul_segments(want.data(), x.data(), single_rows, O, I);
+        sign_matmul_segments(got.data(), x.data(), {&chunk, 1}, O, I);
+        EXPECT_EQ(got, want);
+      }
+    }
+  });
+}
+
 // The fused one-token pass gives the result of its two passes (matmul, then the signs) bit for
 // bit, on every target, dtype, scale kind and accumulation, for shapes with partial tiles of rows
 // (O not a multiple of 16) and partial chunks of columns (I not a multiple of 256 or 8), on

@@ -179,15 +179,24 @@ HWY_INLINE void RowDotsToOut(const WT* w, const float* in, size_t I, size_t row0
 }
 
 #if BD_SIGN_LUT
+// The tokens of one job whose tables a pass over the job's tiles reads: few enough that their
+// tables stay in L2 while the tiles stream past.
+struct TokenGroup {
+  size_t job, first, count;  // the job's rows first .. first + count
+};
+
 // For every job: out[t, o] (+)= factor[o] · step[t] · (2·Σ_{bit set} q[t] − Σ q[t]) over its
 // rows t (StoreProducts). First every token's tables, then one parallel pass over all jobs'
 // tiles (static: each thread streams a contiguous run of them), each transposed once into the
 // thread's buffer (L1: 11–22 KiB for rows of 5632) and run against each of the job's tokens.
 // Tiles packed ahead stream from DRAM: the next one is prefetched with each one's lookups (on
 // AVX-512, 5632 × 2048 for 16 users, 1.3–1.4 ms against 1.8–2.0 without; two tiles ahead or
-// prefetches to L1 were no faster).
+// prefetches to L1 were no faster). A job of many tokens (a prompt chunk) passes its tiles once
+// per group of tokens whose tables fit kTableGroupBytes: all its tables at once would spill from
+// L2 (16 KiB per token for rows of 2048, 44 KiB for 5632), and every tile reads all of them.
 void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t job_count,
                size_t O, size_t I, bool accumulate) {
+  constexpr size_t kTableGroupBytes = size_t(1) << 20;
   const size_t row_bytes = (I + 7) / 8, chunks = LutChunks(I);
   const size_t table_bytes = chunks * kTableChunkBytes, tile_bytes = chunks * kTileChunkBytes;
   std::vector<const int16_t*> tokens;  // the q of each job's rows, in job order
@@ -202,11 +211,17 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
   for (int64_t slot = 0; slot < int64_t(tokens.size()); ++slot)
     BuildLutTables(tokens[size_t(slot)], I, tables.get() + size_t(slot) * table_bytes);
   const size_t blocks = (O + kTileRows - 1) / kTileRows;
+  const size_t group_tokens = std::max<size_t>(1, kTableGroupBytes / table_bytes);
   std::vector<size_t> first_slot(job_count, 0);
   for (size_t j = 1; j < job_count; ++j) first_slot[j] = first_slot[j - 1] + jobs[j - 1].rows;
+  std::vector<TokenGroup> groups;
+  for (size_t j = 0; j < job_count; ++j)
+    for (size_t first = 0; first < jobs[j].rows; first += group_tokens)
+      groups.push_back({j, first, std::min(group_tokens, jobs[j].rows - first)});
 #pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t item = 0; item < int64_t(job_count * blocks); ++item) {
-    const size_t j = size_t(item) / blocks;
+  for (int64_t item = 0; item < int64_t(groups.size() * blocks); ++item) {
+    const TokenGroup& group = groups[size_t(item) / blocks];
+    const size_t j = group.job;
     const SignJob& job = jobs[j];
     const size_t row0 = (size_t(item) % blocks) * kTileRows, rows = std::min(kTileRows, O - row0);
     const uint8_t* tile = job.tiles ? job.tiles + (row0 / kTileRows) * tile_bytes : nullptr;
@@ -220,7 +235,7 @@ void SignGemvQ(float* out, const QuantizedTokens& x, const SignJob* jobs, size_t
       TransposeTile(job.bits + row0 * row_bytes, row_bytes, rows, own);
       tile = own;
     }
-    for (size_t n = 0; n < job.rows; ++n) {
+    for (size_t n = group.first; n < group.first + group.count; ++n) {
       int64_t plus[kTileRows];
       LutPlusRows(tile, tables.get() + (first_slot[j] + n) * table_bytes, chunks, plus, &next_tile);
       StoreProducts(out, x, job, job.row0 + n, row0, rows, plus, O, accumulate);

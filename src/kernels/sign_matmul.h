@@ -31,10 +31,12 @@ inline constexpr int64_t kSignGemvMaxTokens = 8;
 // already runs every decode token through them, so nothing it answers rests on exact sums.
 inline constexpr int64_t kGenerateLookupMaxTokens = 24;
 // The same bound where AMX runs the base product (kernels/matmul_amx.h): the base product then
-// costs so little per row that the lookups stay ahead of the merged product further, at least to
-// 64 rows (5632 × 2048: 64 rows by lookups 5.1 ms plus 2.2 for the AMX product of 64 rows,
-// against 10.7 merged; docs/serving.md, session 15).
-inline constexpr int64_t kGenerateLookupMaxTokensAmx = 64;
+// costs so little per row that the lookups stay ahead of the merged product at every chunk a
+// server step holds (EngineOptions::max_step_tokens: 512): 5632 × 2048, 512 rows by lookups
+// 18.6–19.9 ms plus 14.6–15.2 for the AMX product, against 44–51 merged; 2048 × 5632 20–22 plus
+// about 15, against 61–62 (docs/benchmarks.md, session 18). The bound keeps the tables of a
+// longer prompt (16–44 KiB per row) from growing with it.
+inline constexpr int64_t kGenerateLookupMaxTokensAmx = 512;
 // kGenerateLookupMaxTokensAmx where the AMX path is available and on, else
 // kGenerateLookupMaxTokens: what generation passes as its segments' lookup_max_rows.
 int64_t generate_lookup_max_tokens();
