@@ -18,12 +18,13 @@
 //      and of the per-round fused/base ratios), and merge-on-switch (the user's dense weights
 //      materialised whenever the batch changes user, then one token); tokens/s against the
 //      roofline max((base bytes + N × adapter bytes) ÷ bandwidth, N × 2 × params ÷ FLOP rate);
-//   3. resident adapters: engine throughput with batches of 16 cycling through 5, then 2,000
+//   3. resident adapters: engine throughput with batches of 16 cycling through 5, 16, then 2,000
 //      registered adapters (the cache bounded to 64 adapters' bytes, so it evicts), with 16
 //      requests in flight (each client waits for its answer: a cold adapter's load leaves its
 //      slot empty) and with 24 (8 queued, as in a server with more clients than slots: the queue
 //      loads its adapters while it waits); each in two phases of 96 requests on one engine: the
-//      cache filling from empty, then cycling (with 2,000, every load evicts an adapter);
+//      cache filling from empty, then cycling (with 2,000, every load evicts an adapter), and
+//      the loader thread's time per load;
 //   4. switching: AdapterCache::get of a resident adapter (p50, p99) and the decode step time
 //      alternating two adapters against staying on one;
 //   5. cold load of an adapter evicted from the page cache (the cache reads every page in), against
@@ -361,6 +362,7 @@ struct EngineRun {
   int64_t tokens = 0, requests = 0, loads = 0, evictions = 0;
   int64_t steps = 0;
   double mean_batch = 0, step_seconds = 0, seconds = 0;  // step_seconds: in forward steps
+  double load_seconds = 0;                               // the loader thread's, in loads
 };
 
 // `requests` requests of `max_tokens` greedy tokens, each for the next adapter name after
@@ -406,6 +408,7 @@ EngineRun engine_phase(Engine& engine, const Metrics& metrics, const AdapterCach
   const AdapterCacheStats stats = adapters.stats();
   run.loads = stats.loads - stats_before.loads;
   run.evictions = stats.evictions - stats_before.evictions;
+  run.load_seconds = stats.load_seconds - stats_before.load_seconds;
   return run;
 }
 
@@ -652,10 +655,13 @@ int run(int argc, char** argv) {
   served.clear();
   if (o.scaling) {
     std::printf(
-        "\nin flight  registered  phase    requests  tokens  tok/s  loads  evictions  steps  "
-        "mean batch  in steps\n");
+        "\nin flight  registered  phase    requests  tokens  tok/s  loads  ms/load  evictions  "
+        "steps  mean batch  in steps\n");
     json scaling = json::array();
-    const std::pair<int, int> runs[] = {{16, 5}, {16, 2000}, {24, 5}, {24, 2000}};
+    // 16 registered: as many adapters in a step as with 2,000, but all of them resident after
+    // the first phase, so that the difference to 2,000 is the cache's churn alone.
+    const std::pair<int, int> runs[] = {{16, 5}, {16, 16}, {16, 2000},
+                                        {24, 5}, {24, 16}, {24, 2000}};
     for (const auto& [in_flight, count] : runs) {
       std::cerr << "engine, " << in_flight << " requests in flight, " << count
                 << " registered adapters ...\n";
@@ -665,16 +671,19 @@ int run(int argc, char** argv) {
       const auto [fill, cycling] = engine_throughput(checkpoint, weights, *tokenizer, folder, 16,
                                                      in_flight, 96, 16, 64 * served_bytes);
       for (const auto& [phase, r] : {std::pair{"fill", fill}, std::pair{"cycling", cycling}}) {
-        std::printf("%9d  %10d  %-7s  %8lld  %6lld  %5.1f  %5lld  %9lld  %5lld  %10.1f  %7.0f%%\n",
-                    in_flight, count, phase, (long long)r.requests, (long long)r.tokens,
-                    r.tokens_per_s, (long long)r.loads, (long long)r.evictions, (long long)r.steps,
-                    r.mean_batch, 100 * r.step_seconds / r.seconds);
+        std::printf(
+            "%9d  %10d  %-7s  %8lld  %6lld  %5.1f  %5lld  %7.1f  %9lld  %5lld  %10.1f  %7.0f%%\n",
+            in_flight, count, phase, (long long)r.requests, (long long)r.tokens, r.tokens_per_s,
+            (long long)r.loads, r.loads > 0 ? 1e3 * r.load_seconds / double(r.loads) : 0.0,
+            (long long)r.evictions, (long long)r.steps, r.mean_batch,
+            100 * r.step_seconds / r.seconds);
         scaling.push_back({{"in_flight", in_flight},
                            {"registered", count},
                            {"phase", phase},
                            {"tokens_per_s", r.tokens_per_s},
                            {"tokens", r.tokens},
                            {"loads", r.loads},
+                           {"load_seconds", r.load_seconds},
                            {"evictions", r.evictions},
                            {"steps", r.steps},
                            {"mean_batch", r.mean_batch},

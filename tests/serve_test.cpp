@@ -117,6 +117,14 @@ TEST_F(Serve, GreedyTextIsTheSameAloneBatchedThroughGenerateAndTheAppliedModel) 
   ASSERT_TRUE(
       std::regex_search(metrics, count, std::regex("\nbitdelta_batch_size_count ([0-9]+)")));
   EXPECT_GT(std::stod(sum[1]), std::stod(count[1]));
+  // The two users' adapters were loaded once each, and their loads took time.
+  std::smatch loads, load_seconds;
+  ASSERT_TRUE(
+      std::regex_search(metrics, loads, std::regex("\nbitdelta_adapter_loads_total ([0-9]+)")));
+  ASSERT_TRUE(std::regex_search(
+      metrics, load_seconds, std::regex("\nbitdelta_adapter_load_seconds_total ([0-9.e+-]+)\n")));
+  EXPECT_EQ(std::stoll(loads[1]), 2);
+  EXPECT_GT(std::stod(load_seconds[1]), 0.0);
   EXPECT_EQ(server.stop(), 0) << server.stderr_text();
 }
 

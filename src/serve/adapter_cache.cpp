@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -246,9 +247,12 @@ std::shared_ptr<const ServedAdapter> AdapterCache::load_now(const std::string& n
     }
     ++stats_.misses;
   }
+  const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<const ServedAdapter> adapter = load(name);
+  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
   std::lock_guard<std::mutex> lock(mutex_);
   ++stats_.loads;
+  stats_.load_seconds += took.count();
   insert(adapter);
   return adapter;
 }
@@ -269,17 +273,20 @@ void AdapterCache::loader_loop() {
     lock.unlock();
     std::shared_ptr<const ServedAdapter> adapter;
     std::string error;
+    const auto start = std::chrono::steady_clock::now();
     try {
       adapter = load(name);
     } catch (const std::exception& e) {
       error = e.what();
     }
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     lock.lock();
     // A put or remove while this load ran made its result stale.
     queued_.erase(name);
     if (changes_[name] == version) {
       if (adapter) {
         ++stats_.loads;
+        stats_.load_seconds += took.count();
         insert(std::move(adapter));
       } else {
         ++stats_.load_failures;

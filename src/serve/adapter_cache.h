@@ -68,6 +68,7 @@ struct AdapterCacheOptions {
 struct AdapterCacheStats {
   int64_t hits = 0, misses = 0, evictions = 0, loads = 0, load_failures = 0;
   int64_t resident = 0, resident_bytes = 0;
+  double load_seconds = 0;  // spent in the loads counted by `loads` (the loader thread's work)
 };
 
 // Adapter names: 1-128 of [A-Za-z0-9._-], not starting with '.'; "base" is the base model's.

@@ -23,7 +23,6 @@ class Histogram {
   int64_t count() const { return count_; }
   double sum() const { return sum_; }
 
-
  private:
   const std::array<double, 12>& bounds_;
   std::array<std::atomic<int64_t>, 13> buckets_{};  // the last one: +Inf

@@ -266,6 +266,11 @@ void Server::routes() {
       line("bitdelta_adapter_loads_total", "counter", "Adapters loaded.", s.loads);
       line("bitdelta_adapter_load_failures_total", "counter", "Adapter loads that failed.",
            s.load_failures);
+      out +=
+          cat("# HELP bitdelta_adapter_load_seconds_total Seconds the loads took (on the loader "
+              "thread).\n# TYPE bitdelta_adapter_load_seconds_total counter\n"
+              "bitdelta_adapter_load_seconds_total ",
+              s.load_seconds, "\n");
       line("bitdelta_adapters_resident", "gauge", "Adapters in the cache.", s.resident);
       line("bitdelta_adapter_cache_bytes", "gauge", "Bytes of the cached adapters' files.",
            s.resident_bytes);
