@@ -373,6 +373,7 @@ BENCHMARK(BM_Sign)
 BENCHMARK(BM_DenseBF16)
     ->Name("tokens/bf16")
     ->Apply(Tokens)
+    ->Args({2048, 5632, 512})  // beside prompt/lookups/2048/5632/1/512
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 

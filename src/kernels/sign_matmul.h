@@ -34,7 +34,7 @@ inline constexpr int64_t kGenerateLookupMaxTokens = 24;
 // costs so little per row that the lookups stay ahead of the merged product at every chunk a
 // server step holds (EngineOptions::max_step_tokens: 512): 5632 × 2048, 512 rows by lookups
 // 18.6–19.9 ms plus 14.6–15.2 for the AMX product, against 44–51 merged; 2048 × 5632 20–22 plus
-// about 15, against 61–62 (docs/benchmarks.md, session 18). The bound keeps the tables of a
+// 16–17, against 57–62 (docs/benchmarks.md, session 18). The bound keeps the tables of a
 // longer prompt (16–44 KiB per row) from growing with it.
 inline constexpr int64_t kGenerateLookupMaxTokensAmx = 512;
 // kGenerateLookupMaxTokensAmx where the AMX path is available and on, else

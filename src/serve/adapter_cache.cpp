@@ -168,6 +168,7 @@ std::shared_ptr<const ServedAdapter> AdapterCache::load(const std::string& name)
   if (!valid_adapter_name(name)) fail("invalid adapter name ", quote_bytes(name));
   const std::string path = path_of(name);
   if (!fs::is_regular_file(path)) fail("no adapter named ", quote_bytes(name));
+  const auto start = std::chrono::steady_clock::now();
   auto adapter = std::make_shared<ServedAdapter>();
   adapter->name = name;
   adapter->file = std::make_unique<AdapterFile>(path);
@@ -176,10 +177,14 @@ std::shared_ptr<const ServedAdapter> AdapterCache::load(const std::string& name)
       make_llama_delta(weights_, base_.dir(), adapter->file->matrices(), adapter->file->exact());
   adapter->bytes = int64_t(fs::file_size(path));
   prefault(*adapter->file, /*signs=*/!pack_tiles(*adapter));
+  adapter->load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return adapter;
 }
 
 void AdapterCache::insert(std::shared_ptr<const ServedAdapter> adapter) {
+  ++stats_.loads;
+  stats_.load_seconds += adapter->load_seconds;
   const std::string name = adapter->name;
   auto it = resident_.find(name);
   if (it != resident_.end()) {
@@ -247,12 +252,8 @@ std::shared_ptr<const ServedAdapter> AdapterCache::load_now(const std::string& n
     }
     ++stats_.misses;
   }
-  const auto start = std::chrono::steady_clock::now();
   std::shared_ptr<const ServedAdapter> adapter = load(name);
-  const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
   std::lock_guard<std::mutex> lock(mutex_);
-  ++stats_.loads;
-  stats_.load_seconds += took.count();
   insert(adapter);
   return adapter;
 }
@@ -273,20 +274,16 @@ void AdapterCache::loader_loop() {
     lock.unlock();
     std::shared_ptr<const ServedAdapter> adapter;
     std::string error;
-    const auto start = std::chrono::steady_clock::now();
     try {
       adapter = load(name);
     } catch (const std::exception& e) {
       error = e.what();
     }
-    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     lock.lock();
     // A put or remove while this load ran made its result stale.
     queued_.erase(name);
     if (changes_[name] == version) {
       if (adapter) {
-        ++stats_.loads;
-        stats_.load_seconds += took.count();
         insert(std::move(adapter));
       } else {
         ++stats_.load_failures;

@@ -56,7 +56,8 @@ struct ServedAdapter {
   // has one (kernels/sign_matmul.h: pack_sign_tiles); null elsewhere.
   // Anonymous pages of their own (mmap), reused through the cache's SignPagesPool.
   std::unique_ptr<uint8_t[], SignPagesDeleter> sign_tiles;
-  int64_t bytes = 0;  // what the cache counts: the file's size plus sign_tiles' bytes
+  int64_t bytes = 0;        // what the cache counts: the file's size plus sign_tiles' bytes
+  double load_seconds = 0;  // what loading it took (AdapterCacheStats::load_seconds)
 };
 
 struct AdapterCacheOptions {
@@ -125,7 +126,7 @@ class AdapterCache {
   };
   std::shared_ptr<const ServedAdapter> load(const std::string& name) const;
   bool pack_tiles(ServedAdapter& adapter) const;
-  void insert(std::shared_ptr<const ServedAdapter> adapter);  // mutex held
+  void insert(std::shared_ptr<const ServedAdapter> adapter);  // a load that finished; mutex held
   void evict_over_limits();                                   // mutex held
   void forget(const std::string& name);  // drops a put or removed name; mutex held
   void loader_loop();

@@ -254,7 +254,7 @@ void Server::routes() {
   http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     const std::string text = metrics_.render([this](std::string& out) {
       const AdapterCacheStats s = adapters_.stats();
-      auto line = [&out](const char* name, const char* type, const char* help, int64_t value) {
+      auto line = [&out](const char* name, const char* type, const char* help, auto value) {
         out += cat("# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name, " ", value,
                    "\n");
       };
@@ -266,11 +266,8 @@ void Server::routes() {
       line("bitdelta_adapter_loads_total", "counter", "Adapters loaded.", s.loads);
       line("bitdelta_adapter_load_failures_total", "counter", "Adapter loads that failed.",
            s.load_failures);
-      out +=
-          cat("# HELP bitdelta_adapter_load_seconds_total Seconds the loads took (on the loader "
-              "thread).\n# TYPE bitdelta_adapter_load_seconds_total counter\n"
-              "bitdelta_adapter_load_seconds_total ",
-              s.load_seconds, "\n");
+      line("bitdelta_adapter_load_seconds_total", "counter",
+           "Seconds the loads took (on the loader thread).", s.load_seconds);
       line("bitdelta_adapters_resident", "gauge", "Adapters in the cache.", s.resident);
       line("bitdelta_adapter_cache_bytes", "gauge", "Bytes of the cached adapters' files.",
            s.resident_bytes);
