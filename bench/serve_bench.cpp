@@ -2,7 +2,7 @@
 // adapters, every limit measured in the same run (docs/serving.md has the results).
 //
 //   build/serve_bench [--threads N] [--dir DIR] [--users 1,4,16,64] [--steps S] [--rounds R]
-//                     [--merge-users LIST] [--skip-scaling] [--no-amx]
+//                     [--merge-users LIST] [--resident-tokens T] [--skip-scaling] [--no-amx]
 //
 // DIR (default /tmp/bitdelta-decode-bench-1.1b, shared with decode_bench) receives, once: the
 // random checkpoint (~2.2 GB) with a tokenizer.json, 64 random adapters (~130 MB each: a sign
@@ -18,13 +18,17 @@
 //      and of the per-round fused/base ratios), and merge-on-switch (the user's dense weights
 //      materialised whenever the batch changes user, then one token); tokens/s against the
 //      roofline max((base bytes + N × adapter bytes) ÷ bandwidth, N × 2 × params ÷ FLOP rate);
+//      with N = 16, also the 16 sequences sharing 5 adapters (as with 5 registered in part 3),
+//      alternating with 16 distinct: the roofline's N counts distinct adapters;
 //   3. resident adapters: engine throughput with batches of 16 cycling through 5, 16, then 2,000
 //      registered adapters (the cache bounded to 64 adapters' bytes, so it evicts), with 16
 //      requests in flight (each client waits for its answer: a cold adapter's load leaves its
 //      slot empty) and with 24 (8 queued, as in a server with more clients than slots: the queue
 //      loads its adapters while it waits); each in two phases of 96 requests on one engine: the
 //      cache filling from empty, then cycling (with 2,000, every load evicts an adapter), and
-//      the loader thread's time per load;
+//      the loader thread's time per load; each request generates T tokens (--resident-tokens,
+//      default 16). Each phase's steps against their bandwidth floor: steps × (base bytes +
+//      distinct adapters per step × adapter bytes) ÷ bandwidth;
 //   4. switching: AdapterCache::get of a resident adapter (p50, p99) and the decode step time
 //      alternating two adapters against staying on one;
 //   5. cold load of an adapter evicted from the page cache (the cache reads every page in), against
@@ -104,6 +108,7 @@ struct Options {
   std::vector<int> merge_users = {1, 4, 16};
   int steps = 8;
   int rounds = 3;
+  int resident_tokens = 16;  // generated per request in part 3
   bool scaling = true;
   bool amx = true;
 };
@@ -128,6 +133,8 @@ Options parse_options(int argc, char** argv) {
       o.steps = std::stoi(value());
     else if (flag == "--rounds")
       o.rounds = std::stoi(value());
+    else if (flag == "--resident-tokens")
+      o.resident_tokens = std::stoi(value());
     else if (flag == "--skip-scaling")
       o.scaling = false;
     else if (flag == "--no-amx")
@@ -139,6 +146,8 @@ Options parse_options(int argc, char** argv) {
     if (n < 1 || n > kDistinctAdapters) fail("--users: each N must be in [1, 64]");
   if (o.steps < 2) fail("--steps must be >= 2");
   if (o.rounds < 1) fail("--rounds must be >= 1");
+  if (o.resident_tokens < 1 || o.resident_tokens > 512)
+    fail("--resident-tokens must be in [1, 512]");
   return o;
 }
 
@@ -302,6 +311,25 @@ double fused_step_seconds(const LlamaWeights& w, const std::vector<const LlamaDe
   return median(seconds);
 }
 
+// Tokens/s of two sets of sequences (their adapters; nullptr: the base), alternating round after
+// round, since the shared host moves the speed of both by ±20% within minutes; the ratios are
+// taken per round.
+struct AlternatedDecode {
+  std::vector<double> first, second, first_over_second;  // one entry per round
+};
+AlternatedDecode alternated_decode(const LlamaWeights& w,
+                                   const std::vector<const LlamaDelta*>& first,
+                                   const std::vector<const LlamaDelta*>& second, int steps,
+                                   int rounds) {
+  AlternatedDecode out;
+  for (int r = 0; r < rounds; ++r) {
+    out.first.push_back(double(first.size()) / fused_step_seconds(w, first, steps));
+    out.second.push_back(double(second.size()) / fused_step_seconds(w, second, steps));
+    out.first_over_second.push_back(out.first.back() / out.second.back());
+  }
+  return out;
+}
+
 // Merge-on-switch: one BF16 copy of the block linears; serving user u means writing
 // W_base + γ_u ⊙ S_u into it, then decoding u's next token. Returns seconds per round (one token
 // for each of the users).
@@ -362,7 +390,8 @@ struct EngineRun {
   int64_t tokens = 0, requests = 0, loads = 0, evictions = 0;
   int64_t steps = 0;
   double mean_batch = 0, step_seconds = 0, seconds = 0;  // step_seconds: in forward steps
-  double load_seconds = 0;                               // the loader thread's, in loads
+  double mean_adapters = 0;  // distinct adapters per step: each streams its own signs
+  double load_seconds = 0;   // the loader thread's, in loads
 };
 
 // `requests` requests of `max_tokens` greedy tokens, each for the next adapter name after
@@ -374,6 +403,7 @@ EngineRun engine_phase(Engine& engine, const Metrics& metrics, const AdapterCach
   const int64_t steps_before = metrics.step_seconds.count();
   const double step_sum_before = metrics.step_seconds.sum();
   const double batch_sum_before = metrics.batch_size.sum();
+  const double adapters_sum_before = metrics.step_adapters.sum();
   const AdapterCacheStats stats_before = adapters.stats();
   std::atomic<int> next{0};
   std::atomic<int64_t> tokens{0};
@@ -405,6 +435,8 @@ EngineRun engine_phase(Engine& engine, const Metrics& metrics, const AdapterCach
   run.step_seconds = metrics.step_seconds.sum() - step_sum_before;
   run.mean_batch =
       (metrics.batch_size.sum() - batch_sum_before) / double(std::max<int64_t>(1, run.steps));
+  run.mean_adapters =
+      (metrics.step_adapters.sum() - adapters_sum_before) / double(std::max<int64_t>(1, run.steps));
   const AdapterCacheStats stats = adapters.stats();
   run.loads = stats.loads - stats_before.loads;
   run.evictions = stats.evictions - stats_before.evictions;
@@ -523,7 +555,12 @@ int run(int argc, char** argv) {
       gemm.amx / 1e9, base_bytes / 1e9, adapter_bytes / 1e6,
       amx_available() ? (amx_enabled() ? "on" : "off (--no-amx)") : "not on this CPU");
 
-  // 2. Decode.
+  // 2. Decode. The roofline of N sequences holding `adapters` distinct adapters: each step reads
+  // the base and every adapter once, and computes 2 × params FLOPs per sequence.
+  auto decode_limit = [&](int N, int adapters) {
+    return N /
+           std::max((base_bytes + adapters * adapter_bytes) / bandwidth, N * 2 * params / flops);
+  };
   std::printf(
       "\n   N  limit tok/s  fused tok/s (of limit)  base tok/s  fused/base  merge tok/s  "
       "fused/merge\n");
@@ -533,17 +570,10 @@ int run(int argc, char** argv) {
     std::vector<const LlamaDelta*> users, none(size_t(N), nullptr);
     for (int i = 0; i < N; ++i) users.push_back(&served[size_t(i)]->delta);
     const double step_bytes = base_bytes + N * adapter_bytes;
-    const double limit = N / std::max(step_bytes / bandwidth, N * 2 * params / flops);
-    // Fused and base alternate, round after round, and the ratios are taken per round: the
-    // shared host moves the speed of both by ±20% within minutes.
-    std::vector<double> fused_rounds, base_rounds, ratio_rounds;
-    for (int r = 0; r < o.rounds; ++r) {
-      fused_rounds.push_back(N / fused_step_seconds(weights, users, o.steps));
-      base_rounds.push_back(N / fused_step_seconds(weights, none, o.steps));
-      ratio_rounds.push_back(fused_rounds.back() / base_rounds.back());
-    }
-    const double fused = median(fused_rounds), base = median(base_rounds);
-    const double fused_over_base = median(ratio_rounds);
+    const double limit = decode_limit(N, N);
+    const AlternatedDecode runs = alternated_decode(weights, users, none, o.steps, o.rounds);
+    const double fused = median(runs.first), base = median(runs.second);
+    const double fused_over_base = median(runs.first_over_second);
     double merge = 0;
     if (std::find(o.merge_users.begin(), o.merge_users.end(), N) != o.merge_users.end()) {
       std::vector<const AdapterFile*> user_files;
@@ -559,12 +589,41 @@ int run(int argc, char** argv) {
                       {"fused_of_limit", fused / limit},
                       {"base_tokens_per_s", base},
                       {"fused_over_base", fused_over_base},
-                      {"fused_rounds", fused_rounds},
-                      {"base_rounds", base_rounds},
+                      {"fused_rounds", runs.first},
+                      {"base_rounds", runs.second},
                       {"merge_tokens_per_s", merge},
                       {"bytes_per_step", step_bytes}});
   }
   out["decode"] = decode;
+
+  // 2b. Sixteen sequences over 5 adapters (consecutive sequences share one, as the engine
+  // groups them) against over 16: the part of resident-adapter scaling that is the roofline's.
+  if (std::find(o.users.begin(), o.users.end(), 16) != o.users.end()) {
+    std::cerr << "decode N=16 over 5 adapters ...\n";
+    constexpr int N = 16, kShared = 5;
+    std::vector<const LlamaDelta*> distinct, shared;
+    for (int i = 0; i < N; ++i) {
+      distinct.push_back(&served[size_t(i)]->delta);
+      shared.push_back(&served[size_t(i * kShared / N)]->delta);
+    }
+    auto limit_of = [&](int adapters) { return decode_limit(N, adapters); };
+    const AlternatedDecode runs = alternated_decode(weights, distinct, shared, o.steps, o.rounds);
+    const double over_distinct = median(runs.first), over_shared = median(runs.second);
+    std::printf(
+        "N = 16 over 5 adapters: limit %.2f tok/s, fused %.2f (%.1f%%); over 16: limit %.2f, "
+        "fused %.2f (%.1f%%); 16 over 5: limits %.3f, fused %.3f\n",
+        limit_of(kShared), over_shared, 100 * over_shared / limit_of(kShared), limit_of(N),
+        over_distinct, 100 * over_distinct / limit_of(N), limit_of(N) / limit_of(kShared),
+        median(runs.first_over_second));
+    std::fflush(stdout);
+    out["decode_shared"] = {{"users", N},
+                            {"adapters", kShared},
+                            {"limit_tokens_per_s", limit_of(kShared)},
+                            {"fused_tokens_per_s", over_shared},
+                            {"distinct_limit_tokens_per_s", limit_of(N)},
+                            {"distinct_fused_tokens_per_s", over_distinct},
+                            {"distinct_over_shared", median(runs.first_over_second)}};
+  }
 
   // 4. Switching between resident adapters.
   std::cerr << "switch latency ...\n";
@@ -656,7 +715,7 @@ int run(int argc, char** argv) {
   if (o.scaling) {
     std::printf(
         "\nin flight  registered  phase    requests  tokens  tok/s  loads  ms/load  evictions  "
-        "steps  mean batch  in steps\n");
+        "steps  mean batch  adapters/step  in steps  of floor\n");
     json scaling = json::array();
     // 16 registered: as many adapters in a step as with 2,000, but all of them resident after
     // the first phase, so that the difference to 2,000 is the cache's churn alone.
@@ -668,15 +727,21 @@ int run(int argc, char** argv) {
       const std::string folder = registration_folder(o.dir, count);
       // Room for 64 adapters at what the cache counts for one (its file, plus its transposed
       // signs where this CPU's kernel has them).
-      const auto [fill, cycling] = engine_throughput(checkpoint, weights, *tokenizer, folder, 16,
-                                                     in_flight, 96, 16, 64 * served_bytes);
+      const auto [fill, cycling] =
+          engine_throughput(checkpoint, weights, *tokenizer, folder, 16, in_flight, 96,
+                            o.resident_tokens, 64 * served_bytes);
       for (const auto& [phase, r] : {std::pair{"fill", fill}, std::pair{"cycling", cycling}}) {
+        // The least its steps could take, reading the base and each step's distinct adapters
+        // once (the roofline's bytes; a step that also runs a prompt chunk does more work).
+        const double floor_seconds =
+            double(r.steps) * (base_bytes + r.mean_adapters * adapter_bytes) / bandwidth;
         std::printf(
-            "%9d  %10d  %-7s  %8lld  %6lld  %5.1f  %5lld  %7.1f  %9lld  %5lld  %10.1f  %7.0f%%\n",
+            "%9d  %10d  %-7s  %8lld  %6lld  %5.1f  %5lld  %7.1f  %9lld  %5lld  %10.1f  %13.1f  "
+            "%7.0f%%  %7.0f%%\n",
             in_flight, count, phase, (long long)r.requests, (long long)r.tokens, r.tokens_per_s,
             (long long)r.loads, r.loads > 0 ? 1e3 * r.load_seconds / double(r.loads) : 0.0,
-            (long long)r.evictions, (long long)r.steps, r.mean_batch,
-            100 * r.step_seconds / r.seconds);
+            (long long)r.evictions, (long long)r.steps, r.mean_batch, r.mean_adapters,
+            100 * r.step_seconds / r.seconds, 100 * floor_seconds / r.step_seconds);
         scaling.push_back({{"in_flight", in_flight},
                            {"registered", count},
                            {"phase", phase},
@@ -687,6 +752,8 @@ int run(int argc, char** argv) {
                            {"evictions", r.evictions},
                            {"steps", r.steps},
                            {"mean_batch", r.mean_batch},
+                           {"mean_adapters_per_step", r.mean_adapters},
+                           {"floor_seconds_in_steps", floor_seconds},
                            {"seconds_in_steps", r.step_seconds},
                            {"seconds", r.seconds}});
       }

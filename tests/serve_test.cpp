@@ -117,6 +117,15 @@ TEST_F(Serve, GreedyTextIsTheSameAloneBatchedThroughGenerateAndTheAppliedModel) 
   ASSERT_TRUE(
       std::regex_search(metrics, count, std::regex("\nbitdelta_batch_size_count ([0-9]+)")));
   EXPECT_GT(std::stod(sum[1]), std::stod(count[1]));
+  // And some step held more than one adapter, but never more adapters than sequences.
+  std::smatch adapter_sum, adapter_count;
+  ASSERT_TRUE(std::regex_search(metrics, adapter_sum,
+                                std::regex("\nbitdelta_step_adapters_sum ([0-9.e+]+)")));
+  ASSERT_TRUE(std::regex_search(metrics, adapter_count,
+                                std::regex("\nbitdelta_step_adapters_count ([0-9]+)")));
+  EXPECT_EQ(std::stoll(adapter_count[1]), std::stoll(count[1]));
+  EXPECT_GT(std::stod(adapter_sum[1]), std::stod(adapter_count[1]));
+  EXPECT_LE(std::stod(adapter_sum[1]), std::stod(sum[1]));
   // The two users' adapters were loaded once each, and their loads took time.
   std::smatch loads, load_seconds;
   ASSERT_TRUE(

@@ -384,6 +384,10 @@ void Engine::step() {
   }
   metrics_.step_seconds.observe(std::chrono::duration<double>(Clock::now() - start).count());
   metrics_.batch_size.observe(double(batch.size()));
+  int64_t adapters = 0;  // segments: the batch is sorted by adapter
+  for (size_t i = 0; i < batch.size(); ++i)
+    adapters += i == 0 || batch[i]->delta() != batch[i - 1]->delta();
+  metrics_.step_adapters.observe(double(adapters));
   for (Sequence* s : batch)
     if (s->kv.pos == int64_t(s->tokens.size())) after_step(*s, s->logits.data());
   std::erase_if(running_, [](const std::unique_ptr<Sequence>& s) { return !s; });

@@ -68,6 +68,9 @@ std::string Metrics::render(const std::function<void(std::string&)>& adapter_lin
   gauge(out, "bitdelta_kv_blocks_used", "KV cache blocks held by sequences.", kv_blocks_used);
   gauge(out, "bitdelta_kv_blocks_total", "KV cache blocks.", kv_blocks_total);
   batch_size.render(out, "bitdelta_batch_size", "Sequences per forward step.");
+  step_adapters.render(out, "bitdelta_step_adapters",
+                       "Distinct adapters per forward step (the base alone counts as one); each "
+                       "streams its own signs.");
   step_seconds.render(out, "bitdelta_step_seconds", "Duration of one forward step.");
   time_to_first_token.render(out, "bitdelta_time_to_first_token_seconds",
                              "From submission to the first generated token.");

@@ -40,6 +40,7 @@ struct Metrics {
   std::atomic<int64_t> running{0}, waiting{0};
   std::atomic<int64_t> kv_blocks_used{0}, kv_blocks_total{0};
   Histogram batch_size{Histogram::kCountBounds};      // sequences per step
+  Histogram step_adapters{Histogram::kCountBounds};   // distinct adapters per step (base: one)
   Histogram step_seconds{Histogram::kSecondsBounds};  // one forward step
   Histogram time_to_first_token{Histogram::kSecondsBounds};
   Histogram request_seconds{Histogram::kSecondsBounds};
