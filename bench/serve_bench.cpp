@@ -2,7 +2,8 @@
 // adapters, every limit measured in the same run (docs/serving.md has the results).
 //
 //   build/serve_bench [--threads N] [--dir DIR] [--users 1,4,16,64] [--steps S] [--rounds R]
-//                     [--merge-users LIST] [--resident-tokens T] [--skip-scaling] [--no-amx]
+//                     [--merge-users LIST] [--resident-tokens T] [--resident-registered LIST]
+//                     [--resident-in-flight LIST] [--skip-scaling] [--no-amx]
 //
 // DIR (default /tmp/bitdelta-decode-bench-1.1b, shared with decode_bench) receives, once: the
 // random checkpoint (~2.2 GB) with a tokenizer.json, 64 random adapters (~130 MB each: a sign
@@ -27,8 +28,9 @@
 //      loads its adapters while it waits); each in two phases of 96 requests on one engine: the
 //      cache filling from empty, then cycling (with 2,000, every load evicts an adapter), and
 //      the loader thread's time per load; each request generates T tokens (--resident-tokens,
-//      default 16). Each phase's steps against their bandwidth floor: steps × (base bytes +
-//      distinct adapters per step × adapter bytes) ÷ bandwidth;
+//      default 16; --resident-registered and --resident-in-flight pick other cases). Each phase's
+//      steps against their bandwidth floor: steps × (base bytes + distinct adapters per step ×
+//      adapter bytes) ÷ bandwidth;
 //   4. switching: AdapterCache::get of a resident adapter (p50, p99) and the decode step time
 //      alternating two adapters against staying on one;
 //   5. cold load of an adapter evicted from the page cache (the cache reads every page in), against
@@ -109,6 +111,8 @@ struct Options {
   int steps = 8;
   int rounds = 3;
   int resident_tokens = 16;  // generated per request in part 3
+  std::vector<int> resident_registered = {5, 16, 2000};
+  std::vector<int> resident_in_flight = {16, 24};
   bool scaling = true;
   bool amx = true;
 };
@@ -135,6 +139,10 @@ Options parse_options(int argc, char** argv) {
       o.rounds = std::stoi(value());
     else if (flag == "--resident-tokens")
       o.resident_tokens = std::stoi(value());
+    else if (flag == "--resident-registered")
+      o.resident_registered = parse_list(value());
+    else if (flag == "--resident-in-flight")
+      o.resident_in_flight = parse_list(value());
     else if (flag == "--skip-scaling")
       o.scaling = false;
     else if (flag == "--no-amx")
@@ -148,6 +156,10 @@ Options parse_options(int argc, char** argv) {
   if (o.rounds < 1) fail("--rounds must be >= 1");
   if (o.resident_tokens < 1 || o.resident_tokens > 512)
     fail("--resident-tokens must be in [1, 512]");
+  for (int n : o.resident_registered)
+    if (n < 1 || n > 10000) fail("--resident-registered: each count must be in [1, 10000]");
+  for (int n : o.resident_in_flight)
+    if (n < 1 || n > 256) fail("--resident-in-flight: each count must be in [1, 256]");
   return o;
 }
 
@@ -719,8 +731,9 @@ int run(int argc, char** argv) {
     json scaling = json::array();
     // 16 registered: as many adapters in a step as with 2,000, but all of them resident after
     // the first phase, so that the difference to 2,000 is the cache's churn alone.
-    const std::pair<int, int> runs[] = {{16, 5}, {16, 16}, {16, 2000},
-                                        {24, 5}, {24, 16}, {24, 2000}};
+    std::vector<std::pair<int, int>> runs;
+    for (int in_flight : o.resident_in_flight)
+      for (int count : o.resident_registered) runs.emplace_back(in_flight, count);
     for (const auto& [in_flight, count] : runs) {
       std::cerr << "engine, " << in_flight << " requests in flight, " << count
                 << " registered adapters ...\n";
