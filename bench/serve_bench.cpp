@@ -618,21 +618,21 @@ int run(int argc, char** argv) {
       distinct.push_back(&served[size_t(i)]->delta);
       shared.push_back(&served[size_t(i * kShared / N)]->delta);
     }
-    auto limit_of = [&](int adapters) { return decode_limit(N, adapters); };
+    const double shared_limit = decode_limit(N, kShared), distinct_limit = decode_limit(N, N);
     const AlternatedDecode runs = alternated_decode(weights, distinct, shared, o.steps, o.rounds);
     const double over_distinct = median(runs.first), over_shared = median(runs.second);
     std::printf(
         "N = 16 over 5 adapters: limit %.2f tok/s, fused %.2f (%.1f%%); over 16: limit %.2f, "
         "fused %.2f (%.1f%%); 16 over 5: limits %.3f, fused %.3f\n",
-        limit_of(kShared), over_shared, 100 * over_shared / limit_of(kShared), limit_of(N),
-        over_distinct, 100 * over_distinct / limit_of(N), limit_of(N) / limit_of(kShared),
+        shared_limit, over_shared, 100 * over_shared / shared_limit, distinct_limit, over_distinct,
+        100 * over_distinct / distinct_limit, distinct_limit / shared_limit,
         median(runs.first_over_second));
     std::fflush(stdout);
     out["decode_shared"] = {{"users", N},
                             {"adapters", kShared},
-                            {"limit_tokens_per_s", limit_of(kShared)},
+                            {"limit_tokens_per_s", shared_limit},
                             {"fused_tokens_per_s", over_shared},
-                            {"distinct_limit_tokens_per_s", limit_of(N)},
+                            {"distinct_limit_tokens_per_s", distinct_limit},
                             {"distinct_fused_tokens_per_s", over_distinct},
                             {"distinct_over_shared", median(runs.first_over_second)}};
   }
